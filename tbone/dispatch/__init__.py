@@ -1,0 +1,31 @@
+"""Signals, channels and carriers: events inside an asyncio app and out to its clients."""
+
+from __future__ import annotations
+
+from tbone.dispatch.carriers import Carrier
+from tbone.dispatch.channels import (
+    Channel,
+    ChannelClosed,
+    ChannelNameConflict,
+    clear_registry,
+    close_all_channels,
+    get_channel,
+)
+from tbone.dispatch.channels.mem import MemoryChannel
+from tbone.dispatch.events import Event, History
+from tbone.dispatch.signals import Signal, receiver
+
+__all__ = [
+    "Carrier",
+    "Channel",
+    "ChannelClosed",
+    "ChannelNameConflict",
+    "Event",
+    "History",
+    "MemoryChannel",
+    "Signal",
+    "clear_registry",
+    "close_all_channels",
+    "get_channel",
+    "receiver",
+]

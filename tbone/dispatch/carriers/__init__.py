@@ -1,0 +1,277 @@
+"""Carriers: one connection (usually a websocket) as seen by channels.
+
+A subclass says how to send text and how to close; the base class gives every carrier the same
+rules:
+
+* Equality and hash follow the wrapped connection, so a carrier made later for the same
+  websocket finds (and unsubscribes) the one made earlier.
+* ``await deliver(data)`` / ``await deliver_text(text)`` send now and return True when the
+  text was handed to the connection, False when the peer is gone. They never raise for a
+  closed peer.
+* Channels do not await sends: they :meth:`~Carrier.offer` pre-encoded frames to a bounded
+  outbox that one writer task per connection drains in order. A connection that falls too far
+  behind (outbox over ``max_messages`` or ``max_bytes``, counting what the server still buffers
+  for it, see :meth:`~Carrier.backlog`) is closed with code 1013 and unsubscribed everywhere; so
+  is one whose send fails. Other subscribers never wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from tbone.dispatch import jsonenc
+
+if TYPE_CHECKING:
+    from tbone.dispatch.channels import Channel
+
+__all__ = ["CLOSE_GOING_AWAY", "CLOSE_TRY_AGAIN_LATER", "Carrier"]
+
+logger = logging.getLogger("tbone.dispatch.carriers")
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_TRY_AGAIN_LATER = 1013
+
+
+class Carrier:
+    """Base class of carriers. Subclasses implement :meth:`send_text` and :meth:`close_connection`.
+
+    ``max_messages`` and ``max_bytes`` bound what may wait for this connection (our outbox plus
+    the server's own buffer). Defaults: 1,000 messages, 1 MiB.
+    """
+
+    #: Exceptions that mean "the peer went away": no traceback is logged for them.
+    disconnect_errors: ClassVar[tuple[type[BaseException], ...]] = (ConnectionError, OSError)
+    default_max_messages: ClassVar[int] = 1000
+    default_max_bytes: ClassVar[int] = 1 << 20
+
+    def __init__(
+        self,
+        connection: Any,
+        *,
+        max_messages: int | None = None,
+        max_bytes: int | None = None,
+    ) -> None:
+        self.connection = connection
+        self.max_messages = max_messages or self.default_max_messages
+        self.max_bytes = max_bytes or self.default_max_bytes
+        self.closed = False
+        self.close_code: int | None = None
+        self._outbox: deque[tuple[str, int]] = deque()
+        self._queued_bytes = 0
+        self._writer: asyncio.Task[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._channels: dict[Channel, None] = {}  # channels this connection is subscribed on
+
+    # -- what subclasses implement ---------------------------------------------------------
+
+    async def send_text(self, text: str) -> None:
+        """Send one text frame. Raise (any of :attr:`disconnect_errors`) if the peer is gone."""
+        raise NotImplementedError
+
+    async def close_connection(self, code: int, reason: str) -> None:
+        """Close the underlying connection with ``code``; must not raise if already closed."""
+        raise NotImplementedError
+
+    def backlog(self) -> int:
+        """Bytes the server holds for this connection that our outbox no longer sees.
+
+        Servers that return from ``send`` before the bytes leave (uvicorn, aiohttp) keep them
+        in the transport's write buffer; carriers that can reach it report its size here, so a
+        client that stops reading is caught. The default is 0.
+        """
+        return 0
+
+    # -- identity ----------------------------------------------------------------------------
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Carrier):
+            return NotImplemented
+        return self.connection is other.connection
+
+    def __hash__(self) -> int:
+        return hash(id(self.connection))
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"queued={len(self._outbox)}"
+        return f"<{type(self).__name__} {self.connection!r} {state}>"
+
+    # -- sending now -------------------------------------------------------------------------
+
+    async def deliver(self, data: Any) -> bool:
+        """Encode ``data`` as JSON and send it now. True when sent, False when the peer is gone."""
+        return await self.deliver_text(jsonenc.dumps(data))
+
+    async def deliver_text(self, text: str) -> bool:
+        """Send pre-encoded JSON text now. True when sent, False when the peer is gone."""
+        if self.closed:
+            return False
+        try:
+            await self.send_text(text)
+        except self.disconnect_errors:
+            self._gone()
+            return False
+        except Exception:
+            logger.exception("%r: send failed; dropping the connection", self)
+            self._gone()
+            return False
+        return True
+
+    # -- the outbox --------------------------------------------------------------------------
+
+    def offer(self, text: str, size: int | None = None) -> bool:
+        """Queue a frame for the writer task without waiting. Never blocks, never raises.
+
+        Returns False when the carrier is closed or the frame overflowed its limits, in which
+        case the connection is being closed with 1013 and removed from every channel.
+        ``size`` is the frame's size in bytes (``len(text)`` when not given).
+        """
+        if self.closed:
+            return False
+        if size is None:
+            size = len(text)
+        outbox = self._outbox
+        if len(outbox) >= self.max_messages or self._queued_bytes + size > self.max_bytes:
+            self._overflow()
+            return False
+        outbox.append((text, size))
+        self._queued_bytes += size
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        else:
+            self._wake()
+        return True
+
+    @property
+    def queued(self) -> int:
+        """Frames waiting in the outbox."""
+        return len(self._outbox)
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        outbox = self._outbox
+        while True:
+            while outbox:
+                text, size = outbox.popleft()
+                self._queued_bytes -= size
+                try:
+                    await self.send_text(text)
+                except self.disconnect_errors:
+                    self._gone()
+                    return
+                except Exception:
+                    logger.exception("%r: send failed; dropping the connection", self)
+                    self._gone()
+                    return
+                if self._queued_bytes + self.backlog() > self.max_bytes:
+                    # The server took the frame but cannot pass it on: the peer stopped reading.
+                    # What is buffered below us counts against the same limit.
+                    self._overflow()
+                    return
+            if self.closed or not self._channels:
+                self._writer = None
+                return
+            waiter = self._waiter = loop.create_future()
+            await waiter
+
+    # -- channels ----------------------------------------------------------------------------
+
+    def _attach(self, channel: Channel) -> Carrier:
+        """Return the one live carrier of this connection, now subscribed on ``channel``."""
+        canonical = _live.get(self)
+        if canonical is None or canonical.closed:
+            if self.closed:
+                raise ValueError(f"{self!r} is closed; it cannot be subscribed")
+            canonical = _live[self] = self
+        canonical._channels[channel] = None
+        return canonical
+
+    def _detach(self, channel: Channel) -> None:
+        """``channel`` no longer has a subscription for this connection."""
+        self._channels.pop(channel, None)
+        if not self._channels:
+            if _live.get(self) is self:
+                del _live[self]
+            self._wake()  # an idle writer exits once nothing is subscribed
+
+    # -- closing -----------------------------------------------------------------------------
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection with ``code`` and remove the carrier from every channel.
+
+        Frames still in the outbox are dropped. Safe to call more than once.
+        """
+        if not self.closed:
+            self._mark_closed(code)
+            self._detach_all()
+        await self._stop_writer()
+        try:
+            await self.close_connection(code, reason)
+        except self.disconnect_errors:
+            pass
+        except Exception:
+            logger.exception("%r: close failed", self)
+
+    def _overflow(self) -> None:
+        for channel in self._channels:
+            channel._count("closed_slow")
+        logger.info("%r: too far behind; closing with 1013", self)
+        self._mark_closed(CLOSE_TRY_AGAIN_LATER)
+        self._detach_all()
+        # The close handshake may block on a peer that does not read, so it runs in a task of
+        # its own, which also stops the writer.
+        task = asyncio.get_running_loop().create_task(
+            self.close(CLOSE_TRY_AGAIN_LATER, "subscriber too slow")
+        )
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+
+    def _gone(self) -> None:
+        for channel in self._channels:
+            channel._count("dropped")
+        self._mark_closed(None)
+        self._detach_all()
+
+    def _mark_closed(self, code: int | None) -> None:
+        self.closed = True
+        self.close_code = code
+        self._outbox.clear()
+        self._queued_bytes = 0
+
+    def _detach_all(self) -> None:
+        channels, self._channels = list(self._channels), {}
+        for channel in channels:
+            channel._forget(self)
+        if _live.get(self) is self:
+            del _live[self]
+        self._wake()
+
+    async def _stop_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        self._wake()
+        if writer is None or writer is asyncio.current_task() or writer.done():
+            return
+        writer.cancel()
+        # asyncio.wait() does not raise the writer's CancelledError, only our own.
+        await asyncio.wait([writer])
+
+
+# The one live carrier per connection: every channel a connection subscribes on shares its
+# outbox and writer, so frames from several channels never race on one websocket.
+_live: dict[Carrier, Carrier] = {}
+
+# Close handshakes of carriers closed as too slow, referenced until they end.
+_closing: set[asyncio.Task[None]] = set()
+
+
+async def wait_closing() -> None:
+    """Wait for the close handshakes of carriers closed as too slow (used by Channel.close)."""
+    while _closing:
+        await asyncio.wait(list(_closing))

@@ -1,0 +1,397 @@
+"""Channels: named, per-process singletons that fan events out to subscribed carriers.
+
+``MemoryChannel(name="pubsub")`` (or any subclass) returns the one channel of that name in the
+process, created on first use. The flow of one event::
+
+    publish(name, data) -> backend store -> consumer loop -> Event frame encoded ONCE
+        -> each subscribed carrier's bounded outbox -> its writer task -> websocket
+
+Rules (``docs/channels.md`` has the long form):
+
+* ``publish`` returns once the backend has stored the event; it never waits for subscribers.
+* Each subscriber receives a channel's events in the order the backend gives them (publish
+  order for one publisher).
+* A slow subscriber is closed with 1013 and a failing one is dropped; neither delays others.
+* The consumer starts when the first carrier subscribes (or on :meth:`Channel.kickoff`) and
+  survives backend faults: it logs, counts, backs off, and resumes after the last event it
+  delivered.
+
+Writing a backend: subclass :class:`Channel` and implement :meth:`Channel.store`,
+:meth:`Channel.listen` and :meth:`Channel.read_history` (see ``docs/channels.md``).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Iterable
+from typing import Any, ClassVar, TypeVar
+
+from tbone.dispatch.carriers import CLOSE_GOING_AWAY, Carrier, wait_closing
+from tbone.dispatch.events import Event, History, recovered_frame
+
+__all__ = [
+    "Channel",
+    "ChannelClosed",
+    "ChannelNameConflict",
+    "clear_registry",
+    "close_all_channels",
+    "get_channel",
+]
+
+logger = logging.getLogger("tbone.dispatch.channels")
+
+C = TypeVar("C", bound="Channel")
+
+_registry: dict[str, Channel] = {}
+
+
+class ChannelNameConflict(TypeError):
+    """A channel name is already bound to a channel of another class."""
+
+    def __init__(self, name: str, existing: type[Channel], wanted: type[Channel]) -> None:
+        self.name = name
+        self.existing = existing
+        self.wanted = wanted
+        super().__init__(
+            f"channel {name!r} is already a {existing.__name__} in this process; "
+            f"cannot make it a {wanted.__name__}. Use another name, or close the first one "
+            "(await channel.close(forget=True)) before creating the new one."
+        )
+
+
+class ChannelClosed(RuntimeError):
+    """The channel was closed and cannot take this call."""
+
+
+class _ChannelMeta(abc.ABCMeta):
+    """Makes ``SomeChannel(name=...)`` return the process's one channel of that name."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        name = kwargs.get("name", args[0] if args else None)
+        if not isinstance(name, str) or not name:
+            raise TypeError(
+                f"{cls.__name__} needs a name: {cls.__name__}(name='pubsub'). Channels are "
+                "per-process singletons looked up by name."
+            )
+        existing = _registry.get(name)
+        if existing is not None:
+            if type(existing) is not cls:
+                raise ChannelNameConflict(name, type(existing), cls)  # type: ignore[arg-type]
+            return existing
+        channel = super().__call__(*args, **kwargs)
+        _registry[name] = channel
+        return channel
+
+
+class Channel(metaclass=_ChannelMeta):
+    """Base class of channels. See the module docstring for the rules.
+
+    Options common to every backend:
+
+    * ``history``: how many recent events the channel keeps for resume (backends with their
+      own store may keep more; see each backend).
+    * ``backoff``: (first, max) seconds between attempts when the backend fails.
+
+    A second ``SomeChannel(name=...)`` call returns the first channel; its options are ignored.
+    """
+
+    #: Short backend name shown by :meth:`stats`.
+    backend: ClassVar[str] = "custom"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        history: int = 1000,
+        backoff: tuple[float, float] = (0.1, 5.0),
+    ) -> None:
+        self.name = name
+        self.history_size = history
+        self.backoff = backoff
+        self._subscribers: dict[str, dict[Carrier, None]] = {}  # event -> carriers, in order
+        self._events_of: dict[Carrier, set[str]] = {}  # carrier -> events it is subscribed to
+        self._held: dict[Carrier, list[Event]] = {}  # carriers resuming: live events wait here
+        self._consumer: asyncio.Task[None] | None = None
+        self._state = "idle"
+        self._last_id: str | None = None
+        self._last_error: str | None = None
+        self._counts = dict.fromkeys(
+            ("published", "delivered", "dropped", "closed_slow", "reconnects", "errors"), 0
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} {self._state}>"
+
+    # -- backend hooks (subclasses) ----------------------------------------------------------
+
+    @abc.abstractmethod
+    async def store(self, name: str, data: Any) -> Event:
+        """Write one event to the backend and return it with its backend-given id."""
+
+    @abc.abstractmethod
+    def listen(self, after: str | None) -> AsyncIterator[Event]:
+        """Yield the backend's events in order, starting after id ``after`` (None: from now).
+
+        Raising or returning ends this attempt: the consumer waits (with backoff) and calls
+        ``listen`` again with the id of the last event it delivered.
+        """
+
+    @abc.abstractmethod
+    async def read_history(self, since: str | None) -> History:
+        """The stored events after ``since`` (all of them when None), oldest first."""
+
+    # -- subscribing -------------------------------------------------------------------------
+
+    def subscribe(self, event: str, carrier: Carrier) -> None:
+        """Send ``event`` events to ``carrier`` from now on; starts the consumer if needed.
+
+        Subscribing the same connection twice to an event is one subscription. The first
+        carrier subscribed for a connection is kept, so a later carrier object for the same
+        connection works for :meth:`unsubscribe`.
+        """
+        live = carrier._attach(self)
+        self._subscribers.setdefault(event, {})[live] = None
+        self._events_of.setdefault(live, set()).add(event)
+        self.kickoff()
+
+    def unsubscribe(self, event: str, carrier: Carrier) -> bool:
+        """Stop sending ``event`` events to the connection of ``carrier``. True if it was on."""
+        carriers = self._subscribers.get(event)
+        if not carriers or carrier not in carriers:
+            return False
+        events = self._events_of.get(carrier, set())
+        events.discard(event)
+        if not events:
+            self._events_of.pop(carrier, None)
+            self._held.pop(carrier, None)
+            for live in carriers:
+                if live == carrier:
+                    live._detach(self)
+                    break
+        del carriers[carrier]
+        if not carriers:
+            del self._subscribers[event]
+        return True
+
+    def unsubscribe_all(self, carrier: Carrier) -> None:
+        """Remove every subscription of the connection of ``carrier`` on this channel."""
+        for event in list(self._events_of.get(carrier, ())):
+            self.unsubscribe(event, carrier)
+
+    def subscribers(self, event: str) -> list[Carrier]:
+        """The carriers subscribed to ``event``, in subscription order."""
+        return list(self._subscribers.get(event, ()))
+
+    def _forget(self, carrier: Carrier) -> None:
+        # Called by a carrier that closed or failed: it already left, just drop the entries.
+        for event in self._events_of.pop(carrier, ()):
+            carriers = self._subscribers.get(event)
+            if carriers is not None:
+                carriers.pop(carrier, None)
+                if not carriers:
+                    del self._subscribers[event]
+        self._held.pop(carrier, None)
+
+    # -- publishing --------------------------------------------------------------------------
+
+    async def publish(self, event: str, data: Any = None) -> Event:
+        """Store an event in the backend and return it (with its id).
+
+        Awaits only the backend write, never a subscriber. ``data`` must be encodable by
+        :mod:`tbone.dispatch.jsonenc`; it is encoded when delivered (raising TypeError at
+        publish for data that cannot be, so no subscriber ever sees a broken frame).
+        """
+        if not isinstance(event, str) or not event:
+            raise TypeError(f"event name must be a non-empty str, got {event!r}")
+        stored = await self.store(event, data)
+        self._counts["published"] += 1
+        return stored
+
+    def deliver(self, event: Event) -> None:
+        """Hand ``event`` to its subscribers' outboxes (encoded once). Never blocks or raises.
+
+        Called by the consumer loop; backends that have no loop of their own may call it.
+        """
+        carriers = self._subscribers.get(event.name)
+        if carriers:
+            text = event.frame
+            size = event.size
+            delivered = 0
+            held = self._held
+            for carrier in tuple(carriers):
+                if held and carrier in held:
+                    held[carrier].append(event)
+                elif carrier.offer(text, size):
+                    delivered += 1
+            self._counts["delivered"] += delivered
+        self._last_id = event.id
+
+    # -- resume ------------------------------------------------------------------------------
+
+    async def history(self, since: str | None = None) -> History:
+        """The events still held after id ``since`` (all held events when None), oldest first.
+
+        ``History.complete`` is False when history does not reach back to ``since``: events
+        may have been missed. Raises ValueError for an id this channel cannot read.
+        """
+        return await self.read_history(since)
+
+    async def resume(self, carrier: Carrier, events: Iterable[str], since: str | None) -> bool:
+        """Subscribe ``carrier`` to ``events`` and first send what it missed after ``since``.
+
+        The carrier receives, in order: every held event after ``since`` whose name is in
+        ``events``, then a ``recovered`` frame, then live events (none lost or repeated in
+        between). Returns ``complete`` (see :meth:`history`).
+        """
+        names = set(events)
+        live = carrier._attach(self)
+        self._held[live] = []  # live events published while we read history wait here
+        try:
+            for name in names:
+                self.subscribe(name, live)
+            past = await self.history(since)
+        except BaseException:
+            self._held.pop(live, None)
+            raise
+        waiting = self._held.pop(live, None)
+        if waiting is None:  # the carrier closed or unsubscribed while we read
+            return past.complete
+        seen = set()
+        for ev in past.events:
+            if ev.name in names:
+                seen.add(ev.id)
+                live.offer(ev.frame, ev.size)
+        live.offer(recovered_frame(self.name, past.complete))
+        for ev in waiting:
+            if ev.id not in seen:
+                live.offer(ev.frame, ev.size)
+        return past.complete
+
+    # -- running -----------------------------------------------------------------------------
+
+    def kickoff(self) -> None:
+        """Start the consumer loop if it is not running. Needs a running event loop."""
+        consumer = self._consumer
+        if consumer is not None and not consumer.done():
+            if consumer.get_loop() is asyncio.get_running_loop():
+                return
+            # A channel outlives event loops in tests and reloads: start afresh on this one.
+            self._reset_loop_state()
+        self._state = "starting"
+        self._consumer = asyncio.get_running_loop().create_task(
+            self._consume(), name=f"tbone channel {self.name!r}"
+        )
+
+    def _reset_loop_state(self) -> None:
+        """Drop state bound to a previous event loop (override to reset backend clients)."""
+        self._consumer = None
+
+    async def _consume(self) -> None:
+        first, most = self.backoff
+        delay = first
+        while True:
+            try:
+                async for event in self.listen(self._last_id):
+                    if self._state != "running":
+                        self._state = "running"
+                        delay = first
+                    self.deliver(event)
+                self._state = "running"
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._state = "reconnecting"
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                self._counts["errors"] += 1
+                logger.warning(
+                    "channel %r: backend failed (%s); retrying in %.2fs",
+                    self.name,
+                    self._last_error,
+                    delay,
+                )
+            self._counts["reconnects"] += 1
+            # Full jitter: many processes that lost the same server do not return in step.
+            await asyncio.sleep(random.uniform(delay / 2, delay))
+            delay = min(delay * 2, most)
+
+    async def close(self, *, forget: bool = False) -> None:
+        """Stop the consumer and close every subscribed carrier with 1001 (going away).
+
+        Awaits the consumer's end and the carriers' close handshakes, leaving no task behind.
+        The channel stays registered and starts again on the next subscribe; with
+        ``forget=True`` it is also removed from the registry, so its name can be reused.
+        """
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None and not consumer.done():
+            consumer.cancel()
+            if consumer.get_loop() is asyncio.get_running_loop():
+                await asyncio.wait([consumer])
+        carriers = list(self._events_of)
+        await asyncio.gather(
+            *(c.close(CLOSE_GOING_AWAY, "channel closed") for c in carriers),
+            return_exceptions=True,
+        )
+        for carrier in carriers:  # in case a carrier's close failed early
+            self._forget(carrier)
+        await wait_closing()
+        await self.close_backend()
+        self._state = "closed"
+        if forget and _registry.get(self.name) is self:
+            del _registry[self.name]
+
+    async def close_backend(self) -> None:
+        """Release backend resources (connections, cursors). Called by :meth:`close`."""
+
+    async def __aenter__(self: C) -> C:
+        self.kickoff()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- observability -----------------------------------------------------------------------
+
+    def _count(self, key: str, n: int = 1) -> None:
+        self._counts[key] += n
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and state, for logs and metrics. All counts are since the process started.
+
+        ``subscribers``: connections subscribed; ``subscriptions``: (event, connection) pairs;
+        ``published``: events this process stored; ``delivered``: frames handed to
+        subscribers' outboxes; ``dropped``: connections removed because a send failed;
+        ``closed_slow``: connections closed with 1013; ``reconnects``: consumer restarts;
+        ``errors``: backend failures; ``consumer``: idle, starting, running, reconnecting or
+        closed; ``last_error`` and ``last_id``.
+        """
+        return {
+            "name": self.name,
+            "backend": self.backend,
+            "subscribers": len(self._events_of),
+            "subscriptions": sum(len(c) for c in self._subscribers.values()),
+            **self._counts,
+            "consumer": self._state,
+            "last_error": self._last_error,
+            "last_id": self._last_id,
+        }
+
+
+def get_channel(name: str) -> Channel | None:
+    """The channel registered under ``name`` in this process, or None."""
+    return _registry.get(name)
+
+
+def clear_registry() -> None:
+    """Forget every channel without closing them (tests; prefer :func:`close_all_channels`)."""
+    _registry.clear()
+
+
+async def close_all_channels() -> None:
+    """Close every registered channel and empty the registry (app shutdown, test teardown)."""
+    channels = list(_registry.values())
+    _registry.clear()
+    for channel in channels:
+        await channel.close()
