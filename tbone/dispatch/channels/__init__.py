@@ -113,8 +113,10 @@ class Channel(metaclass=_ChannelMeta):
         self.backoff = backoff
         self._subscribers: dict[str, dict[Carrier, None]] = {}  # event -> carriers, in order
         self._events_of: dict[Carrier, set[str]] = {}  # carrier -> events it is subscribed to
-        self._held: dict[Carrier, list[Event]] = {}  # carriers resuming: live events wait here
+        self._resuming: dict[Carrier, _Resume] = {}  # carriers catching up on history
         self._consumer: asyncio.Task[None] | None = None
+        self._ready: asyncio.Event | None = None
+        self._delay = backoff[0]
         self._state = "idle"
         self._last_id: str | None = None
         self._last_error: str | None = None
@@ -135,8 +137,11 @@ class Channel(metaclass=_ChannelMeta):
     def listen(self, after: str | None) -> AsyncIterator[Event]:
         """Yield the backend's events in order, starting after id ``after`` (None: from now).
 
-        Raising or returning ends this attempt: the consumer waits (with backoff) and calls
-        ``listen`` again with the id of the last event it delivered.
+        Call :meth:`mark_ready` once the read position is fixed (for "from now", once the
+        backend has answered where "now" is), so that :meth:`ready` can tell callers when an
+        event they publish is sure to be seen. Raising or returning ends this attempt: the
+        consumer waits (with backoff) and calls ``listen`` again with the id of the last event
+        it delivered.
         """
 
     @abc.abstractmethod
@@ -166,7 +171,7 @@ class Channel(metaclass=_ChannelMeta):
         events.discard(event)
         if not events:
             self._events_of.pop(carrier, None)
-            self._held.pop(carrier, None)
+            self._resuming.pop(carrier, None)
             for live in carriers:
                 if live == carrier:
                     live._detach(self)
@@ -193,7 +198,7 @@ class Channel(metaclass=_ChannelMeta):
                 carriers.pop(carrier, None)
                 if not carriers:
                     del self._subscribers[event]
-        self._held.pop(carrier, None)
+        self._resuming.pop(carrier, None)
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -220,11 +225,11 @@ class Channel(metaclass=_ChannelMeta):
             text = event.frame
             size = event.size
             delivered = 0
-            held = self._held
+            resuming = self._resuming
             for carrier in tuple(carriers):
-                if held and carrier in held:
-                    held[carrier].append(event)
-                elif carrier.offer(text, size):
+                if resuming and carrier in resuming and resuming[carrier].intercept(event):
+                    continue
+                if carrier.offer(text, size):
                     delivered += 1
             self._counts["delivered"] += delivered
         self._last_id = event.id
@@ -239,34 +244,48 @@ class Channel(metaclass=_ChannelMeta):
         """
         return await self.read_history(since)
 
+    def order_key(self, id: str) -> Any:
+        """A sort key for event ids of this channel, or None when ids carry no order.
+
+        Resume uses it to skip live events that history already gave; without it, it skips
+        by id until the first event that history did not hold.
+        """
+        return None
+
     async def resume(self, carrier: Carrier, events: Iterable[str], since: str | None) -> bool:
         """Subscribe ``carrier`` to ``events`` and first send what it missed after ``since``.
 
         The carrier receives, in order: every held event after ``since`` whose name is in
-        ``events``, then a ``recovered`` frame, then live events (none lost or repeated in
-        between). Returns ``complete`` (see :meth:`history`).
+        ``events``, then a ``recovered`` frame, then live events, none lost or repeated in
+        between. Returns ``complete`` (see :meth:`history`). With ``since=None`` this is a
+        plain subscribe and no ``recovered`` frame is sent.
         """
         names = set(events)
         live = carrier._attach(self)
-        self._held[live] = []  # live events published while we read history wait here
+        if since is None:
+            for name in names:
+                self.subscribe(name, live)
+            return True
+        state = self._resuming[live] = _Resume(self, live)  # live events wait in it meanwhile
         try:
             for name in names:
                 self.subscribe(name, live)
+            # Live events are read from "now" once the consumer is ready: history must be read
+            # after that point, or an event published in between would fall in the gap.
+            await self.ready()
             past = await self.history(since)
         except BaseException:
-            self._held.pop(live, None)
+            self._resuming.pop(live, None)
             raise
-        waiting = self._held.pop(live, None)
-        if waiting is None:  # the carrier closed or unsubscribed while we read
+        if self._resuming.get(live) is not state:  # closed or unsubscribed meanwhile
             return past.complete
-        seen = set()
         for ev in past.events:
             if ev.name in names:
-                seen.add(ev.id)
                 live.offer(ev.frame, ev.size)
         live.offer(recovered_frame(self.name, past.complete))
-        for ev in waiting:
-            if ev.id not in seen:
+        # From here on, live events that history already gave are skipped.
+        for ev in state.release(past.events, since if past.complete else None):
+            if not state.intercept(ev):
                 live.offer(ev.frame, ev.size)
         return past.complete
 
@@ -281,25 +300,41 @@ class Channel(metaclass=_ChannelMeta):
             # A channel outlives event loops in tests and reloads: start afresh on this one.
             self._reset_loop_state()
         self._state = "starting"
+        self._ready = asyncio.Event()
         self._consumer = asyncio.get_running_loop().create_task(
             self._consume(), name=f"tbone channel {self.name!r}"
         )
+
+    def mark_ready(self) -> None:
+        """Called by :meth:`listen` once it reads from a fixed position (see :meth:`ready`)."""
+        self._state = "running"
+        self._delay = self.backoff[0]  # the backend answers again: the next fault starts afresh
+        if self._ready is not None:
+            self._ready.set()
+
+    async def ready(self) -> None:
+        """Start the consumer if needed and wait until it reads the backend.
+
+        Once this returns, every event published (from any process) reaches the current
+        subscribers. Backends that start reading "from now" need a round trip for that; a
+        subscriber that must not miss the first event after subscribing awaits this first.
+        """
+        self.kickoff()
+        assert self._ready is not None
+        await self._ready.wait()
 
     def _reset_loop_state(self) -> None:
         """Drop state bound to a previous event loop (override to reset backend clients)."""
         self._consumer = None
 
     async def _consume(self) -> None:
-        first, most = self.backoff
-        delay = first
+        self._delay = self.backoff[0]
         while True:
             try:
                 async for event in self.listen(self._last_id):
                     if self._state != "running":
-                        self._state = "running"
-                        delay = first
+                        self.mark_ready()  # for backends that never call it themselves
                     self.deliver(event)
-                self._state = "running"
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -310,12 +345,13 @@ class Channel(metaclass=_ChannelMeta):
                     "channel %r: backend failed (%s); retrying in %.2fs",
                     self.name,
                     self._last_error,
-                    delay,
+                    self._delay,
                 )
             self._counts["reconnects"] += 1
             # Full jitter: many processes that lost the same server do not return in step.
+            delay = self._delay
+            self._delay = min(delay * 2, self.backoff[1])
             await asyncio.sleep(random.uniform(delay / 2, delay))
-            delay = min(delay * 2, most)
 
     async def close(self, *, forget: bool = False) -> None:
         """Stop the consumer and close every subscribed carrier with 1001 (going away).
@@ -377,6 +413,53 @@ class Channel(metaclass=_ChannelMeta):
             "last_error": self._last_error,
             "last_id": self._last_id,
         }
+
+
+class _Resume:
+    """A resuming carrier's live events: buffered while history is read, then filtered.
+
+    The consumer delivers in backend order, and history is a run of that same order ending at
+    its last event ``last``; live events up to ``last`` were sent from history already.
+    """
+
+    __slots__ = ("buffer", "carrier", "channel", "last_key", "seen")
+
+    def __init__(self, channel: Channel, carrier: Carrier) -> None:
+        self.channel = channel
+        self.carrier = carrier
+        self.buffer: list[Event] | None = []
+        self.last_key: Any = None
+        self.seen: set[str] = set()
+
+    def release(self, past: list[Event], since: str | None) -> list[Event]:
+        waiting, self.buffer = self.buffer or [], None
+        last = past[-1].id if past else since
+        key = None if last is None else self.channel.order_key(last)
+        if key is not None:
+            self.last_key = key
+        elif past:
+            self.seen = {e.id for e in past}
+        else:
+            self._done()
+        return waiting
+
+    def intercept(self, event: Event) -> bool:
+        """True when ``event`` must not be offered now (buffered or already sent)."""
+        if self.buffer is not None:
+            self.buffer.append(event)
+            return True
+        if self.last_key is not None:
+            if self.channel.order_key(event.id) <= self.last_key:
+                return True
+        elif event.id in self.seen:
+            return True
+        self._done()  # past the end of history: from now on, everything goes out
+        return False
+
+    def _done(self) -> None:
+        resuming = self.channel._resuming
+        if resuming.get(self.carrier) is self:
+            del resuming[self.carrier]
 
 
 def get_channel(name: str) -> Channel | None:

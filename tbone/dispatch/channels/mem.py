@@ -70,6 +70,7 @@ class MemoryChannel(Channel):
         queue = self._queue
         if queue is None:
             queue = self._queue = asyncio.Queue(self.queue_size)
+        self.mark_ready()
         while True:
             yield await queue.get()
             while not queue.empty():
@@ -88,6 +89,10 @@ class MemoryChannel(Channel):
         # Ids are consecutive: history is complete if it still holds the event after ``since``.
         oldest = self._seq - len(kept) + 1
         return History(kept[max(0, seq - oldest + 1) :], complete=seq + 1 >= oldest)
+
+    def order_key(self, id: str) -> Any:
+        epoch, _, seq = id.partition("-")
+        return (int(epoch), int(seq)) if epoch.isdigit() and seq.isdigit() else None
 
     def _reset_loop_state(self) -> None:
         super()._reset_loop_state()
