@@ -1,0 +1,435 @@
+"""The subscribe protocol, independent of any web framework.
+
+One :class:`ProtocolSession` serves one websocket connection: the framework glue (the ASGI
+endpoint, a Sanic or aiohttp handler) calls :meth:`~ProtocolSession.start` once at connect,
+:meth:`~ProtocolSession.receive` for every client frame, and :meth:`~ProtocolSession.end` on
+disconnect. ``docs/protocol.md`` has the long form; in short:
+
+Client to server (JSON text; binary frames must hold UTF-8 JSON)::
+
+    {"type": "subscribe", "payload": {"events": ["a", "b"], "since": "<id>"}}   # since optional
+    {"type": "unsubscribe", "payload": {"events": ["a"]}}
+    {"type": "ping"}                                                           # -> {"type": "pong"}
+
+Server to client: ``event`` frames, ``recovered`` after a resume, ``pong``, and
+``{"type": "error", "payload": {"code": ..., "message": ...}}`` for a frame the server did not
+take (the connection stays open). Answers go through the carrier's outbox, so they keep their
+place among events: a ``pong`` received after a ``subscribe`` proves the subscription is on.
+
+Rules:
+
+* Event names are 1 to 200 characters of ``A-Z a-z 0-9 _ . : -`` (:func:`valid_event_name`).
+* A ``subscribe`` frame is all or nothing: if one of its events is refused, none is subscribed.
+* Client data is never published: clients only choose what they receive.
+* :meth:`ProtocolSession.receive` never raises for bad input. It answers an error frame, or
+  returns a close code: 1009 for a frame over ``Limits.max_frame_bytes``, 1008 after
+  ``Limits.max_errors`` bad frames in a row or when the client sends faster than
+  ``Limits.max_messages_per_second``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Collection, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tbone.dispatch import jsonenc
+from tbone.dispatch.events import error_frame, pong_frame
+
+if TYPE_CHECKING:
+    from tbone.dispatch.carriers import Carrier
+    from tbone.dispatch.channels import Channel
+
+__all__ = [
+    "CLOSE_MESSAGE_TOO_BIG",
+    "CLOSE_POLICY_VIOLATION",
+    "MAX_EVENT_NAME",
+    "Authorize",
+    "Limits",
+    "ProtocolSession",
+    "Refused",
+    "valid_event_name",
+]
+
+logger = logging.getLogger("tbone.dispatch.protocol")
+
+#: Websocket close codes the protocol uses (RFC 6455, section 7.4.1).
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_MESSAGE_TOO_BIG = 1009
+
+#: The longest event name a client may name.
+MAX_EVENT_NAME = 200
+_EVENT_NAME = re.compile(r"[A-Za-z0-9_.:\-]{1,200}")
+#: Event ids are opaque to the protocol, but bounded so a client cannot make us parse megabytes.
+_MAX_ID = 200
+
+#: ``authorize(connection, event)``: True lets the connection subscribe to ``event``.
+Authorize = Callable[[Any, str], bool | Awaitable[bool]]
+
+
+def valid_event_name(name: object) -> bool:
+    """True for a str of 1 to 200 characters, each one of ``A-Z a-z 0-9 _ . : -``."""
+    return isinstance(name, str) and _EVENT_NAME.fullmatch(name) is not None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one connection may do. Every limit applies per connection.
+
+    * ``max_frame_bytes`` (64 KiB): a bigger client frame closes the connection with 1009.
+    * ``max_events_per_subscribe`` (100): events one subscribe/unsubscribe frame may name.
+    * ``max_subscriptions`` (100): events one connection may be subscribed to at once.
+    * ``max_errors`` (10): this many bad frames in a row close the connection with 1008; a good
+      frame starts the count again.
+    * ``max_messages_per_second`` (50): the sustained rate of client frames, a token bucket
+      holding ``burst`` frames (default: one second's worth); a client that empties it is
+      closed with 1008.
+    """
+
+    max_frame_bytes: int = 64 * 1024
+    max_events_per_subscribe: int = 100
+    max_subscriptions: int = 100
+    max_errors: int = 10
+    max_messages_per_second: float = 50.0
+    burst: float | None = None
+
+    def __post_init__(self) -> None:
+        for field in ("max_frame_bytes", "max_events_per_subscribe", "max_subscriptions"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"Limits.{field} must be at least 1, got {getattr(self, field)}")
+        if self.max_errors < 1:
+            raise ValueError(f"Limits.max_errors must be at least 1, got {self.max_errors}")
+        if not self.max_messages_per_second > 0:
+            raise ValueError(
+                "Limits.max_messages_per_second must be > 0, got "
+                f"{self.max_messages_per_second}; use float('inf') for no rate limit"
+            )
+        if self.burst is not None and not self.burst >= 1:
+            raise ValueError(f"Limits.burst must be at least 1 frame, got {self.burst}")
+
+
+class Refused(Exception):
+    """A connect-time subscription was refused; reject the connection (ASGI: HTTP 403).
+
+    ``code`` is the error code a client would get in an error frame (``forbidden``,
+    ``bad_event``, ``not_offered``, ``bad_since``, ``too_many_subscriptions``), ``event`` the
+    event concerned (or None), ``reason`` a sentence for logs and the client.
+    """
+
+    def __init__(self, code: str, reason: str, event: str | None = None) -> None:
+        self.code = code
+        self.reason = reason
+        self.event = event
+        super().__init__(f"{code}: {reason}")
+
+
+class _BadFrame(Exception):
+    """One client frame the session answers with an error frame (internal)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"{code}: {message}")
+
+
+class ProtocolSession:
+    """The subscribe protocol for one connection, whose frames ``carrier`` sends.
+
+    ``events``: the route's fixed events; every client is subscribed to them at connect (when
+    it names none) and may not subscribe to others. ``authorize(connection, event)`` (sync or
+    async) decides each subscription; ``connection`` is what it is given (the framework's
+    websocket or request). ``limits``: see :class:`Limits`.
+
+    Calls for one session must not overlap: the glue awaits each :meth:`receive` before reading
+    the next frame, which is also what keeps answers in the client's order.
+    """
+
+    def __init__(
+        self,
+        channel: Channel,
+        carrier: Carrier,
+        *,
+        events: Collection[str] | None = None,
+        authorize: Authorize | None = None,
+        limits: Limits | None = None,
+        connection: Any = None,
+    ) -> None:
+        if events is not None:
+            if isinstance(events, str):
+                raise TypeError(f"events must be a collection of names, not the str {events!r}")
+            bad = [name for name in events if not valid_event_name(name)]
+            if bad:
+                raise ValueError(
+                    f"invalid event names {bad!r}: names are 1 to {MAX_EVENT_NAME} characters "
+                    "of A-Z a-z 0-9 _ . : -"
+                )
+        self.channel = channel
+        self.carrier = carrier
+        self.fixed_events: tuple[str, ...] | None = (
+            tuple(dict.fromkeys(events)) if events is not None else None
+        )
+        self.authorize = authorize
+        self.limits = limits or Limits()
+        self.connection = connection
+        self.subscribed: dict[str, None] = {}  # in subscription order
+        self.errors = 0  # bad frames in a row
+        self.ended = False
+        rate = self.limits.max_messages_per_second
+        self._capacity = self.limits.burst if self.limits.burst is not None else max(1.0, rate)
+        self._tokens = self._capacity
+        self._refilled = time.monotonic()
+
+    def __repr__(self) -> str:
+        return f"<ProtocolSession {self.channel.name!r} events={list(self.subscribed)}>"
+
+    # -- connect -----------------------------------------------------------------------------
+
+    async def start(
+        self,
+        events: Iterable[str] = (),
+        since: str | None = None,
+        *,
+        accept: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Subscribe at connect to ``events`` (the route's fixed events when none are named).
+
+        Every event is checked (name, fixed events, ``authorize``) before anything happens;
+        the first refusal raises :class:`Refused` and nothing is subscribed, so the caller can
+        reject the connection before accepting it (ASGI: HTTP 403). ``accept`` (awaited after
+        the checks, before subscribing) lets the glue accept the websocket at the right time:
+        with ``since`` the history is sent at once, and a frame must not precede the accept.
+        With ``since``, the client gets the missed events, then a ``recovered`` frame.
+        """
+        if isinstance(events, str):
+            events = [events] if events else []
+        names = list(dict.fromkeys(events))
+        if not names and self.fixed_events is not None:
+            names = list(self.fixed_events)
+        if since is not None and not names:
+            raise Refused("bad_since", "since needs events to resume: add events=a,b")
+        if since is not None and not _valid_id(since):
+            raise Refused("bad_since", f"since must be an event id of at most {_MAX_ID} chars")
+        if len(names) > self.limits.max_subscriptions:
+            raise Refused(
+                "too_many_subscriptions",
+                f"{len(names)} events asked, at most {self.limits.max_subscriptions} allowed",
+            )
+        for name in names:
+            problem = self._check_name(name)
+            if problem is not None:
+                raise Refused(
+                    problem.code, problem.message, name if isinstance(name, str) else None
+                )
+            if not await self._allowed(name):
+                raise Refused("forbidden", f"subscribing to {name!r} is not allowed", name)
+        if accept is not None:
+            await accept()
+        if not names:
+            return
+        if since is None:
+            self._subscribe(names)
+            return
+        try:
+            await self._resume(names, since)
+        except _BadFrame as exc:
+            raise Refused(exc.code, exc.message) from None
+
+    # -- client frames -----------------------------------------------------------------------
+
+    async def receive(self, message: str | bytes) -> int | None:
+        """Handle one client frame. Returns a close code (1008, 1009) or None to keep going.
+
+        Never raises for bad input: a frame the session does not take is answered with an
+        error frame (through the carrier, in order with events). Awaits ``authorize`` and, for
+        a resume, the channel's history read.
+        """
+        if self.ended:
+            return None
+        if not self._take_token():
+            logger.info(
+                "%r: over %s frames/s; closing with 1008", self, self.limits.max_messages_per_second
+            )
+            return CLOSE_POLICY_VIOLATION
+        if _too_big(message, self.limits.max_frame_bytes):
+            return CLOSE_MESSAGE_TOO_BIG
+        try:
+            await self._handle(message)
+        except _BadFrame as exc:
+            self.errors += 1
+            self.carrier.offer(error_frame(exc.code, exc.message))
+            if self.errors >= self.limits.max_errors:
+                logger.info("%r: %d bad frames in a row; closing with 1008", self, self.errors)
+                return CLOSE_POLICY_VIOLATION
+            return None
+        self.errors = 0
+        return None
+
+    # -- disconnect --------------------------------------------------------------------------
+
+    def end(self) -> None:
+        """Unsubscribe the connection from every event of this session. Safe to call again."""
+        self.ended = True
+        subscribed, self.subscribed = self.subscribed, {}
+        for name in subscribed:
+            self.channel.unsubscribe(name, self.carrier)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _take_token(self) -> bool:
+        now = time.monotonic()
+        rate = self.limits.max_messages_per_second
+        self._tokens = min(self._capacity, self._tokens + (now - self._refilled) * rate)
+        self._refilled = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+    async def _handle(self, message: str | bytes) -> None:
+        try:
+            frame = jsonenc.loads(message)
+        except (ValueError, RecursionError, UnicodeDecodeError) as exc:
+            # RecursionError: the standard library's parser on very deep nesting.
+            raise _BadFrame("bad_json", f"the frame is not valid JSON ({_short(exc)})") from None
+        if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+            raise _BadFrame("bad_frame", 'a frame is a JSON object with a "type": {"type": "ping"}')
+        kind = frame["type"]
+        if kind == "ping":
+            self.carrier.offer(pong_frame())
+        elif kind == "subscribe":
+            await self._on_subscribe(frame.get("payload"))
+        elif kind == "unsubscribe":
+            self._on_unsubscribe(frame.get("payload"))
+        else:
+            raise _BadFrame(
+                "unknown_type",
+                f"unknown frame type {kind[:40]!r}; expected subscribe, unsubscribe or ping",
+            )
+
+    def _event_list(self, payload: Any, kind: str) -> list[str]:
+        if not isinstance(payload, dict):
+            raise _BadFrame(
+                "bad_payload", f'{kind} needs a payload object: {{"events": ["name", ...]}}'
+            )
+        events = payload.get("events")
+        if not isinstance(events, list) or not events:
+            raise _BadFrame("bad_payload", f'{kind} needs "events": a non-empty list of names')
+        if len(events) > self.limits.max_events_per_subscribe:
+            raise _BadFrame(
+                "too_many_events",
+                f"{len(events)} events in one frame, at most "
+                f"{self.limits.max_events_per_subscribe}",
+            )
+        for name in events:
+            problem = self._check_name(name, fixed=False)
+            if problem is not None:
+                raise problem
+        return list(dict.fromkeys(events))
+
+    async def _on_subscribe(self, payload: Any) -> None:
+        names = self._event_list(payload, "subscribe")
+        since = payload.get("since")
+        if since is not None and not _valid_id(since):
+            raise _BadFrame(
+                "bad_since", f'"since" must be an event id (a str of at most {_MAX_ID} chars)'
+            )
+        for name in names:
+            problem = self._check_name(name)
+            if problem is not None:
+                raise problem
+        new = [name for name in names if name not in self.subscribed]
+        if len(self.subscribed) + len(new) > self.limits.max_subscriptions:
+            raise _BadFrame(
+                "too_many_subscriptions",
+                f"a connection may hold {self.limits.max_subscriptions} subscriptions; "
+                "unsubscribe from some first",
+            )
+        for name in names:
+            if not await self._allowed(name):
+                raise _BadFrame("forbidden", f"subscribing to {name!r} is not allowed")
+        if since is None:
+            self._subscribe(new)
+        else:
+            await self._resume(names, since)
+
+    def _on_unsubscribe(self, payload: Any) -> None:
+        # Names never subscribed are ignored: unsubscribing is idempotent.
+        for name in self._event_list(payload, "unsubscribe"):
+            if name in self.subscribed:
+                del self.subscribed[name]
+                self.channel.unsubscribe(name, self.carrier)
+
+    def _subscribe(self, names: Iterable[str]) -> None:
+        for name in names:
+            try:
+                self.channel.subscribe(name, self.carrier)
+            except ValueError:  # the carrier closed meanwhile (too slow, or gone)
+                return
+            self.subscribed[name] = None
+
+    async def _resume(self, names: list[str], since: str) -> None:
+        new = [name for name in names if name not in self.subscribed]
+        try:
+            await self.channel.resume(self.carrier, names, since)
+        except ValueError as exc:
+            # An id this channel cannot read: undo what resume() subscribed before reading.
+            for name in new:
+                self.channel.unsubscribe(name, self.carrier)
+            raise _BadFrame("bad_since", f"{_short(exc)}; send an id from an event frame") from None
+        for name in names:
+            self.subscribed[name] = None
+
+    def _check_name(self, name: object, *, fixed: bool = True) -> _BadFrame | None:
+        if not valid_event_name(name):
+            return _BadFrame(
+                "bad_event",
+                f"event names are 1 to {MAX_EVENT_NAME} characters of A-Z a-z 0-9 _ . : -, "
+                f"got {_clip(name)}",
+            )
+        if fixed and self.fixed_events is not None and name not in self.fixed_events:
+            return _BadFrame(
+                "not_offered",
+                f"this endpoint offers only {list(self.fixed_events)!r}, not {name!r}",
+            )
+        return None
+
+    async def _allowed(self, name: str) -> bool:
+        if self.authorize is None:
+            return True
+        try:
+            verdict = self.authorize(self.connection, name)
+            if inspect.isawaitable(verdict):
+                verdict = await verdict
+        except Exception:
+            # A bug in the hook: refuse (never let a failing check through) and say why in logs.
+            logger.exception("%r: authorize(%r) failed; refusing the subscription", self, name)
+            return False
+        return verdict is True
+
+
+def _valid_id(since: object) -> bool:
+    return isinstance(since, str) and 0 < len(since) <= _MAX_ID
+
+
+def _too_big(message: str | bytes, limit: int) -> bool:
+    size = len(message)
+    if size > limit:
+        return True
+    # A str of n characters is up to 4n bytes in UTF-8; encode only when that could matter.
+    if isinstance(message, str) and size * 4 > limit:
+        return len(message.encode("utf-8", "surrogatepass")) > limit
+    return False
+
+
+def _clip(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
