@@ -81,11 +81,15 @@ try:
 
     def dumps_bytes(obj: Any) -> bytes:
         """Encode ``obj`` to UTF-8 JSON bytes."""
-        return orjson.dumps(obj, default=default, option=_OPTIONS)
+        try:
+            return orjson.dumps(obj, default=default, option=_OPTIONS)
+        except orjson.JSONEncodeError as exc:
+            # orjson replaces the message of default(); keep ours, it says what to do.
+            raise TypeError(str(exc.__cause__ or exc)) from exc
 
     def dumps(obj: Any) -> str:
         """Encode ``obj`` to JSON text."""
-        return orjson.dumps(obj, default=default, option=_OPTIONS).decode()
+        return dumps_bytes(obj).decode()
 
     loads: Callable[[str | bytes], Any] = orjson.loads
 
