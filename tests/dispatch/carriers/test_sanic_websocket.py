@@ -1,0 +1,272 @@
+"""SanicWebSocketCarrier on a real Sanic server, with real ``websockets`` clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import pytest
+
+pytest.importorskip("sanic")
+
+from tbone.dispatch import MemoryChannel
+from tbone.dispatch.carriers.sanic_websocket import SanicWebSocketCarrier
+from tbone.dispatch.testing import RecordingCarrier
+from tests.support.web_servers import (
+    new_sanic_app,
+    read_until_closed,
+    sanic_server,
+    small_buffer_socket,
+    wait_until,
+    ws_connect,
+)
+
+EVENT = "resource_create"
+
+
+def ws_url(base: str, path: str = "/ws") -> str:
+    return base.replace("http://", "ws://") + path
+
+
+def seed_app() -> Any:
+    """The seed's Sanic example, as written, with a MemoryChannel and ``app.ctx``."""
+    app = new_sanic_app()
+
+    async def resource_event_websocket(request: Any, ws: Any) -> None:
+        # Create the channel - using the Memory implementation
+        request.app.ctx.pubsub = MemoryChannel(name="pubsub")
+        # Subscribe to the 'resource_create' event, passing the websocket instance, wrapped in
+        # a Carrier subclass.
+        request.app.ctx.pubsub.subscribe("resource_create", SanicWebSocketCarrier(ws))
+        while True:
+            await ws.recv()
+        request.app.ctx.pubsub.unsubscribe("resource_create", SanicWebSocketCarrier(ws))
+
+    app.add_websocket_route(resource_event_websocket, "/ws")
+    return app
+
+
+def docs_app() -> Any:
+    """The working form in docs/carriers.md: the unsubscribe runs when the client leaves."""
+    app = new_sanic_app()
+
+    async def resource_event_websocket(request: Any, ws: Any) -> None:
+        request.app.ctx.pubsub = MemoryChannel(name="pubsub")
+        request.app.ctx.pubsub.subscribe("resource_create", SanicWebSocketCarrier(ws))
+        try:
+            while True:
+                await ws.recv()
+        finally:
+            request.app.ctx.pubsub.unsubscribe("resource_create", SanicWebSocketCarrier(ws))
+
+    app.add_websocket_route(resource_event_websocket, "/ws")
+    return app
+
+
+def event_payloads(texts: list[Any]) -> list[Any]:
+    frames = [json.loads(t) for t in texts]
+    assert all(f["type"] == "event" for f in frames), frames
+    return [f["payload"] for f in frames]
+
+
+async def recv_json(client: Any, n: int) -> list[Any]:
+    return [json.loads(await asyncio.wait_for(client.recv(), 5)) for _ in range(n)]
+
+
+def carrier_of(carriers: list[SanicWebSocketCarrier], client: Any) -> SanicWebSocketCarrier:
+    """The server-side carrier of ``client`` (matched by the client's port)."""
+    port = client.local_address[1]
+    (found,) = [
+        c for c in carriers if c.connection.io_proto.transport.get_extra_info("peername")[1] == port
+    ]
+    return found
+
+
+def assert_no_tracebacks(caplog: pytest.LogCaptureFixture) -> None:
+    noisy = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert noisy == [], [r.getMessage() for r in noisy]
+    assert "Traceback" not in caplog.text
+
+
+async def test_seed_example_delivers_events_in_order_to_every_client(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    channel = MemoryChannel(name="pubsub")
+    async with (
+        sanic_server(seed_app()) as base,
+        ws_connect(ws_url(base)) as one,
+        ws_connect(ws_url(base)) as two,
+    ):
+        await wait_until(lambda: len(channel.subscribers(EVENT)) == 2, what="2 subscribers")
+        published = [await channel.publish(EVENT, {"pk": i}) for i in range(5)]
+        await channel.publish("resource_delete", {"pk": 0})  # nobody subscribed to it
+        for client in (one, two):
+            frames = await recv_json(client, 5)
+            assert frames == [e.to_dict() for e in published]
+            assert [f["payload"]["data"] for f in frames] == [{"pk": i} for i in range(5)]
+            assert frames[0]["payload"]["channel"] == "pubsub"
+    assert_no_tracebacks(caplog)
+
+
+async def test_seed_example_drops_a_client_that_left_on_the_next_event(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    channel = MemoryChannel(name="pubsub")
+    watcher = RecordingCarrier()
+    channel.subscribe(EVENT, watcher)
+    async with sanic_server(seed_app()) as base, ws_connect(ws_url(base)) as staying:
+        async with ws_connect(ws_url(base)):
+            await wait_until(lambda: len(channel.subscribers(EVENT)) == 3)
+        # The seed's handler never reaches its unsubscribe: the closed websocket is found
+        # by the next send, which Sanic refuses with WebsocketClosed.
+        gone = channel.subscribers(EVENT)[2]
+        await wait_until(lambda: gone.connection.ws_proto.state.name == "CLOSED")
+        await channel.publish(EVENT, {"pk": 1})
+        assert (await recv_json(staying, 1))[0]["payload"]["data"] == {"pk": 1}
+        await wait_until(lambda: gone.closed, what="the departed client is dropped")
+        assert channel.subscribers(EVENT) == [watcher, channel.subscribers(EVENT)[1]]
+        assert channel.stats()["dropped"] == 1
+    assert_no_tracebacks(caplog)
+
+
+async def test_unsubscribe_with_a_new_carrier_object_takes_effect() -> None:
+    channel = MemoryChannel(name="pubsub")
+    app = new_sanic_app()
+    unsubscribed = []
+
+    async def handler(request: Any, ws: Any) -> None:
+        request.app.ctx.pubsub = MemoryChannel(name="pubsub")
+        request.app.ctx.pubsub.subscribe("resource_create", SanicWebSocketCarrier(ws))
+        while await ws.recv() != "stop":
+            pass
+        # A new carrier object for the same ws finds the subscription made above.
+        unsubscribed.append(
+            request.app.ctx.pubsub.unsubscribe("resource_create", SanicWebSocketCarrier(ws))
+        )
+        await ws.send("unsubscribed")
+        await ws.recv()
+        await ws.send("bye")
+
+    app.add_websocket_route(handler, "/ws")
+    watcher = RecordingCarrier()
+    channel.subscribe(EVENT, watcher)
+    async with sanic_server(app) as base, ws_connect(ws_url(base)) as client:
+        await wait_until(lambda: len(channel.subscribers(EVENT)) == 2)
+        await channel.publish(EVENT, 1)
+        assert (await recv_json(client, 1))[0]["payload"]["data"] == 1
+        await client.send("stop")
+        assert await asyncio.wait_for(client.recv(), 5) == "unsubscribed"
+        assert unsubscribed == [True]
+        assert channel.subscribers(EVENT) == [watcher]
+        await channel.publish(EVENT, 2)
+        await watcher.wait_for(2)  # the event was fanned out: the client would have it queued
+        await client.send("done")
+        assert await asyncio.wait_for(client.recv(), 5) == "bye"  # and not event 2
+
+
+async def test_docs_form_unsubscribes_when_the_client_closes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    channel = MemoryChannel(name="pubsub")
+    async with sanic_server(docs_app()) as base:
+        async with ws_connect(ws_url(base)) as client:
+            await wait_until(lambda: len(channel.subscribers(EVENT)) == 1)
+            await channel.publish(EVENT, {"pk": 7})
+            assert (await recv_json(client, 1))[0]["payload"]["data"] == {"pk": 7}
+        await wait_until(lambda: channel.subscribers(EVENT) == [], what="unsubscribed on close")
+        assert channel.stats()["dropped"] == 0  # it left through unsubscribe, not a failed send
+    assert_no_tracebacks(caplog)
+
+
+async def test_client_that_vanishes_without_a_close_frame_is_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    channel = MemoryChannel(name="pubsub")
+    async with sanic_server(seed_app()) as base:
+        client = await ws_connect(ws_url(base))
+        await wait_until(lambda: len(channel.subscribers(EVENT)) == 1)
+        carrier = channel.subscribers(EVENT)[0]
+        client.transport.abort()  # TCP reset: no close frame
+        await wait_until(lambda: carrier.connection.ws_proto.state.name == "CLOSED")
+        await channel.publish(EVENT, 1)
+        await wait_until(lambda: carrier.closed, what="the vanished client is dropped")
+        assert channel.subscribers(EVENT) == []
+        assert channel.stats()["dropped"] == 1
+    assert_no_tracebacks(caplog)
+
+
+def test_carrier_refuses_what_is_not_a_sanic_websocket() -> None:
+    with pytest.raises(TypeError, match="async def handler\\(request, ws\\)"):
+        SanicWebSocketCarrier(object())
+
+
+async def test_a_client_that_stops_reading_is_closed_with_1013_and_others_get_everything(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    limit = 256 * 1024
+    channel = MemoryChannel(name="pubsub", history=10)
+    carriers: list[SanicWebSocketCarrier] = []
+    app = new_sanic_app()
+
+    async def handler(request: Any, ws: Any) -> None:
+        carrier = SanicWebSocketCarrier(ws, max_bytes=limit)
+        carriers.append(carrier)
+        channel.subscribe(EVENT, carrier)
+        while True:
+            await ws.recv()
+
+    app.add_websocket_route(handler, "/ws")
+    blob = "x" * 4000
+    # No compression: the bytes on the wire are the bytes we publish.
+    async with (
+        sanic_server(app) as base,
+        ws_connect(ws_url(base), compression=None) as fast,
+        ws_connect(
+            ws_url(base), compression=None, max_queue=4, sock=small_buffer_socket(base)
+        ) as slow,
+    ):
+        await wait_until(lambda: len(carriers) == 2)
+        slow_carrier = carrier_of(carriers, slow)
+        fast_carrier = carrier_of(carriers, fast)
+        received: list[int] = []
+        peak = 0
+        sent = 0
+        # Publish in batches the fast client keeps up with, until the slow one is closed
+        # (bounded: 3,000 frames of 4 KB is far more than any buffer here holds).
+        while not slow_carrier.closed and sent < 3000:
+            for _ in range(20):
+                await channel.publish(EVENT, {"n": sent, "blob": blob})
+                sent += 1
+            while len(received) < sent:
+                frame = json.loads(await asyncio.wait_for(fast.recv(), 5))
+                received.append(frame["payload"]["data"]["n"])
+            peak = max(peak, slow_carrier.backlog())
+        assert slow_carrier.closed, f"slow client still open after {sent} events"
+        assert slow_carrier.close_code == 1013
+        assert channel.stats()["closed_slow"] == 1
+        # Server memory stays bounded: the transport never held more than the limit.
+        assert peak <= limit + 8 * 1024
+        # The fast client got every event, in order, and is still subscribed.
+        for _ in range(5):
+            await channel.publish(EVENT, {"n": sent, "blob": ""})
+            sent += 1
+        while len(received) < sent:
+            received.append(
+                json.loads(await asyncio.wait_for(fast.recv(), 5))["payload"]["data"]["n"]
+            )
+        assert received == list(range(sent))
+        assert channel.subscribers(EVENT) == [fast_carrier]
+        # The slow client, reading again, finds a gapless prefix and then the 1013 close.
+        texts, closed = await read_until_closed(slow)
+        got = [json.loads(t)["payload"]["data"]["n"] for t in texts]
+        assert got == list(range(len(got)))
+        assert closed.rcvd is not None
+        assert closed.rcvd.code == 1013
+    assert_no_tracebacks(caplog)

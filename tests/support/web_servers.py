@@ -1,0 +1,172 @@
+"""Real Sanic and aiohttp servers on a free 127.0.0.1 port, in the test's own event loop.
+
+Both servers run in-process (Sanic through its documented ``create_server`` API, aiohttp
+through ``AppRunner``/``SockSite``), so a test publishes on the very channel the handlers
+subscribe to, and server-side objects can be inspected. Each context manager yields the base
+URL once the server answers an HTTP request, and on exit closes every connection it still has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+__all__ = [
+    "aiohttp_server",
+    "listening_socket",
+    "new_sanic_app",
+    "read_until_closed",
+    "sanic_server",
+    "small_buffer_socket",
+    "wait_until",
+    "ws_connect",
+]
+
+_app_numbers = itertools.count(1)
+
+
+def listening_socket() -> socket.socket:
+    """A TCP socket bound to a free port on 127.0.0.1 and listening (no port race)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
+    """Wait until ``predicate()`` is true, checking every 5 ms; TimeoutError after ``timeout``.
+
+    For server-side state that has no event to await (a handler's channel subscriptions, a
+    carrier's closed flag): the condition is checked, not a fixed delay.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not true within {timeout}s: {what or predicate!r}")
+        await asyncio.sleep(0.005)
+
+
+async def _wait_serving(url: str, timeout: float = 10.0) -> None:
+    # Any HTTP answer (404 included) shows the server parses requests on this port.
+    async with aiohttp.ClientSession() as session:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                async with session.get(url + "/__ready__") as response:
+                    await response.read()
+                    return
+            except aiohttp.ClientConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.01)
+
+
+def ws_connect(url: str, **kwargs: Any) -> Any:
+    """``websockets.connect`` for tests: never through a proxy from the environment."""
+    import websockets
+
+    kwargs.setdefault("proxy", None)
+    return websockets.connect(url, **kwargs)
+
+
+async def read_until_closed(client: Any, timeout: float = 5.0) -> tuple[list[Any], Any]:
+    """Read a ``websockets`` client until it closes: (the texts read, the ConnectionClosed)."""
+    from websockets.exceptions import ConnectionClosed
+
+    texts: list[Any] = []
+    while True:
+        try:
+            texts.append(await asyncio.wait_for(client.recv(), timeout))
+        except ConnectionClosed as closed:
+            return texts, closed
+
+
+def small_buffer_socket(url: str, rcvbuf: int = 16 * 1024) -> socket.socket:
+    """A socket connected to ``url``'s host and port with a small, fixed receive buffer.
+
+    A client that stops reading then fills up after a few frames instead of after the
+    megabytes Linux's receive-buffer autotuning would grant on loopback.
+    """
+    host, _, port = url.split("://", 1)[1].split("/", 1)[0].partition(":")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connect: sets window
+    sock.connect((host, int(port)))
+    return sock
+
+
+def new_sanic_app(prefix: str = "tbone_test") -> Any:
+    """A Sanic app with a name no other test uses (Sanic keeps a process-wide app registry)."""
+    from sanic import Sanic
+
+    # Sanic's test mode (what sanic-testing sets): several apps may start in one process;
+    # otherwise the second app's startup re-patches methods the first one already rewrote.
+    Sanic.test_mode = True
+    app = Sanic(f"{prefix}_{next(_app_numbers)}")
+    # Keep test output to what matters: no access log, no banner.
+    app.config.ACCESS_LOG = False
+    app.config.MOTD = False
+    return app
+
+
+@asynccontextmanager
+async def sanic_server(app: Any) -> AsyncIterator[str]:
+    """Serve Sanic ``app`` on a free port of 127.0.0.1; yield ``http://127.0.0.1:<port>``."""
+    from sanic import Sanic
+
+    sock = listening_socket()
+    port = sock.getsockname()[1]
+    server = await app.create_server(sock=sock, access_log=False, return_asyncio_server=True)
+    assert server is not None
+    await server.startup()
+    await server.before_start()
+    await server.after_start()
+    await server.start_serving()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await _wait_serving(url)
+        yield url
+    finally:
+        await server.before_stop()
+        server.server.close()
+        # What Sanic's own runner does at shutdown: websockets get a 1001 close, the rest go.
+        for conn in list(server.connections):
+            websocket = getattr(conn, "websocket", None)
+            if websocket is not None:
+                websocket.fail_connection(code=1001)
+            else:
+                conn.close_if_idle() or conn.abort()
+        handlers = list(app.websocket_tasks)
+        for task in handlers:
+            task.cancel()
+        if handlers:
+            await asyncio.wait(handlers, timeout=10)
+        await asyncio.wait_for(server.wait_closed(), 10)
+        await server.after_stop()
+        Sanic._app_registry.pop(app.name, None)
+
+
+@asynccontextmanager
+async def aiohttp_server(app: web.Application) -> AsyncIterator[str]:
+    """Serve aiohttp ``app`` on a free port of 127.0.0.1; yield ``http://127.0.0.1:<port>``."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    sock = listening_socket()
+    port = sock.getsockname()[1]
+    site = web.SockSite(runner, sock)
+    await site.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await _wait_serving(url)
+        yield url
+    finally:
+        await runner.cleanup()
