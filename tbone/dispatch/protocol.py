@@ -52,6 +52,7 @@ __all__ = [
     "Limits",
     "ProtocolSession",
     "Refused",
+    "check_event_names",
     "valid_event_name",
 ]
 
@@ -74,6 +75,22 @@ Authorize = Callable[[Any, str], bool | Awaitable[bool]]
 def valid_event_name(name: object) -> bool:
     """True for a str of 1 to 200 characters, each one of ``A-Z a-z 0-9 _ . : -``."""
     return isinstance(name, str) and _EVENT_NAME.fullmatch(name) is not None
+
+
+def check_event_names(events: Collection[str]) -> None:
+    """Raise for a server-side list of event names that clients could not use.
+
+    TypeError for a bare str (a common slip for ``["name"]``), ValueError naming the invalid
+    names otherwise.
+    """
+    if isinstance(events, str):
+        raise TypeError(f"events must be a collection of names, not the str {events!r}")
+    bad = [name for name in events if not valid_event_name(name)]
+    if bad:
+        raise ValueError(
+            f"invalid event names {bad!r}: names are 1 to {MAX_EVENT_NAME} characters "
+            "of A-Z a-z 0-9 _ . : -"
+        )
 
 
 @dataclass(frozen=True)
@@ -159,14 +176,7 @@ class ProtocolSession:
         connection: Any = None,
     ) -> None:
         if events is not None:
-            if isinstance(events, str):
-                raise TypeError(f"events must be a collection of names, not the str {events!r}")
-            bad = [name for name in events if not valid_event_name(name)]
-            if bad:
-                raise ValueError(
-                    f"invalid event names {bad!r}: names are 1 to {MAX_EVENT_NAME} characters "
-                    "of A-Z a-z 0-9 _ . : -"
-                )
+            check_event_names(events)
         self.channel = channel
         self.carrier = carrier
         self.fixed_events: tuple[str, ...] | None = (

@@ -1,0 +1,218 @@
+"""ASGIWebSocketCarrier: a carrier for an ASGI websocket (Starlette ``WebSocket`` or raw ``send``).
+
+Frames go straight through the ASGI ``send`` callable as ``{"type": "websocket.send", "text":
+...}``, pre-encoded by the channel. The rules of :mod:`tbone.dispatch.carriers` hold; what is
+special here:
+
+* **Gone peers.** Servers report a closed connection differently: an ``OSError`` (uvicorn's
+  ``ClientDisconnected``, the ASGI spec's advice), Starlette's ``WebSocketDisconnect``, or a
+  ``RuntimeError`` when a close frame already went out. Each means "the peer left": the carrier
+  returns False and is dropped, and no traceback is logged.
+* **Backpressure.** Behind uvicorn, ``send`` may return before the bytes leave, so they pile up
+  in the transport's write buffer. :meth:`ASGIWebSocketCarrier.backlog` reads that buffer where
+  the server lets it be reached (uvicorn: the transport of the protocol object behind ``send``,
+  found through wrappers such as Starlette's exception middleware); a peer that stops reading
+  is then closed with 1013. Servers whose ``send`` waits for the buffer to drain (Hypercorn, and
+  uvicorn's protocols once their buffer passes the high-water mark) make our own outbox fill
+  instead, with the same result. ``docs/asgi.md`` lists what holds per server.
+* **Closing a stuck peer.** A close frame cannot pass a full buffer; after ``close_timeout``
+  seconds the transport is aborted when it can be reached, so the server frees the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, ClassVar
+
+from tbone.dispatch.carriers import Carrier
+
+__all__ = ["ASGIWebSocketCarrier", "find_transport"]
+
+logger = logging.getLogger("tbone.dispatch.carriers.asgi")
+
+ASGISend = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+def _disconnect_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [ConnectionError, OSError]
+    try:  # Starlette is an optional extra: only its own exception is needed from it.
+        from starlette.websockets import WebSocketDisconnect
+    except ImportError:  # pragma: no cover - depends on the environment
+        pass
+    else:
+        errors.append(WebSocketDisconnect)
+    return tuple(errors)
+
+
+class ASGIWebSocketCarrier(Carrier):
+    """Carrier for an ASGI websocket: a Starlette ``WebSocket`` or a raw ASGI ``send`` callable.
+
+    Two carriers are equal when they wrap the same object. ``close_timeout``: seconds a close
+    frame may wait for a peer that does not read before the connection is aborted (default 5).
+    ``transport``: the ``asyncio.Transport`` behind the connection, when the server exposes it
+    in a way :func:`find_transport` does not know; it is used for :meth:`backlog` and aborts.
+
+    Frames offered before the websocket is accepted wait for :meth:`accepted` (the endpoint
+    calls it; for a Starlette ``WebSocket`` that is already connected it is implied).
+    """
+
+    disconnect_errors: ClassVar[tuple[type[BaseException], ...]] = _disconnect_errors()
+
+    def __init__(
+        self,
+        websocket: Any,
+        *,
+        max_messages: int | None = None,
+        max_bytes: int | None = None,
+        close_timeout: float = 5.0,
+        transport: asyncio.Transport | None = None,
+    ) -> None:
+        super().__init__(websocket, max_messages=max_messages, max_bytes=max_bytes)
+        send: ASGISend | None = getattr(websocket, "_send", None)
+        self._starlette = send is not None and hasattr(websocket, "application_state")
+        if send is not None and self._starlette:
+            self._send: ASGISend = send
+        elif callable(websocket):
+            self._send = websocket
+        else:
+            raise TypeError(
+                "ASGIWebSocketCarrier wraps a starlette.websockets.WebSocket or an ASGI send "
+                f"callable, got {type(websocket).__name__}"
+            )
+        self.close_timeout = close_timeout
+        self._transport = transport
+        self._looked_up = transport is not None
+        self._accepted = asyncio.Event()
+        if self._starlette and _state_name(websocket.application_state) == "CONNECTED":
+            self._accepted.set()
+        self._ended = asyncio.Event()
+        self._close_sent = asyncio.Event()
+        self._disconnected = False
+
+    # -- lifecycle seen by the endpoint ------------------------------------------------------
+
+    def accepted(self) -> None:
+        """The websocket was accepted: frames waiting for that may now go out."""
+        self._accepted.set()
+
+    async def wait_ended(self) -> None:
+        """Return once the carrier is closed (too slow, failed send, or :meth:`close`)."""
+        await self._ended.wait()
+
+    def disconnected(self) -> None:
+        """The server reported the peer gone (``websocket.disconnect``): stop sending to it."""
+        self._disconnected = True
+        if not self.closed:
+            self._gone()
+
+    async def wait_close_sent(self, timeout: float) -> bool:
+        """Wait until our close frame went out (or was given up); False after ``timeout``."""
+        try:
+            await asyncio.wait_for(self._close_sent.wait(), timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            return False
+        return True
+
+    def _mark_closed(self, code: int | None) -> None:
+        super()._mark_closed(code)
+        self._ended.set()
+
+    # -- Carrier -----------------------------------------------------------------------------
+
+    async def send_text(self, text: str) -> None:
+        if not self._accepted.is_set():
+            await self._accepted.wait()
+        try:
+            await self._send({"type": "websocket.send", "text": text})
+        except RuntimeError as exc:
+            # Servers raise RuntimeError for a send after the close frame went out (the peer
+            # closed first, or we did): for us that is a peer that left.
+            raise ConnectionResetError(f"websocket already closing: {exc}") from exc
+
+    async def close_connection(self, code: int, reason: str) -> None:
+        try:
+            await self._close_connection(code, reason)
+        finally:
+            self._close_sent.set()
+
+    async def _close_connection(self, code: int, reason: str) -> None:
+        if not self._accepted.is_set() or self._disconnected:
+            return  # never accepted (the endpoint answers the handshake), or already gone
+        if self._starlette and _state_name(self.connection.application_state) != "CONNECTED":
+            return
+        message = {"type": "websocket.close", "code": code, "reason": reason}
+        try:
+            await asyncio.wait_for(self._send_close(message), self.close_timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            # The peer does not read, so the close frame cannot get through: free the
+            # connection now rather than keep its buffers until the server's ping timeout.
+            transport = self.transport()
+            logger.info(
+                "%r: close frame not sent within %ss; %s",
+                self,
+                self.close_timeout,
+                "aborting the connection" if transport else "leaving it to the server",
+            )
+            if transport is not None:
+                transport.abort()
+        except RuntimeError:
+            pass  # a close frame already went out
+
+    async def _send_close(self, message: dict[str, Any]) -> None:
+        if self._starlette:
+            # Through the WebSocket so its state says "disconnected" for the endpoint too.
+            await self.connection.close(message["code"], message["reason"])
+        else:
+            await self._send(message)
+
+    def backlog(self) -> int:
+        """Bytes in the server's transport write buffer for this connection (0 if unknown)."""
+        transport = self.transport()
+        if transport is None:
+            return 0
+        try:
+            return int(transport.get_write_buffer_size())
+        except Exception:  # a closed or foreign transport: nothing we can measure
+            return 0
+
+    def transport(self) -> asyncio.Transport | None:
+        """The server's transport for this connection, when it can be reached (cached)."""
+        if not self._looked_up:
+            self._looked_up = True
+            self._transport = find_transport(self._send)
+        return self._transport
+
+
+def find_transport(send: Any, *, depth: int = 6) -> asyncio.Transport | None:
+    """The ``asyncio.Transport`` behind an ASGI ``send`` callable, or None.
+
+    uvicorn hands the app a bound method of its protocol object, which has ``transport``.
+    Middleware wraps ``send`` in closures (Starlette's exception middleware does); the closure
+    cells are followed up to ``depth`` wrappers deep. Hypercorn does not expose its transport.
+    """
+    seen: set[int] = set()
+    todo: list[tuple[Any, int]] = [(send, 0)]
+    while todo:
+        fn, level = todo.pop()
+        if id(fn) in seen or level > depth:
+            continue
+        seen.add(id(fn))
+        owner = getattr(fn, "__self__", None)
+        transport = getattr(owner, "transport", None)
+        if transport is not None and hasattr(transport, "get_write_buffer_size"):
+            return transport  # type: ignore[no-any-return]
+        func = getattr(fn, "__func__", fn)
+        for cell in getattr(func, "__closure__", None) or ():
+            try:
+                value = cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+            if callable(value):
+                todo.append((value, level + 1))
+    return None
+
+
+def _state_name(state: Any) -> str:
+    return str(getattr(state, "name", state))

@@ -1,0 +1,132 @@
+"""Command line: ``python -m tbone_asgi listen URL --events a,b``.
+
+Prints each event as one JSON line on stdout, ``{"name", "data", "id", "channel"}``, flushed at
+once so it can be piped (``| jq``). Reconnects and resumes like :mod:`tbone_asgi.client`;
+connection notes and ``recovered`` frames go to stderr. Exit status: 0 after ``--count``
+events or Ctrl-C, 1 when the server refuses the subscription or stays unreachable, 2 for bad
+arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tbone_asgi",
+        description="Tools for tbone subscribe endpoints.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    listen = commands.add_parser(
+        "listen",
+        help="print a subscribe endpoint's events as JSON lines",
+        description="Print the events of a subscribe endpoint as JSON lines, reconnecting "
+        "and resuming after the last event id when the connection drops.",
+    )
+    listen.add_argument("url", help="websocket URL, e.g. ws://127.0.0.1:8000/ws")
+    listen.add_argument(
+        "--events",
+        default="",
+        help="comma-separated event names (default: the route's own events)",
+    )
+    listen.add_argument("--since", default=None, help="resume after this event id")
+    listen.add_argument(
+        "--count", type=int, default=None, help="exit after printing this many events"
+    )
+    listen.add_argument("--origin", default=None, help="Origin header to send")
+    listen.add_argument(
+        "--retries",
+        type=int,
+        default=None,
+        help="give up after this many failed connection attempts in a row (default: never)",
+    )
+    return parser
+
+
+async def listen(
+    url: str,
+    events: list[str],
+    *,
+    since: str | None = None,
+    count: int | None = None,
+    origin: str | None = None,
+    retries: int | None = None,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> int:
+    """Print events from ``url`` as JSON lines on ``out`` until ``count`` (or forever).
+
+    Returns the exit status: 0 when ``count`` events were printed, 1 when the subscription
+    was refused or lost (the reason is printed on ``err``).
+    """
+    from tbone_asgi.client import Recovered, SubscriptionError, subscribe
+
+    def on_recovered(rec: Recovered) -> None:
+        note = "complete" if rec.complete else "INCOMPLETE: events may have been missed"
+        print(f"# resumed after {rec.since or '(start)'} on {rec.channel}: {note}", file=err)
+
+    def on_error(payload: dict[str, Any]) -> None:
+        print(f"# server error: {json.dumps(payload)}", file=err)
+
+    printed = 0
+    if count is not None and count <= 0:
+        return 0
+    try:
+        async with subscribe(
+            url,
+            events or None,
+            since=since,
+            origin=origin,
+            retries=retries,
+            on_recovered=on_recovered,
+            on_error=on_error,
+        ) as sub:
+            async for event in sub:
+                line = {
+                    "name": event.name,
+                    "data": event.data,
+                    "id": event.id,
+                    "channel": event.channel,
+                }
+                print(json.dumps(line, ensure_ascii=False), file=out, flush=True)
+                printed += 1
+                if count is not None and printed >= count:
+                    return 0
+    except SubscriptionError as exc:
+        print(f"error: {exc}", file=err)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = _parser().parse_args(argv)
+    events = [e.strip() for e in args.events.split(",") if e.strip()]
+    try:
+        return asyncio.run(
+            listen(
+                args.url,
+                events,
+                since=args.since,
+                count=args.count,
+                origin=args.origin,
+                retries=args.retries,
+            )
+        )
+    except ValueError as exc:  # a bad URL or event name: say so like argparse does
+        print(f"python -m tbone_asgi: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,490 @@
+"""A Python client for a tbone subscribe endpoint, with reconnect and resume.
+
+::
+
+    from tbone_asgi.client import subscribe
+
+    async with subscribe("ws://127.0.0.1:8000/ws", events=["resource_create"]) as events:
+        async for event in events:
+            print(event.name, event.id, event.data)
+
+The rules (``docs/client.md`` has the long form; the browser client follows the same ones):
+
+* Events arrive in the order the server sends them (the channel's order), each once.
+* When the connection drops (server restart, network fault, closed as too slow with 1013),
+  the client reconnects with exponential backoff and full jitter, and asks the server for
+  every event after the last id it received (``?since=<id>``). The server answers with the
+  missed events, in order, then a ``recovered`` frame; ``complete: false`` means the server's
+  history did not reach back and events may have been missed. Each ``recovered`` frame is
+  recorded in :attr:`Subscription.recoveries` and given to ``on_recovered``.
+* A refusal is not retried: an HTTP status at the handshake (403 for a refused origin or
+  subscription, 404 for a wrong path) or a close with a policy code (1002, 1003, 1007, 1008,
+  1009, 1010, or 4000-4999) ends the iteration with :class:`SubscriptionRefused`.
+* ``retries`` bounds the reconnect attempts in a row (None: forever); when they run out the
+  iteration ends with :class:`SubscriptionLost` carrying the last error.
+* Received events wait in a queue of ``queue_size`` events for the ``async for`` loop. When the
+  loop falls behind and the queue is full, the client stops reading, the server's outbox fills
+  and the server closes the connection with 1013; the client then reconnects and resumes, so
+  a slow consumer loses nothing the server's history still holds.
+
+Needs the ``websockets`` library: ``pip install 'tbone-asgi[client]'``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from tbone.dispatch.events import Event
+
+try:
+    from websockets.asyncio.client import ClientConnection, connect
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "tbone_asgi.client needs the 'websockets' library: pip install 'tbone-asgi[client]'"
+    ) from exc
+
+__all__ = [
+    "Recovered",
+    "Subscription",
+    "SubscriptionError",
+    "SubscriptionLost",
+    "SubscriptionRefused",
+    "subscribe",
+]
+
+logger = logging.getLogger("tbone_asgi.client")
+
+#: Close codes that mean "do not come back with the same request": retrying cannot help.
+REFUSING_CLOSE_CODES = frozenset({1002, 1003, 1007, 1008, 1009, 1010})
+
+
+class SubscriptionError(Exception):
+    """Base class of the errors that end a subscription's iteration."""
+
+
+class SubscriptionRefused(SubscriptionError):
+    """The server refused the subscription; reconnecting with the same request cannot help.
+
+    ``status`` is the HTTP status of a refused handshake (else None); ``code`` and ``reason``
+    are those of a refusing close frame (else None).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        status: int | None = None,
+        code: int | None = None,
+        reason: str = "",
+    ) -> None:
+        self.url = url
+        self.status = status
+        self.code = code
+        self.reason = reason
+        if status is not None:
+            what = f"answered HTTP {status} to the websocket handshake"
+            hint = (
+                "check the path, the events asked for (a route created with events=[...] "
+                "refuses others), and the allowed origins and authorize hook of the route"
+            )
+        else:
+            what = f"closed the connection with code {code} ({reason or 'no reason given'})"
+            hint = "the server rejected what this client sent; see the code and reason"
+        super().__init__(f"{url}: the server {what}; {hint}")
+
+
+class SubscriptionLost(SubscriptionError):
+    """Reconnecting failed ``attempts`` times in a row; ``__cause__`` is the last error."""
+
+    def __init__(self, url: str, attempts: int, last_error: BaseException) -> None:
+        self.url = url
+        self.attempts = attempts
+        self.last_error = last_error
+        super().__init__(
+            f"{url}: could not connect after {attempts} attempts "
+            f"(last error: {type(last_error).__name__}: {last_error}); is the server up? "
+            "Pass retries=None to keep trying."
+        )
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """The end of a resume: events after ``since`` that the server still held came first.
+
+    ``complete`` is False when the server's history did not reach back to ``since``: events
+    may have been missed (the server restarted with in-memory history, or it was trimmed).
+    """
+
+    channel: str
+    complete: bool
+    since: str
+
+
+class _End:
+    """Queued after the last event: the iteration ends, raising ``error`` if there is one."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error
+
+
+def _check_events(events: Iterable[str] | None) -> list[str]:
+    if events is None:
+        return []
+    if isinstance(events, str):
+        raise TypeError(
+            f"events must be a list of event names, not the string {events!r}: events=[{events!r}]"
+        )
+    names = list(events)
+    for name in names:
+        if not isinstance(name, str) or not name or "," in name:
+            raise ValueError(
+                f"bad event name {name!r}: event names are non-empty strings without commas"
+            )
+    return names
+
+
+def _check_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.netloc:
+        raise ValueError(
+            f"{url!r} is not a websocket URL: use ws://host:port/path (or wss:// for TLS)"
+        )
+    return url
+
+
+class Subscription:
+    """An open subscription: iterate it for :class:`~tbone.dispatch.events.Event` objects.
+
+    Made by :func:`subscribe`; see the module docstring for the reconnect and resume rules.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        events: Iterable[str] | None = None,
+        *,
+        since: str | None = None,
+        retries: int | None = None,
+        backoff: tuple[float, float] = (0.1, 5.0),
+        queue_size: int = 1000,
+        open_timeout: float = 10.0,
+        ping_interval: float | None = 20.0,
+        origin: str | None = None,
+        headers: dict[str, str] | None = None,
+        on_recovered: Callable[[Recovered], Any] | None = None,
+        on_error: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> None:
+        self.url = _check_url(url)
+        self.events = _check_events(events)
+        if retries is not None and retries < 0:
+            raise ValueError(f"retries must be None (forever) or >= 0, got {retries}")
+        if not 0 < backoff[0] <= backoff[1]:
+            raise ValueError(f"backoff must be (first, max) with 0 < first <= max, got {backoff}")
+        self.retries = retries
+        self.backoff = backoff
+        self.open_timeout = open_timeout
+        self.ping_interval = ping_interval
+        self.origin = origin
+        self.headers = dict(headers or {})
+        self.on_recovered = on_recovered
+        self.on_error = on_error
+        #: Id of the last event received; a reconnect resumes after it.
+        self.last_id: str | None = since
+        #: Every ``recovered`` frame received, oldest first.
+        self.recoveries: list[Recovered] = []
+        #: Every ``error`` frame's payload received, oldest first.
+        self.errors: list[dict[str, Any]] = []
+        #: Successful connections so far (1 after the first, 2 after one reconnect, ...).
+        self.connections = 0
+        self._queue: asyncio.Queue[Event | _End] = asyncio.Queue(queue_size)
+        self._ws: ClientConnection | None = None
+        self._connected = asyncio.Event()
+        self._pongs: list[asyncio.Future[None]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._ended = False
+
+    def __repr__(self) -> str:
+        state = "connected" if self.connected else "disconnected"
+        return f"<Subscription {self.url} events={self.events} {state} last_id={self.last_id}>"
+
+    # -- public API --------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection is open."""
+        return self._connected.is_set()
+
+    async def wait_connected(self, timeout: float = 10.0) -> None:
+        """Wait until a connection is open. Raises ``TimeoutError`` after ``timeout`` seconds."""
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise TimeoutError(f"{self.url}: not connected within {timeout}s") from None
+
+    async def subscribe(self, events: Iterable[str]) -> None:
+        """Add ``events`` to this subscription (also after every reconnect).
+
+        Sent at once when connected; otherwise asked for when the next connection opens. A
+        refusal arrives as an ``error`` frame (see :attr:`errors` and ``on_error``).
+        """
+        names = [n for n in _check_events(events) if n not in self.events]
+        self.events.extend(names)
+        if names:
+            await self._send({"type": "subscribe", "payload": {"events": names}})
+
+    async def unsubscribe(self, events: Iterable[str]) -> None:
+        """Stop receiving ``events`` (events already queued are still yielded)."""
+        names = [n for n in _check_events(events) if n in self.events]
+        self.events = [n for n in self.events if n not in names]
+        if names:
+            await self._send({"type": "unsubscribe", "payload": {"events": names}})
+
+    async def ping(self, timeout: float = 10.0) -> float:
+        """Send a protocol ``ping`` and wait for the ``pong``; return the round trip in seconds.
+
+        Raises ``ConnectionError`` when not connected, ``TimeoutError`` when no pong comes.
+        """
+        ws = self._ws
+        if ws is None:
+            raise ConnectionError(f"{self.url}: not connected")
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._pongs.append(waiter)
+        start = loop.time()
+        try:
+            await ws.send('{"type":"ping"}')
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise TimeoutError(f"{self.url}: no pong within {timeout}s") from None
+        except ConnectionClosed as exc:
+            raise ConnectionError(f"{self.url}: connection closed during ping") from exc
+        finally:
+            if waiter in self._pongs:
+                self._pongs.remove(waiter)
+            waiter.cancel()
+        return loop.time() - start
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._ended:
+            raise StopAsyncIteration
+        item = await self._queue.get()
+        if isinstance(item, _End):
+            self._ended = True
+            if item.error is not None:
+                raise item.error
+            raise StopAsyncIteration
+        return item
+
+    # -- running -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the connection task (done by :func:`subscribe`)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"tbone subscription {self.url}"
+            )
+
+    async def close(self) -> None:
+        """Close the connection and stop reconnecting. Awaits the connection task's end."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task])
+        self._connected.clear()
+
+    def connect_url(self) -> str:
+        """The URL of the next connection: ``events`` and, to resume, ``since`` in the query."""
+        parts = urlsplit(self.url)
+        query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("events", "since")]
+        if self.events:
+            query.append(("events", ",".join(self.events)))
+        if self.last_id is not None:
+            query.append(("since", self.last_id))
+        return urlunsplit(parts._replace(query=urlencode(query, safe=",")))
+
+    async def _run(self) -> None:
+        failures = 0
+        delay = self.backoff[0]
+        last_error: BaseException | None = None
+        while True:
+            try:
+                async with connect(
+                    self.connect_url(),
+                    origin=self.origin,  # type: ignore[arg-type]
+                    additional_headers=self.headers or None,
+                    open_timeout=self.open_timeout,
+                    ping_interval=self.ping_interval,
+                    proxy=None,  # the endpoint is reached directly, as a browser on its page would
+                ) as ws:
+                    failures = 0
+                    delay = self.backoff[0]
+                    self.connections += 1
+                    await self._serve(ws)
+                # The server closed the connection (for example 1001 or 1012 on restart).
+                code = ws.close_code
+                if code is not None and (code in REFUSING_CLOSE_CODES or 4000 <= code <= 4999):
+                    await self._end(
+                        SubscriptionRefused(self.url, code=code, reason=ws.close_reason or "")
+                    )
+                    return
+                last_error = ConnectionError(f"closed by the server with code {code}")
+            except asyncio.CancelledError:
+                raise
+            except InvalidStatus as exc:
+                status = exc.response.status_code
+                if status < 500 and status != 429:
+                    await self._end(SubscriptionRefused(self.url, status=status))
+                    return
+                last_error = exc
+                failures += 1
+            except (OSError, asyncio.TimeoutError, TimeoutError, InvalidHandshake) as exc:
+                last_error = exc
+                failures += 1
+            finally:
+                self._ws = None
+                self._connected.clear()
+                for waiter in self._pongs:
+                    waiter.cancel()
+            if self.retries is not None and failures > self.retries:
+                assert last_error is not None
+                lost = SubscriptionLost(self.url, failures, last_error)
+                lost.__cause__ = last_error
+                await self._end(lost)
+                return
+            # Full jitter: clients that lost the same server do not come back in step.
+            wait = random.uniform(delay / 2, delay)
+            logger.info("%s: disconnected (%s); reconnecting in %.2fs", self.url, last_error, wait)
+            delay = min(delay * 2, self.backoff[1])
+            await asyncio.sleep(wait)
+
+    async def _serve(self, ws: ClientConnection) -> None:
+        self._ws = ws
+        self._connected.set()
+        resumed_from = self.last_id
+        with contextlib.suppress(ConnectionClosed):
+            async for message in ws:
+                frame = self._decode(message)
+                if frame is None:
+                    continue
+                kind = frame.get("type")
+                payload = frame.get("payload")
+                if kind == "event" and isinstance(payload, dict):
+                    event = Event(
+                        str(payload.get("name")),
+                        payload.get("data"),
+                        str(payload.get("id")),
+                        str(payload.get("channel")),
+                    )
+                    # Put before moving last_id: an event is only "seen" once it is queued.
+                    await self._queue.put(event)
+                    self.last_id = event.id
+                elif kind == "recovered" and isinstance(payload, dict):
+                    self._recovered(payload, resumed_from)
+                elif kind == "pong":
+                    for waiter in self._pongs:
+                        if not waiter.done():
+                            waiter.set_result(None)
+                            break
+                elif kind == "error" and isinstance(payload, dict):
+                    self.errors.append(payload)
+                    logger.warning("%s: server error frame: %s", self.url, payload)
+                    if self.on_error is not None:
+                        self.on_error(payload)
+
+    def _recovered(self, payload: dict[str, Any], since: str | None) -> None:
+        rec = Recovered(str(payload.get("channel")), bool(payload.get("complete")), since or "")
+        self.recoveries.append(rec)
+        if not rec.complete:
+            logger.warning(
+                "%s: history did not reach back to %s; events may have been missed",
+                self.url,
+                since,
+            )
+        if self.on_recovered is not None:
+            self.on_recovered(rec)
+
+    def _decode(self, message: str | bytes) -> dict[str, Any] | None:
+        try:
+            frame = json.loads(message)
+        except ValueError:
+            logger.warning("%s: ignoring a frame that is not JSON: %.80r", self.url, message)
+            return None
+        if not isinstance(frame, dict):
+            logger.warning("%s: ignoring a frame that is not an object: %.80r", self.url, frame)
+            return None
+        return frame
+
+    async def _send(self, frame: dict[str, Any]) -> None:
+        ws = self._ws
+        if ws is None:
+            return  # asked for when the next connection opens (events are in the URL)
+        with contextlib.suppress(ConnectionClosed):  # the reconnect asks again
+            await ws.send(json.dumps(frame))
+
+    async def _end(self, error: BaseException | None) -> None:
+        # The consumer may be behind: wait for room rather than drop the ending.
+        await self._queue.put(_End(error))
+
+
+@contextlib.asynccontextmanager
+async def subscribe(
+    url: str,
+    events: Sequence[str] | None = None,
+    *,
+    since: str | None = None,
+    retries: int | None = None,
+    backoff: tuple[float, float] = (0.1, 5.0),
+    queue_size: int = 1000,
+    open_timeout: float = 10.0,
+    ping_interval: float | None = 20.0,
+    origin: str | None = None,
+    headers: dict[str, str] | None = None,
+    on_recovered: Callable[[Recovered], Any] | None = None,
+    on_error: Callable[[dict[str, Any]], Any] | None = None,
+) -> AsyncIterator[Subscription]:
+    """Subscribe to ``events`` at the websocket ``url``; yield a :class:`Subscription`.
+
+    ``events``: event names (None: those the route subscribes every client to). ``since``:
+    resume after this event id from the start. ``retries``: reconnect attempts in a row before
+    giving up (None: forever). ``backoff``: (first, max) seconds between attempts, doubled
+    each time, with full jitter. ``origin`` and ``headers`` go into the handshake (a route
+    with ``allowed_origins`` may need ``origin``). ``on_recovered`` and ``on_error`` are called
+    for ``recovered`` and ``error`` frames.
+
+    The connection starts when the block is entered (without waiting for it: use
+    :meth:`Subscription.wait_connected`) and is closed when it is left. Raises ``ValueError``
+    for a URL that is not ws:// or wss:// and for a bad event name.
+    """
+    sub = Subscription(
+        url,
+        events,
+        since=since,
+        retries=retries,
+        backoff=backoff,
+        queue_size=queue_size,
+        open_timeout=open_timeout,
+        ping_interval=ping_interval,
+        origin=origin,
+        headers=headers,
+        on_recovered=on_recovered,
+        on_error=on_error,
+    )
+    sub.start()
+    try:
+        yield sub
+    finally:
+        await sub.close()

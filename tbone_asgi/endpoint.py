@@ -1,0 +1,208 @@
+"""ChannelEndpoint: the pure ASGI app that serves one subscribe websocket for a channel.
+
+:func:`tbone_asgi.channel_route` and :class:`tbone_asgi.ChannelMiddleware` both hand websocket
+connections to it. For one connection, in order:
+
+1. The handshake's ``Origin`` is checked (:mod:`tbone_asgi.origin`); a refused one gets HTTP 403
+   before accept.
+2. Connect-time subscriptions (``?events=a,b&since=<id>``, or the route's ``events``) are
+   checked with ``authorize``; a refusal gets HTTP 403 with the reason, before accept.
+3. The websocket is accepted, subscriptions start (history first with ``since``), and every
+   client frame goes to :class:`tbone.dispatch.protocol.ProtocolSession`.
+4. On disconnect, on a protocol violation (closed with 1008 or 1009) or when the connection
+   falls too far behind (closed with 1013 by the carrier), every subscription ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Collection, Mapping
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.requests import HTTPConnection
+from starlette.types import Receive, Scope, Send
+
+from tbone.dispatch.carriers.asgi_websocket import ASGIWebSocketCarrier
+from tbone.dispatch.channels import Channel, get_channel
+from tbone.dispatch.channels.mem import MemoryChannel
+from tbone.dispatch.protocol import (
+    Authorize,
+    Limits,
+    ProtocolSession,
+    Refused,
+    check_event_names,
+)
+from tbone_asgi.origin import OriginPolicy, header
+
+__all__ = ["ChannelEndpoint", "resolve_channel"]
+
+logger = logging.getLogger("tbone_asgi")
+
+_CLOSE_REASONS = {1008: "policy violation", 1009: "frame too big"}
+
+
+def resolve_channel(channel: Channel | str) -> Channel:
+    """``channel`` itself, or the channel registered under that name (a new MemoryChannel if none).
+
+    A name is looked up on every connection, so a channel created at startup (say a
+    RedisChannel made in the app's lifespan) is the one used.
+    """
+    if isinstance(channel, Channel):
+        return channel
+    return get_channel(channel) or MemoryChannel(name=channel)
+
+
+class ChannelEndpoint:
+    """ASGI app serving the subscribe protocol for ``channel`` on websocket scopes.
+
+    Options (all keyword): ``events`` (the fixed events every client gets, others refused),
+    ``authorize(connection, event)`` (sync or async; ``connection`` is a Starlette
+    ``HTTPConnection`` with headers, cookies, query params, and ``user``/``session`` when
+    those middlewares run), ``allowed_origins`` (see :mod:`tbone_asgi.origin`), ``limits``
+    (:class:`~tbone.dispatch.protocol.Limits`), ``max_messages``/``max_bytes`` (the
+    connection's outbox, counting what the server still buffers) and ``close_timeout``.
+    """
+
+    def __init__(
+        self,
+        channel: Channel | str,
+        *,
+        events: Collection[str] | None = None,
+        authorize: Authorize | None = None,
+        allowed_origins: Collection[str] | None = None,
+        limits: Limits | None = None,
+        max_messages: int | None = None,
+        max_bytes: int | None = None,
+        close_timeout: float = 5.0,
+    ) -> None:
+        if not isinstance(channel, (Channel, str)) or channel == "":
+            raise TypeError(
+                f"channel must be a Channel or a channel name, got {channel!r}; "
+                "e.g. channel_route('/ws', 'pubsub')"
+            )
+        self.channel = channel
+        self.events = tuple(events) if events is not None else None
+        if self.events is not None:
+            # A bad configuration fails when the app is built, not at the first connection.
+            check_event_names(self.events)
+        self.authorize = authorize
+        self.origins = OriginPolicy(allowed_origins)
+        self.limits = limits or Limits()
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.close_timeout = close_timeout
+
+    def __repr__(self) -> str:
+        name = self.channel if isinstance(self.channel, str) else self.channel.name
+        return f"<ChannelEndpoint {name!r}>"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            raise RuntimeError(
+                f"{self!r} serves websocket connections only, got a {scope['type']!r} scope; "
+                "mount it with channel_route() or ChannelMiddleware"
+            )
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return  # the client left before the handshake completed
+        if not self.origins.allows(scope):
+            await _deny(scope, send, f"origin {header(scope, b'origin')!r} not allowed")
+            return
+        try:
+            events, since = _query(scope)
+        except ValueError as exc:
+            await _deny(scope, send, str(exc))
+            return
+
+        channel = resolve_channel(self.channel)
+        carrier = ASGIWebSocketCarrier(
+            send,
+            max_messages=self.max_messages,
+            max_bytes=self.max_bytes,
+            close_timeout=self.close_timeout,
+        )
+        session = ProtocolSession(
+            channel,
+            carrier,
+            events=self.events,
+            authorize=self.authorize,
+            limits=self.limits,
+            connection=HTTPConnection(scope, receive),
+        )
+
+        async def accept() -> None:
+            await send({"type": "websocket.accept"})
+            carrier.accepted()
+
+        try:
+            await session.start(events, since, accept=accept)
+        except Refused as exc:
+            await _deny(scope, send, str(exc))
+            return
+        try:
+            await self._serve(session, carrier, receive)
+        finally:
+            session.end()
+
+    async def _serve(
+        self, session: ProtocolSession, carrier: ASGIWebSocketCarrier, receive: Receive
+    ) -> None:
+        # The carrier may close on its own (too slow, send failed) while we wait for a client
+        # frame; racing receive() with that lets the endpoint end at once instead of at the
+        # next client frame.
+        ended = asyncio.ensure_future(carrier.wait_ended())
+        try:
+            while True:
+                incoming = asyncio.ensure_future(receive())
+                await asyncio.wait({incoming, ended}, return_when=asyncio.FIRST_COMPLETED)
+                if not incoming.done():
+                    incoming.cancel()
+                    await asyncio.wait([incoming])
+                    if carrier.close_code is not None:  # closed as too slow: let 1013 go out
+                        await carrier.wait_close_sent(self.close_timeout + 1.0)
+                    return
+                message = incoming.result()
+                kind = message["type"]
+                if kind == "websocket.disconnect":
+                    carrier.disconnected()
+                    return
+                if kind != "websocket.receive":
+                    continue
+                text = message.get("text")
+                data = text if text is not None else message.get("bytes") or b""
+                code = await session.receive(data)
+                if code is not None:
+                    session.end()
+                    await carrier.close(code, _CLOSE_REASONS.get(code, ""))
+                    return
+        finally:
+            ended.cancel()
+            if not carrier.closed or carrier.close_code is None:
+                # Unsubscribed or gone: stop the writer and release the connection.
+                await carrier.close(1000)
+
+
+def _query(scope: Mapping[str, Any]) -> tuple[list[str], str | None]:
+    """Events and ``since`` from ``?events=a,b&since=<id>`` (``events`` may repeat)."""
+    raw = scope.get("query_string", b"")
+    try:
+        params = parse_qs(bytes(raw).decode("latin-1"), max_num_fields=200)
+    except ValueError as exc:
+        raise ValueError(f"bad query string: {exc}") from None
+    events = [name for value in params.get("events", ()) for name in value.split(",") if name]
+    sinces = params.get("since", [])
+    if len(sinces) > 1:
+        raise ValueError("give since at most once")
+    return events, (sinces[0] if sinces else None)
+
+
+async def _deny(scope: Mapping[str, Any], send: Send, reason: str) -> None:
+    """Refuse the handshake: servers answer a close before accept with HTTP 403.
+
+    The reason goes to the log, not the client. (The ASGI denial-response extension could carry
+    it, but uvicorn 0.54 logs a spurious "returned without completing handshake" error for it.)
+    """
+    logger.info("refused websocket %s: %s", scope.get("path"), reason)
+    await send({"type": "websocket.close", "code": 1008, "reason": reason[:120]})
