@@ -39,6 +39,7 @@ __all__ = [
     "clear_registry",
     "close_all_channels",
     "get_channel",
+    "registered_channels",
 ]
 
 logger = logging.getLogger("tbone.dispatch.channels")
@@ -465,6 +466,11 @@ class _Resume:
 def get_channel(name: str) -> Channel | None:
     """The channel registered under ``name`` in this process, or None."""
     return _registry.get(name)
+
+
+def registered_channels() -> list[Channel]:
+    """Every channel registered in this process, in creation order (metrics, health checks)."""
+    return list(_registry.values())
 
 
 def clear_registry() -> None:
