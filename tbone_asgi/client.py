@@ -210,6 +210,8 @@ class Subscription:
         self._queue: asyncio.Queue[Event | _End] = asyncio.Queue(queue_size)
         self._ws: ClientConnection | None = None
         self._connected = asyncio.Event()
+        self._disconnected = asyncio.Event()
+        self._disconnected.set()
         self._pongs: list[asyncio.Future[None]] = []
         self._task: asyncio.Task[None] | None = None
         self._ended = False
@@ -231,6 +233,16 @@ class Subscription:
             await asyncio.wait_for(self._connected.wait(), timeout)
         except (asyncio.TimeoutError, TimeoutError):
             raise TimeoutError(f"{self.url}: not connected within {timeout}s") from None
+
+    async def wait_disconnected(self, timeout: float = 10.0) -> None:
+        """Wait until no connection is open (a drop the client is about to retry, or the end).
+
+        Raises ``TimeoutError`` after ``timeout`` seconds.
+        """
+        try:
+            await asyncio.wait_for(self._disconnected.wait(), timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise TimeoutError(f"{self.url}: still connected after {timeout}s") from None
 
     async def subscribe(self, events: Iterable[str]) -> None:
         """Add ``events`` to this subscription (also after every reconnect).
@@ -305,6 +317,7 @@ class Subscription:
             task.cancel()
             await asyncio.wait([task])
         self._connected.clear()
+        self._disconnected.set()
 
     def connect_url(self) -> str:
         """The URL of the next connection: ``events`` and, to resume, ``since`` in the query."""
@@ -357,6 +370,7 @@ class Subscription:
             finally:
                 self._ws = None
                 self._connected.clear()
+                self._disconnected.set()
                 for waiter in self._pongs:
                     waiter.cancel()
             if self.retries is not None and failures > self.retries:
@@ -373,6 +387,7 @@ class Subscription:
 
     async def _serve(self, ws: ClientConnection) -> None:
         self._ws = ws
+        self._disconnected.clear()
         self._connected.set()
         resumed_from = self.last_id
         with contextlib.suppress(ConnectionClosed):

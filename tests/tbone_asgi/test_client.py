@@ -1,0 +1,268 @@
+"""tbone_asgi.client against a real uvicorn server: order, reconnect, resume, refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+
+from tbone.dispatch import MemoryChannel
+from tbone.dispatch.events import Event
+from tbone_asgi import channel_route
+from tbone_asgi.client import (
+    Recovered,
+    Subscription,
+    SubscriptionLost,
+    SubscriptionRefused,
+    subscribe,
+)
+from tests.demo.restartable import RestartableServer
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = (0.02, 0.1)  # reconnect backoff for tests: first and max delay, in seconds
+
+
+def make_app(channel: MemoryChannel, events: list[str] | None = None) -> Starlette:
+    return Starlette(routes=[channel_route("/ws", channel, events=events)])
+
+
+@pytest.fixture
+async def channel() -> MemoryChannel:
+    return MemoryChannel(name="client-test")
+
+
+@pytest.fixture
+async def server(channel: MemoryChannel) -> AsyncIterator[RestartableServer]:
+    async with RestartableServer(make_app(channel)) as running:
+        yield running
+
+
+async def take(sub: Subscription, count: int, timeout: float = 10.0) -> list[Event]:
+    """The next ``count`` events of ``sub``, failing after ``timeout`` seconds."""
+
+    async def collect() -> list[Event]:
+        got: list[Event] = []
+        async for event in sub:
+            got.append(event)
+            if len(got) == count:
+                break
+        return got
+
+    return await asyncio.wait_for(collect(), timeout)
+
+
+async def ready(sub: Subscription) -> None:
+    """Connected and subscribed: the server answers a ping only after the connect-time
+    subscriptions are on (its answers keep their place in order)."""
+    await sub.wait_connected()
+    await sub.ping()
+
+
+async def test_events_arrive_in_order_with_ids(
+    server: RestartableServer, channel: MemoryChannel
+) -> None:
+    async with subscribe(server.ws_url(), events=["tick", "tock"]) as sub:
+        await ready(sub)
+        published = [await channel.publish("tick", {"n": n}) for n in range(20)]
+        await channel.publish("other", {"n": -1})  # not subscribed: never delivered
+        published.append(await channel.publish("tock", {"n": 20}))
+        got = await take(sub, 21)
+    assert [(e.name, e.data, e.id, e.channel) for e in got] == [
+        (e.name, e.data, e.id, "client-test") for e in published
+    ]
+    assert sub.last_id == published[-1].id
+    assert sub.connections == 1
+
+
+async def test_reconnects_and_resumes_after_a_restart(
+    server: RestartableServer, channel: MemoryChannel
+) -> None:
+    seen: list[Recovered] = []
+    async with subscribe(
+        server.ws_url(), events=["tick"], backoff=FAST, on_recovered=seen.append
+    ) as sub:
+        await ready(sub)
+        first = await channel.publish("tick", 1)
+        assert [e.id for e in await take(sub, 1)] == [first.id]
+
+        await server.stop()  # uvicorn closes the websocket with 1012
+        await sub.wait_disconnected(5)
+        missed = [await channel.publish("tick", n) for n in (2, 3)]  # while nobody listens
+        await server.start()  # the same port
+
+        got = await take(sub, 2)
+        assert [e.id for e in got] == [e.id for e in missed]
+        assert [e.data for e in got] == [2, 3]
+        assert sub.connections == 2
+        assert seen == [Recovered("client-test", True, first.id)]
+        assert sub.recoveries == seen
+
+        await sub.ping()  # the resumed connection is live, not only replaying
+        live = await channel.publish("tick", 4)
+        assert [e.id for e in await take(sub, 1)] == [live.id]
+
+
+async def test_an_incomplete_resume_is_surfaced(channel: MemoryChannel) -> None:
+    server = RestartableServer(make_app(channel))
+    await server.start()
+    recovered = asyncio.Event()
+    try:
+        async with subscribe(
+            server.ws_url(), events=["tick"], backoff=FAST, on_recovered=lambda _: recovered.set()
+        ) as sub:
+            await ready(sub)
+            await channel.publish("tick", 1)
+            before = (await take(sub, 1))[0]
+            await server.stop()
+            # A new process would have a new in-memory channel, with no history of the old one.
+            await channel.close(forget=True)
+            fresh = MemoryChannel(name="client-test")
+            assert fresh is not channel
+            assert fresh.epoch != channel.epoch
+            server.app = make_app(fresh)
+            await server.start()
+            await asyncio.wait_for(recovered.wait(), 10)
+            assert sub.recoveries == [Recovered("client-test", False, before.id)]
+            await sub.ping()
+            after = await fresh.publish("tick", 2)
+            assert [e.id for e in await take(sub, 1)] == [after.id]
+    finally:
+        await server.stop()
+
+
+async def test_a_refused_subscription_ends_the_iteration(channel: MemoryChannel) -> None:
+    async with (
+        RestartableServer(make_app(channel, events=["allowed"])) as server,
+        subscribe(server.ws_url(), events=["secret"], backoff=FAST) as sub,
+    ):
+        with pytest.raises(SubscriptionRefused) as caught:
+            await take(sub, 1)
+    assert caught.value.status == 403
+    assert "403" in str(caught.value)
+    assert sub.connections == 0
+
+
+async def test_a_refusing_close_code_is_not_retried(
+    server: RestartableServer, channel: MemoryChannel
+) -> None:
+    async with subscribe(server.ws_url(), events=["tick"], backoff=FAST) as sub:
+        await ready(sub)
+        # A frame over the server's 64 KiB limit: the server closes with 1009.
+        assert sub._ws is not None
+        await sub._ws.send("x" * (65 * 1024))
+        with pytest.raises(SubscriptionRefused) as caught:
+            await take(sub, 1)
+    assert caught.value.code == 1009
+    assert sub.connections == 1
+
+
+async def test_gives_up_after_the_retries_run_out(channel: MemoryChannel) -> None:
+    server = RestartableServer(make_app(channel))
+    await server.start()
+    url = server.ws_url()
+    await server.stop()  # nothing listens on that port now
+    async with subscribe(url, events=["tick"], retries=2, backoff=FAST) as sub:
+        with pytest.raises(SubscriptionLost) as caught:
+            await take(sub, 1)
+    assert caught.value.attempts == 3
+    assert isinstance(caught.value.__cause__, OSError)
+    assert "retries=None" in str(caught.value)
+
+
+async def test_subscribe_and_unsubscribe_while_connected(
+    server: RestartableServer, channel: MemoryChannel
+) -> None:
+    async with subscribe(server.ws_url(), events=["a"]) as sub:
+        await ready(sub)
+        await sub.subscribe(["b"])
+        await sub.ping()  # answered after the subscribe frame was handled
+        await sub.unsubscribe(["a"])
+        await sub.ping()
+        assert sub.events == ["b"]
+        await channel.publish("a", "not any more")
+        expected = await channel.publish("b", "yes")
+        got = await take(sub, 1)
+    assert [(e.name, e.id) for e in got] == [("b", expected.id)]
+
+
+async def test_error_frames_are_surfaced_and_the_connection_stays(
+    server: RestartableServer, channel: MemoryChannel
+) -> None:
+    errors: list[dict[str, Any]] = []
+    async with subscribe(server.ws_url(), events=["a"], on_error=errors.append) as sub:
+        await ready(sub)
+        await sub.subscribe(["not a valid name!"])
+        await sub.ping()
+        assert [e["code"] for e in errors] == ["bad_event"]
+        assert sub.errors == errors
+        event = await channel.publish("a", 1)
+        assert [e.id for e in await take(sub, 1)] == [event.id]
+
+
+def test_bad_arguments_are_refused_with_a_fix() -> None:
+    with pytest.raises(ValueError, match="ws://"):
+        Subscription("http://127.0.0.1:1/ws")
+    with pytest.raises(TypeError, match=r"events=\['tick'\]"):
+        Subscription("ws://127.0.0.1:1/ws", "tick")
+    with pytest.raises(ValueError, match="without commas"):
+        Subscription("ws://127.0.0.1:1/ws", ["a,b"])
+    with pytest.raises(ValueError, match="retries"):
+        Subscription("ws://127.0.0.1:1/ws", retries=-1)
+
+
+def test_the_connect_url_carries_events_and_since() -> None:
+    sub = Subscription("ws://h:1/ws?token=t&since=old", ["a", "b"], since="17-4")
+    assert sub.connect_url() == "ws://h:1/ws?token=t&events=a,b&since=17-4"
+    assert Subscription("ws://h:1/ws").connect_url() == "ws://h:1/ws"
+
+
+async def _cli(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tbone_asgi",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    except (asyncio.TimeoutError, TimeoutError):
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_cli_listen_prints_json_lines(
+    server: RestartableServer, channel: MemoryChannel
+) -> None:
+    first = await channel.publish("a", {"n": 1})
+    rest = [await channel.publish("a", {"n": 2}), await channel.publish("a", {"text": "é"})]
+    code, out, err = await _cli(
+        "listen", server.ws_url(), "--events", "a", "--since", first.id, "--count", "2"
+    )
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines == [
+        {"name": "a", "data": e.data, "id": e.id, "channel": "client-test"} for e in rest
+    ]
+
+
+async def test_cli_reports_a_refusal_and_bad_arguments(server: RestartableServer) -> None:
+    code, _, err = await _cli("listen", server.ws_url(), "--events", "bad name!")
+    assert code == 1
+    assert "HTTP 403" in err
+    code, _, err = await _cli("listen", "http://127.0.0.1:1/ws", "--events", "a")
+    assert code == 2
+    assert "ws://" in err
