@@ -18,6 +18,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from tbone.dispatch.protocol import Limits, Refused
 from tbone_asgi.endpoint import ChannelEndpoint
 from tbone_asgi.lifespan import channels_lifespan
+from tbone_asgi.metrics import MetricsApp, metrics_route
 from tbone_asgi.middleware import ChannelMiddleware
 from tbone_asgi.origin import OriginPolicy
 from tbone_asgi.routing import channel_route
@@ -26,8 +27,10 @@ __all__ = [
     "ChannelEndpoint",
     "ChannelMiddleware",
     "Limits",
+    "MetricsApp",
     "OriginPolicy",
     "Refused",
     "channel_route",
     "channels_lifespan",
+    "metrics_route",
 ]
