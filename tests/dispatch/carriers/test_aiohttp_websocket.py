@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -12,8 +14,9 @@ import pytest
 from aiohttp import web
 
 from tbone.dispatch import MemoryChannel
-from tbone.dispatch.carriers.aiohttp_websocket import AioHttpWebSocketCarrier
+from tbone.dispatch.carriers.aiohttp_websocket import AioHttpWebSocketCarrier, serve
 from tbone.dispatch.testing import RecordingCarrier
+from tests.support.protocol_cases import ProtocolCases, Start, refused_with_403
 from tests.support.web_servers import (
     aiohttp_server,
     read_until_closed,
@@ -249,3 +252,20 @@ async def test_a_client_that_stops_reading_is_closed_with_1013_and_others_get_ev
         assert closed.rcvd is not None
         assert closed.rcvd.code == 1013
     assert_no_tracebacks(caplog)
+
+
+class TestProtocolOnAiohttp(ProtocolCases):
+    origin_refused = staticmethod(refused_with_403)
+    subscription_refused = staticmethod(refused_with_403)
+
+    @pytest.fixture
+    def start(self) -> Start:
+        @asynccontextmanager
+        async def run(channel: Any, **options: Any) -> AsyncIterator[str]:
+            async def handler(request: web.Request) -> web.StreamResponse:
+                return await serve(request, channel, **options)
+
+            async with aiohttp_server(seed_app(handler)) as base:
+                yield ws_url(base)
+
+        return run

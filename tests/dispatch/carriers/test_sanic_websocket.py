@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -12,8 +14,14 @@ import pytest
 pytest.importorskip("sanic")
 
 from tbone.dispatch import MemoryChannel
-from tbone.dispatch.carriers.sanic_websocket import SanicWebSocketCarrier
+from tbone.dispatch.carriers.sanic_websocket import SanicWebSocketCarrier, add_route, serve
 from tbone.dispatch.testing import RecordingCarrier
+from tests.support.protocol_cases import (
+    ProtocolCases,
+    Start,
+    refused_with_403,
+    refused_with_1008,
+)
 from tests.support.web_servers import (
     new_sanic_app,
     read_until_closed,
@@ -270,3 +278,43 @@ async def test_a_client_that_stops_reading_is_closed_with_1013_and_others_get_ev
         assert closed.rcvd is not None
         assert closed.rcvd.code == 1013
     assert_no_tracebacks(caplog)
+
+
+class TestProtocolOnSanic(ProtocolCases):
+    """Through add_route: a bad Origin gets 403 before the upgrade; Sanic upgrades before a
+    handler runs, so a refused connect-time subscription is an error frame and 1008."""
+
+    origin_refused = staticmethod(refused_with_403)
+    subscription_refused = staticmethod(refused_with_1008)
+
+    @pytest.fixture
+    def start(self) -> Start:
+        @asynccontextmanager
+        async def run(channel: Any, **options: Any) -> AsyncIterator[str]:
+            app = new_sanic_app()
+            add_route(app, "/ws", channel, **options)
+            async with sanic_server(app) as base:
+                yield ws_url(base)
+
+        return run
+
+
+class TestProtocolOnSanicThroughServe(TestProtocolOnSanic):
+    """serve() called from the user's own handler: the Origin is refused after the upgrade."""
+
+    origin_refused = staticmethod(refused_with_1008)
+
+    @pytest.fixture
+    def start(self) -> Start:
+        @asynccontextmanager
+        async def run(channel: Any, **options: Any) -> AsyncIterator[str]:
+            app = new_sanic_app()
+
+            async def handler(request: Any, ws: Any) -> None:
+                await serve(request, ws, channel, **options)
+
+            app.add_websocket_route(handler, "/ws")
+            async with sanic_server(app) as base:
+                yield ws_url(base)
+
+        return run

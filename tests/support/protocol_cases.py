@@ -1,0 +1,241 @@
+"""The subscribe protocol as every non-ASGI server must serve it, written once.
+
+A test module subclasses :class:`ProtocolCases` (the name does not start with ``Test``, so it
+is collected only through subclasses) and provides a ``start`` fixture: a factory
+``start(channel, **options)`` returning an async context manager that serves the protocol for
+``channel`` with those options (``events``, ``authorize``, ``allowed_origins``, ``limits``,
+``max_bytes``) on a real server and yields the websocket URL of the endpoint. Clients are the
+``websockets`` library and aiohttp's client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import aiohttp
+import pytest
+from websockets.exceptions import InvalidStatus
+
+from tbone.dispatch import MemoryChannel
+from tbone.dispatch.protocol import Limits
+from tests.support.web_servers import read_until_closed, wait_until, ws_connect
+
+__all__ = ["ProtocolCases", "Start", "refused_with_403", "refused_with_1008"]
+
+Start = Callable[..., AbstractAsyncContextManager[str]]
+
+
+async def recv(client: Any) -> Any:
+    """The next frame of a ``websockets`` client, decoded (5 s at most)."""
+    return json.loads(await asyncio.wait_for(client.recv(), 5))
+
+
+async def recv_events(client: Any, n: int) -> list[Any]:
+    frames = [await recv(client) for _ in range(n)]
+    assert all(f["type"] == "event" for f in frames), frames
+    return [f["payload"] for f in frames]
+
+
+async def ping(client: Any) -> None:
+    """Send a ping and wait for the pong: every earlier answer and event has arrived."""
+    await client.send('{"type": "ping"}')
+    assert await recv(client) == {"type": "pong"}
+
+
+async def subscribe(client: Any, *events: str, since: str | None = None) -> None:
+    payload: dict[str, Any] = {"events": list(events)}
+    if since is not None:
+        payload["since"] = since
+    await client.send(json.dumps({"type": "subscribe", "payload": payload}))
+
+
+def deny_secret(connection: Any, event: str) -> bool:
+    return not event.startswith("secret")
+
+
+class ProtocolCases:
+    """Subclasses set ``origin_refused`` and ``subscription_refused`` to how their server
+    refuses a handshake (:func:`refused_with_403` or :func:`refused_with_1008`)."""
+
+    origin_refused: Callable[..., Any]
+    subscription_refused: Callable[..., Any]
+
+    @pytest.fixture
+    def channel(self) -> MemoryChannel:
+        return MemoryChannel(name="pubsub", history=5)
+
+    async def test_subscribe_receive_in_order_then_unsubscribe(
+        self, start: Start, channel: MemoryChannel
+    ) -> None:
+        async with start(channel) as url, ws_connect(url) as client:
+            await subscribe(client, "tick", "tock")
+            await ping(client)  # answers keep their place: the subscription is on
+            published = [await channel.publish("tick" if i % 2 else "tock", i) for i in range(4)]
+            await channel.publish("other", "not subscribed")
+            assert await recv_events(client, 4) == [e.to_dict()["payload"] for e in published]
+            await client.send('{"type": "unsubscribe", "payload": {"events": ["tick"]}}')
+            await ping(client)
+            await channel.publish("tick", "after unsubscribe")
+            await channel.publish("tock", "still on")
+            assert [p["data"] for p in await recv_events(client, 1)] == ["still on"]
+
+    async def test_connect_time_events_with_aiohttp_client(
+        self, start: Start, channel: MemoryChannel
+    ) -> None:
+        async with (
+            start(channel) as url,
+            aiohttp.ClientSession() as session,
+            session.ws_connect(url + "?events=tick,tock") as client,
+        ):
+            await client.send_str('{"type": "ping"}')
+            assert json.loads(await client.receive_str(timeout=5)) == {"type": "pong"}
+            for i in range(3):
+                await channel.publish("tick", i)
+            got = [json.loads(await client.receive_str(timeout=5)) for _ in range(3)]
+            assert [f["payload"]["data"] for f in got] == [0, 1, 2]
+
+    async def test_resume_with_since_sends_the_missed_events_then_recovered(
+        self, start: Start, channel: MemoryChannel
+    ) -> None:
+        events = [await channel.publish("tick", i) for i in range(4)]
+        async with (
+            start(channel) as url,
+            ws_connect(f"{url}?events=tick&since={events[0].id}") as client,
+        ):
+            assert [p["data"] for p in await recv_events(client, 3)] == [1, 2, 3]
+            assert await recv(client) == {
+                "type": "recovered",
+                "payload": {"channel": "pubsub", "complete": True},
+            }
+            await channel.publish("tick", 4)
+            assert [p["data"] for p in await recv_events(client, 1)] == [4]
+
+    async def test_resume_past_history_says_incomplete(
+        self, start: Start, channel: MemoryChannel
+    ) -> None:
+        events = [await channel.publish("tick", i) for i in range(10)]  # history keeps 5
+        async with start(channel) as url, ws_connect(url) as client:
+            await subscribe(client, "tick", since=events[1].id)
+            assert [p["data"] for p in await recv_events(client, 5)] == [5, 6, 7, 8, 9]
+            assert await recv(client) == {
+                "type": "recovered",
+                "payload": {"channel": "pubsub", "complete": False},
+            }
+
+    async def test_bad_json_gets_an_error_frame_and_the_connection_stays_open(
+        self, start: Start, channel: MemoryChannel
+    ) -> None:
+        async with start(channel) as url, ws_connect(url) as client:
+            for bad, code in [
+                ("{not json", "bad_json"),
+                ('["a list"]', "bad_frame"),
+                ('{"type": "dance"}', "unknown_type"),
+                ('{"type": "subscribe", "payload": {"events": ["bad name!"]}}', "bad_event"),
+            ]:
+                await client.send(bad)
+                frame = await recv(client)
+                assert frame["type"] == "error"
+                assert frame["payload"]["code"] == code
+                assert frame["payload"]["message"]
+            await ping(client)
+
+    async def test_a_frame_over_the_limit_closes_with_1009(
+        self, start: Start, channel: MemoryChannel
+    ) -> None:
+        limits = Limits(max_frame_bytes=1024)
+        async with start(channel, limits=limits) as url, ws_connect(url) as client:
+            await ping(client)
+            await client.send('{"type": "ping", "pad": "' + "x" * 2000 + '"}')
+            _, closed = await read_until_closed(client)
+            assert closed.rcvd is not None
+            assert closed.rcvd.code == 1009
+
+    async def test_a_client_that_keeps_sending_garbage_is_closed_with_1008(
+        self, start: Start, channel: MemoryChannel
+    ) -> None:
+        limits = Limits(max_errors=3)
+        async with start(channel, limits=limits) as url, ws_connect(url) as client:
+            for _ in range(3):
+                await client.send("garbage")
+            texts, closed = await read_until_closed(client)
+            # Error frames still queued when the connection closes may be dropped with it.
+            assert {json.loads(t)["payload"]["code"] for t in texts} <= {"bad_json"}
+            assert closed.rcvd is not None
+            assert closed.rcvd.code == 1008
+
+    async def test_a_cross_site_origin_is_refused(
+        self, start: Start, channel: MemoryChannel
+    ) -> None:
+        async with start(channel) as url:
+            await self.origin_refused(url, origin="http://evil.example")
+            # The same site is allowed by default, as are listed origins.
+            host = url.split("/")[2]
+            async with ws_connect(url, origin=f"http://{host}") as client:
+                await ping(client)
+        async with start(channel, allowed_origins=["https://app.example"]) as url:
+            await self.origin_refused(url, origin="http://evil.example")
+            async with ws_connect(url, origin="https://app.example") as client:
+                await ping(client)
+        assert channel.stats()["subscribers"] == 0
+
+    async def test_a_refused_subscription(self, start: Start, channel: MemoryChannel) -> None:
+        async with start(channel, authorize=deny_secret) as url:
+            await self.subscription_refused(url + "?events=secret")
+            async with ws_connect(url) as client:
+                await subscribe(client, "tick", "secret.plans")
+                frame = await recv(client)
+                assert frame["type"] == "error"
+                assert frame["payload"]["code"] == "forbidden"
+                await ping(client)  # still open, and all or nothing: "tick" is not on either
+                assert channel.subscribers("tick") == []
+                await subscribe(client, "tick")
+                await ping(client)
+                await channel.publish("tick", 1)
+                assert [p["data"] for p in await recv_events(client, 1)] == [1]
+
+    async def test_fixed_events_subscribe_at_connect_and_refuse_others(
+        self, start: Start, channel: MemoryChannel
+    ) -> None:
+        async with start(channel, events=["resource_create"]) as url, ws_connect(url) as client:
+            await ping(client)
+            await subscribe(client, "resource_delete")
+            assert (await recv(client))["payload"]["code"] == "not_offered"
+            await channel.publish("resource_create", {"pk": 1})
+            assert [p["data"] for p in await recv_events(client, 1)] == [{"pk": 1}]
+
+    async def test_a_client_that_vanishes_is_dropped(
+        self, start: Start, channel: MemoryChannel, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        caplog.set_level(logging.INFO)
+        async with start(channel) as url:
+            client = await ws_connect(url)
+            await subscribe(client, "tick")
+            await ping(client)
+            assert channel.stats()["subscribers"] == 1
+            client.transport.abort()  # TCP reset, no close frame
+            await wait_until(lambda: channel.stats()["subscribers"] == 0, what="dropped")
+            await channel.publish("tick", 1)  # nobody left to fail on it
+        noisy = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+        assert noisy == [], [r.getMessage() for r in noisy]
+
+
+async def refused_with_403(url: str, origin: str | None = None) -> None:
+    """Assert that the handshake is answered with HTTP 403 (before any upgrade)."""
+    with pytest.raises(InvalidStatus) as refused:
+        async with ws_connect(url, origin=origin):
+            pass
+    assert refused.value.response.status_code == 403
+
+
+async def refused_with_1008(url: str, origin: str | None = None) -> None:
+    """Assert an error frame then a 1008 close (servers that upgrade before the handler)."""
+    async with ws_connect(url, origin=origin) as client:
+        texts, closed = await read_until_closed(client)
+    assert [json.loads(t)["type"] for t in texts] == ["error"]
+    assert closed.rcvd is not None
+    assert closed.rcvd.code == 1008
