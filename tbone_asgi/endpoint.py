@@ -175,6 +175,7 @@ class ChannelEndpoint:
                 code = await session.receive(data)
                 if code is not None:
                     session.end()
+                    await carrier.flush(self.close_timeout)  # the error frames explain why
                     await carrier.close(code, _CLOSE_REASONS.get(code, ""))
                     return
         finally:

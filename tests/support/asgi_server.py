@@ -9,6 +9,9 @@
             ...
         server.connections()                        # the server's live protocol objects
 
+``await wait_until(lambda: channel.stats()["subscribers"] == 0)`` waits for a condition that
+nothing signals (server-side state), checking it every 10 ms, and fails after ``timeout``.
+
 ``run_hypercorn(app)`` does the same with Hypercorn. Both bind the listening socket before the
 server starts (so the port is known and connections queue from the first moment), wait for
 startup (lifespan included) and, on exit, shut the server down and await its task, bounded in
@@ -21,11 +24,11 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["RunningServer", "bind_free_socket", "run_hypercorn", "run_uvicorn"]
+__all__ = ["RunningServer", "bind_free_socket", "run_hypercorn", "run_uvicorn", "wait_until"]
 
 
 @dataclass
@@ -155,3 +158,19 @@ async def run_hypercorn(
             raise TimeoutError(f"hypercorn did not stop within {stop_timeout}s") from None
         finally:
             sock.close()
+
+
+async def wait_until(
+    condition: Callable[[], object], timeout: float = 5.0, *, what: str = ""
+) -> None:
+    """Return once ``condition()`` is true; raise ``TimeoutError`` after ``timeout`` seconds.
+
+    For state that nothing signals (a server's connection count, channel stats). Checks every
+    10 ms: it waits for the condition, not for a guessed duration.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise TimeoutError(f"not true within {timeout}s: {what or condition!r}")
+        await asyncio.sleep(0.01)
