@@ -1,0 +1,93 @@
+"""``python -m bench [NAME ...] [--quick]``: run benchmarks and print their tables.
+
+Names: signals, channel, fanout, idle, redis (default: all, in that order). ``--quick`` runs
+tiny sizes (seconds in all: what the smoke test uses); ``--runs`` overrides the number of runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from collections.abc import Callable
+
+__all__ = ["BENCHMARKS", "main"]
+
+
+def _signals(quick: bool, runs: int | None) -> str:
+    from bench import signals
+
+    if quick:
+        return signals.run(runs=runs or 1, calls=200, budget=0.005)
+    return signals.run(runs=runs or 5)
+
+
+def _channel(quick: bool, runs: int | None) -> str:
+    from bench import channel
+
+    if quick:
+        return channel.run(runs=runs or 1, subscribers=20, events=5)
+    return channel.run(runs=runs or 5)
+
+
+def _fanout(quick: bool, runs: int | None) -> str:
+    from bench import fanout
+
+    if quick:
+        return fanout.run(sizes=(5,), runs=runs or 1, events=3)
+    return fanout.run(runs=runs or 3)
+
+
+def _idle(quick: bool, runs: int | None) -> str:
+    from bench import idle
+
+    if quick:
+        return idle.run(n=10, runs=runs or 1, procs=1)
+    return idle.run(runs=runs or 1)
+
+
+def _redis(quick: bool, runs: int | None) -> str:
+    from bench import redis
+
+    if quick:
+        return redis.run(n=4, runs=runs or 1, events=3)
+    return redis.run(runs=runs or 3)
+
+
+BENCHMARKS: dict[str, Callable[[bool, int | None], str]] = {
+    "signals": _signals,
+    "channel": _channel,
+    "fanout": _fanout,
+    "idle": _idle,
+    "redis": _redis,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "names", nargs="*", metavar="NAME", help=f"{', '.join(BENCHMARKS)} (default: all)"
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the harness")
+    parser.add_argument("--runs", type=int, default=None, help="runs per measurement")
+    args = parser.parse_args(argv)
+    names = args.names or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    print(
+        f"# python -m bench {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip()
+        + f"\n\nPython {platform.python_version()} on {platform.machine()}, "
+        f"{platform.system()} {platform.release()}\n",
+        flush=True,
+    )
+    for name in names:
+        start = time.perf_counter()
+        print(BENCHMARKS[name](args.quick, args.runs), flush=True)
+        print(f"({name}: {time.perf_counter() - start:.1f} s)\n", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,315 @@
+"""The servers the websocket benchmarks run: ``python -m bench._server KIND [--workers N]``.
+
+Each is a real uvicorn server on 127.0.0.1 in its own process. It binds a free port, prints it
+on stdout (one line), then serves. Every kind serves:
+
+* ``/ws``: the websocket endpoint (each connection receives the ``tick`` events);
+* ``GET /stats``: the process's own CPU seconds (user + system), resident memory, peak
+  resident memory (``?reset=1`` starts a new peak interval) and connected subscribers, as
+  JSON;
+* ``POST /burst?k=K``: publish K events of ~200 bytes as fast as the publisher is let to,
+  in a background task (the response does not wait for it); with ``&wait=1`` the response
+  comes once the last publish returned, with the seconds the K publishes took.
+
+Kinds: ``raw`` (a Starlette endpoint keeping a set of websockets; per event, ``json.dumps``
+and ``await send_text`` on each socket in turn), ``broadcaster`` (encode/broadcaster on
+``memory://``, one subscriber task per websocket, as its README shows), ``tbone``
+(tbone_asgi's ``channel_route`` on a MemoryChannel) and ``bare`` (a pure ASGI app that accepts
+and waits, for memory per connection).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import resource
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from bench._payload import event_data
+
+__all__ = ["make_app", "raise_fd_limit", "usage"]
+
+Publish = Callable[[int], Awaitable[Any]]
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's open-file limit to its hard limit; return the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def usage(reset_peak: bool = False) -> dict[str, float]:
+    """CPU seconds (user + system), RSS and peak RSS (bytes) of this process.
+
+    On Linux the peak is the kernel's high-water mark (``VmHWM``); with ``reset_peak`` it is
+    then reset to the current RSS, so the next call reports the peak of the interval between.
+    Elsewhere the peak is ``ru_maxrss`` (since the process started) and RSS falls back to it.
+    """
+    found: dict[str, int] = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    found[key] = int(value.split()[0]) * 1024
+        if reset_peak:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # 5: reset the peak RSS to the current RSS (Linux 4.0+)
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak *= 1 if sys.platform == "darwin" else 1024  # kilobytes on Linux
+    return {
+        # CLOCK_PROCESS_CPUTIME_ID: user + system of every thread, in ns (os.times() ticks
+        # in 10 ms steps, too coarse for short bursts).
+        "cpu": time.process_time(),
+        "rss": found.get("VmRSS", peak),
+        "peak_rss": found.get("VmHWM", peak),
+    }
+
+
+def _frame(seq: int) -> dict[str, Any]:
+    # The same frame our channel sends, so every server puts the same bytes on the wire.
+    return {
+        "type": "event",
+        "payload": {"name": "tick", "data": event_data(seq), "id": str(seq), "channel": "bench"},
+    }
+
+
+def _control_app(
+    publish: Publish,
+    clients: Callable[[], int],
+    routes: list[Any],
+    lifespan: Callable[[Any], contextlib.AbstractAsyncContextManager[None]] | None = None,
+) -> Any:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    bursts: set[asyncio.Task[None]] = set()
+
+    async def burst(k: int) -> None:
+        for seq in range(k):
+            await publish(seq)
+
+    async def stats(request: Request) -> JSONResponse:
+        reset = request.query_params.get("reset") == "1"
+        return JSONResponse({**usage(reset), "clients": clients()})
+
+    async def start_burst(request: Request) -> JSONResponse:
+        k = int(request.query_params["k"])
+        if request.query_params.get("wait") == "1":
+            start = time.perf_counter()
+            await burst(k)
+            return JSONResponse({"k": k, "seconds": time.perf_counter() - start})
+        task = asyncio.get_running_loop().create_task(burst(k))
+        bursts.add(task)  # the loop holds tasks weakly
+        task.add_done_callback(bursts.discard)
+        return JSONResponse({"k": k})
+
+    return Starlette(
+        routes=[
+            Route("/stats", stats),
+            Route("/burst", start_burst, methods=["POST"]),
+            *routes,
+        ],
+        lifespan=lifespan,
+    )
+
+
+def _raw_app() -> Any:
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocket
+
+    sockets: set[WebSocket] = set()
+
+    async def endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        sockets.add(websocket)
+        try:
+            while (await websocket.receive())["type"] != "websocket.disconnect":
+                pass
+        finally:
+            sockets.discard(websocket)
+
+    async def publish(seq: int) -> None:
+        frame = _frame(seq)
+        for websocket in list(sockets):
+            try:
+                await websocket.send_text(json.dumps(frame))
+            except Exception:  # a peer that left; the hand loop just forgets it
+                sockets.discard(websocket)
+
+    return _control_app(publish, lambda: len(sockets), [WebSocketRoute("/ws", endpoint)])
+
+
+def _broadcaster_app(url: str = "memory://") -> Any:
+    import anyio
+    from broadcaster import Broadcast
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocket
+
+    broadcast = Broadcast(url)
+    subscribed = [0]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        await broadcast.connect()
+        try:
+            if url.startswith("redis"):
+                # broadcaster 0.3.1 with redis-py 8: its listener wakes on the first subscribe
+                # before the SUBSCRIBE reply, redis-py's listen() returns at once (nothing
+                # subscribed yet) and the listener then waits forever: no message is ever
+                # delivered. Work around that race: hold one subscription for the app's life
+                # and restart the listener once that subscription is confirmed.
+                async with broadcast.subscribe(channel="bench-keepalive"):
+                    backend: Any = broadcast._backend
+                    backend._listener.cancel()
+                    backend._ready.set()
+                    backend._listener = asyncio.create_task(backend._pubsub_listener())
+                    yield
+            else:
+                yield
+        finally:
+            await broadcast.disconnect()
+
+    async def receiver(websocket: WebSocket) -> None:
+        async for _ in websocket.iter_text():
+            pass
+
+    # broadcaster 0.3.1's subscribe() awaits the backend before recording the first queue of
+    # a channel, so with Redis two first subscribers at once overwrite each other and one
+    # never receives anything. Entering subscribe() one at a time avoids that (connect only).
+    entry = asyncio.Lock() if url.startswith("redis") else contextlib.nullcontext()
+
+    async def sender(websocket: WebSocket) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            async with entry:
+                subscriber = await stack.enter_async_context(broadcast.subscribe(channel="tick"))
+            subscribed[0] += 1
+            try:
+                async for event in subscriber:
+                    await websocket.send_text(event.message)
+            finally:
+                subscribed[0] -= 1
+
+    async def endpoint(websocket: WebSocket) -> None:
+        # broadcaster's README: run the receiver and the sender until the first one ends.
+        await websocket.accept()
+        async with anyio.create_task_group() as group:
+
+            async def run_receiver() -> None:
+                await receiver(websocket)
+                group.cancel_scope.cancel()
+
+            group.start_soon(run_receiver)
+            await sender(websocket)
+
+    async def publish(seq: int) -> None:
+        await broadcast.publish(channel="tick", message=json.dumps(_frame(seq)))
+
+    return _control_app(publish, lambda: subscribed[0], [WebSocketRoute("/ws", endpoint)], lifespan)
+
+
+def _tbone_app(backend: str = "memory", url: str = "") -> Any:
+    from tbone.dispatch import Channel, close_all_channels
+    from tbone.dispatch.channels.mem import MemoryChannel
+    from tbone_asgi import channel_route
+
+    channel: Channel
+    if backend == "redis":
+        from tbone.dispatch.channels.redis import RedisChannel
+
+        channel = RedisChannel(name="bench", url=url)
+    else:
+        channel = MemoryChannel(name="bench", history=100, queue_size=100_000)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        channel.kickoff()
+        try:
+            yield
+        finally:
+            await close_all_channels()
+
+    async def publish(seq: int) -> None:
+        await channel.publish("tick", event_data(seq))
+
+    return _control_app(
+        publish,
+        lambda: int(channel.stats()["subscribers"]),
+        [channel_route("/ws", channel, events=["tick"])],
+        lifespan,
+    )
+
+
+def _bare_app() -> Any:
+    connected = [0]
+
+    async def ignore(seq: int) -> None:
+        pass
+
+    control = _control_app(ignore, lambda: connected[0], [])
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            await control(scope, receive, send)
+            return
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        connected[0] += 1
+        try:
+            while (await receive())["type"] != "websocket.disconnect":
+                pass
+        finally:
+            connected[0] -= 1
+
+    return app
+
+
+def make_app(kind: str, url: str = "") -> Any:
+    """The ASGI app of server ``kind`` (see the module docstring)."""
+    if kind == "raw":
+        return _raw_app()
+    if kind == "broadcaster":
+        return _broadcaster_app(url or "memory://")
+    if kind == "tbone":
+        return _tbone_app()
+    if kind == "tbone-redis":
+        return _tbone_app("redis", url)
+    if kind == "bare":
+        return _bare_app()
+    raise ValueError(f"unknown server kind {kind!r}: raw, broadcaster, tbone, tbone-redis, bare")
+
+
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("kind")
+    parser.add_argument("--url", default="", help="backend URL (redis kinds)")
+    parser.add_argument("--port", type=int, default=0, help="0: a free port")
+    args = parser.parse_args()
+    raise_fd_limit()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", args.port))
+    sock.listen(4096)  # connections queue here until uvicorn serves: no need to poll the port
+    print(sock.getsockname()[1], flush=True)
+    config = uvicorn.Config(
+        make_app(args.kind, args.url), log_level="warning", access_log=False, backlog=4096
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Websocket fan-out: one uvicorn server, N websocket clients, K events of ~200 bytes.
+
+For each N, a server of every kind (``raw``, ``broadcaster``, ``tbone``: see
+:mod:`bench._server`) runs at the same time, each with its own N clients in separate processes
+(``bench._client``). Each run then sends one burst per server in turn: the clients are armed,
+the server publishes K events as fast as it accepts them, and the round ends when every client
+holds every event. Reported, as medians over the runs:
+
+* deliveries per second: frames received / (last arrival - burst start);
+* server CPU µs per delivery: the server process's own CPU time (user + system, read by the
+  server itself) over the burst, divided by the frames delivered;
+* publish-to-receive latency p50/p99 over every frame of the run;
+* peak RSS growth: the server's peak resident memory during the burst minus its resident
+  memory when the burst started (a fan-out that queues without bound shows here);
+* delivered: the share of the N x K frames that arrived (a subscriber closed as too slow
+  loses frames by design; the table shows it rather than hiding it).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import ExitStack
+
+from bench._procs import Clients, Server
+from bench._report import Table, median, percentile, ratio
+
+__all__ = ["available_kinds", "events_for", "run"]
+
+BASELINES = ("raw", "broadcaster")
+
+
+def available_kinds() -> tuple[list[str], str]:
+    """The server kinds that can run here, and a note on any left out."""
+    try:
+        from tbone_asgi import channel_route  # noqa: F401
+    except ImportError as exc:
+        return list(BASELINES), f"tbone left out: tbone_asgi.channel_route is missing ({exc})."
+    return [*BASELINES, "tbone"], ""
+
+
+def events_for(n: int) -> int:
+    """K for N clients: about 20,000-100,000 deliveries per burst, 20 to 200 events."""
+    return max(20, min(200, 50_000 // n))
+
+
+def client_procs(n: int) -> int:
+    """Client processes for N connections: one per 500, at most 4 (the server needs a core)."""
+    return max(1, min(4, math.ceil(n / 500)))
+
+
+def _burst(server: Server, clients: Clients, k: int) -> dict[str, float]:
+    clients.arm(k)
+    before = server.stats(reset_peak=True)
+    start = time.time()
+    server.request("POST", f"/burst?k={k}")
+    got = clients.collect()
+    after = server.stats()
+    received = max(1, got["received"])
+    latency = got["latency_us"]
+    return {
+        "dps": received / max(1e-9, got["last"] - start),
+        "cpu_us": (after["cpu"] - before["cpu"]) / received * 1e6,
+        "p50_ms": percentile(latency, 50) / 1000,
+        "p99_ms": percentile(latency, 99) / 1000,
+        "peak_rss": after["peak_rss"] - before["rss"],
+        "delivered": got["received"] / (clients.n * k),
+    }
+
+
+def run(
+    *,
+    sizes: tuple[int, ...] = (100, 1000, 5000),
+    runs: int = 3,
+    events: int | None = None,
+) -> str:
+    """Run the benchmark for each N in ``sizes``; return the table (Markdown)."""
+    kinds, note = available_kinds()
+    table = Table(
+        f"Websocket fan-out through uvicorn (median of {runs} runs)",
+        [
+            "N",
+            "K",
+            "server",
+            "deliveries/s",
+            "CPU µs/delivery",
+            "p50 ms",
+            "p99 ms",
+            "peak RSS +MiB",
+            "delivered",
+            "CPU vs raw",
+            "CPU vs broadcaster",
+            "p99 vs raw",
+        ],
+        note=(
+            "N clients (websockets library, compression off) in separate processes; K events "
+            "of ~200 bytes per run, published as fast as each server accepts them. " + note
+        ).strip(),
+    )
+    for n in sizes:
+        k = events or events_for(n)
+        samples: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
+        with ExitStack() as stack:
+            pairs: dict[str, tuple[Server, Clients]] = {}
+            for kind in kinds:
+                server = stack.enter_context(Server(kind))
+                clients = stack.enter_context(Clients(server.ws_url, n, client_procs(n)))
+                server.wait_clients(n)
+                pairs[kind] = (server, clients)
+            for _ in range(runs):
+                for kind, (server, clients) in pairs.items():
+                    samples[kind].append(_burst(server, clients, k))
+        med: dict[str, dict[str, float]] = {
+            kind: {key: median([s[key] for s in runs_]) for key in runs_[0]}
+            for kind, runs_ in samples.items()
+        }
+        for kind in kinds:
+            m = med[kind]
+            table.add(
+                n,
+                k,
+                kind,
+                m["dps"],
+                m["cpu_us"],
+                m["p50_ms"],
+                m["p99_ms"],
+                m["peak_rss"] / 2**20,
+                f"{m['delivered']:.1%}",
+                ratio(m["cpu_us"], med["raw"]["cpu_us"]),
+                ratio(m["cpu_us"], med["broadcaster"]["cpu_us"]),
+                ratio(m["p99_ms"], med["raw"]["p99_ms"]),
+            )
+    return table.render()

@@ -1,0 +1,84 @@
+"""The benchmarks' harness keeps working: each one runs with tiny sizes and prints its table.
+
+Nothing is timed here: the numbers of a run this small mean nothing, so the assertions check
+the table's shape, that every implementation produced a row, and that the websocket runs
+delivered every frame. Each benchmark runs in its own interpreter (``python -m bench NAME
+--quick``), as a user runs it, which also keeps Django's global settings out of this process.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.redis_server import require_redis_server
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_bench(name: str) -> str:
+    """Run ``python -m bench NAME --quick``; its stdout. Fails with stderr when it fails."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", name, "--quick"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def rows(output: str) -> list[list[str]]:
+    """The body rows of every Markdown table in ``output``, as lists of stripped cells."""
+    lines = output.splitlines()
+    body = []
+    for i, line in enumerate(lines):
+        is_row = line.startswith("|") and not line.startswith("|-")
+        is_header = i + 1 < len(lines) and lines[i + 1].startswith("|-")
+        if is_row and not is_header:
+            body.append([c.strip() for c in line.strip().strip("|").split("|")])
+    return body
+
+
+def test_signals_table_compares_all_three() -> None:
+    out = run_bench("signals")
+    body = rows(out)
+    # 2 kinds x 3 sizes, each with a number for tbone, blinker and Django and two ratios.
+    assert len(body) == 6, out
+    for cells in body:
+        assert cells[1] in ("async", "sync")
+        assert all(re.fullmatch(r"[\d,.]+", c) for c in cells[2:5]), cells
+        assert all(c.endswith("x") for c in cells[5:7]), cells
+
+
+def test_channel_table_shows_each_variant() -> None:
+    out = run_bench("channel")
+    names = [r[0] for r in rows(out)]
+    assert names == ["encode once (tbone)", "encode per subscriber", "hand loop"], out
+
+
+def test_fanout_delivers_every_frame_on_every_server() -> None:
+    out = run_bench("fanout")
+    assert "left out" not in out, out  # tbone_asgi is part of the tree: it must be measured
+    servers = {r[2]: r[8] for r in rows(out)}
+    assert servers == {"raw": "100.0%", "broadcaster": "100.0%", "tbone": "100.0%"}, out
+
+
+def test_idle_measures_each_server() -> None:
+    out = run_bench("idle")
+    body = {r[0]: r for r in rows(out)}
+    assert set(body) == {"bare", "raw", "tbone"}, out
+    assert body["bare"][4] == "0.0", out  # the baseline's own "beyond bare" column
+
+
+def test_redis_delivers_every_frame_across_two_workers() -> None:
+    require_redis_server()
+    out = run_bench("redis")
+    servers = {r[0]: r[5] for r in rows(out)}
+    assert servers == {"tbone": "100.0%", "broadcaster": "100.0%"}, out
