@@ -22,7 +22,9 @@ Errors are ``{"error": {"code", "message", "field"?}}``.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from demo.backend import channel_from_env
-from demo.items import ItemError, ItemStore, StoreFull, publish_changes
+from demo.items import ItemError, ItemStore, StoreFull, StoreMirror, publish_changes
 from tbone.dispatch import Channel
 from tbone_asgi import channel_route, channels_lifespan
 
@@ -91,6 +93,8 @@ def create_app(channel: Channel | None = None, store: ItemStore | None = None) -
     channel = channel if channel is not None else channel_from_env()
     store = store if store is not None else ItemStore()
     publish_changes(store, channel)
+    # The channel's consumer starts and stops with the app (channels_lifespan), and so does the
+    # mirror that keeps the store in step with other processes.
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
@@ -120,6 +124,12 @@ def create_app(channel: Channel | None = None, store: ItemStore | None = None) -
             return JSONResponse(found.to_dict())
         return Response(status_code=204)
 
+    @contextlib.asynccontextmanager
+    async def mirror(app: Starlette) -> AsyncIterator[None]:
+        # Other processes' changes (a shared backend) reach this store, history first.
+        await channel.resume(StoreMirror(store), EVENTS, None)
+        yield
+
     app = Starlette(
         routes=[
             Route("/", index),
@@ -129,7 +139,7 @@ def create_app(channel: Channel | None = None, store: ItemStore | None = None) -
             Mount("/static/tbone", StaticFiles(packages=[("tbone_asgi", "static")])),
             Mount("/static/demo", StaticFiles(directory=STATIC)),
         ],
-        lifespan=channels_lifespan(channel),
+        lifespan=channels_lifespan(channel, lifespan=mirror),
     )
     app.state.channel = channel
     app.state.store = store

@@ -5,23 +5,31 @@ after an item is stored and ``post_delete`` after one is removed; it knows nothi
 channels. :func:`publish_changes` connects receivers that turn those signals into
 ``resource_create`` / ``resource_delete`` events on a channel, which every subscribed browser
 receives.
+
+Each process keeps its own store. With a shared backend (``uvicorn demo:app --workers 2`` and
+Redis) a :class:`StoreMirror` keeps every process's store in step: it subscribes to the same
+events and applies those made by other processes (replaying the channel's history at
+startup), so a page gets the same list from any worker.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+import logging
 import time
 import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tbone.dispatch import Channel, Signal
+from tbone.dispatch import Carrier, Channel, Signal
 
 __all__ = [
     "Item",
     "ItemError",
     "ItemStore",
     "StoreFull",
+    "StoreMirror",
     "post_delete",
     "post_save",
     "publish_changes",
@@ -31,6 +39,8 @@ __all__ = [
 post_save = Signal("post_save", doc="An item was stored (created=True for a new one).")
 #: Sent as ``send(sender=store, instance=item)`` after an item is removed.
 post_delete = Signal("post_delete", doc="An item was removed.")
+
+logger = logging.getLogger("demo")
 
 MAX_NAME = 80
 MAX_NOTE = 200
@@ -129,6 +139,21 @@ class ItemStore:
         await post_save.send(sender=self, instance=item, created=True)
         return item
 
+    def apply(self, event: str, data: Any) -> None:
+        """Apply a change another process made (no signal: that process published it).
+
+        Idempotent: a create of a known id or a delete of an unknown one does nothing, so this
+        process's own events, which come back through a shared backend, change nothing.
+        """
+        if event == "resource_create" and isinstance(data, dict):
+            pk = data.get("id")
+            if isinstance(pk, str) and pk not in self._items:
+                self._items[pk] = Item(
+                    pk, str(data.get("name", "")), str(data.get("note", "")), data.get("created", 0)
+                )
+        elif event == "resource_delete" and isinstance(data, dict):
+            self._items.pop(str(data.get("id")), None)
+
     async def delete(self, pk: str) -> Item | None:
         """Remove the item ``pk`` and send ``post_delete``; return it (None if unknown)."""
         item = self._items.pop(pk, None)
@@ -156,3 +181,28 @@ def publish_changes(store: ItemStore, channel: Channel) -> None:
     # connections go away with it.
     post_save.connect(on_save, sender=store, weak=False)
     post_delete.connect(on_delete, sender=store, weak=False)
+
+
+class StoreMirror(Carrier):
+    """A carrier that applies ``resource_create`` / ``resource_delete`` events to a store.
+
+    Subscribe it with ``await channel.resume(StoreMirror(store), events, None)``: the store
+    first catches up with the channel's history, then follows live events. A new mirror is
+    needed after the channel closed it (at app shutdown).
+    """
+
+    def __init__(self, store: ItemStore) -> None:
+        # The outbox may hold a whole history replay (the channel keeps up to 1,000 events).
+        super().__init__(store, max_messages=100_000, max_bytes=64 << 20)
+        self.store = store
+
+    async def send_text(self, text: str) -> None:
+        frame = json.loads(text)
+        if frame.get("type") == "event":
+            payload = frame["payload"]
+            self.store.apply(payload["name"], payload["data"])
+        elif frame.get("type") == "recovered" and not frame["payload"]["complete"]:
+            logger.warning("the item list may miss changes: the channel's history was trimmed")
+
+    async def close_connection(self, code: int, reason: str) -> None:
+        """Nothing to close: the mirror is in-process."""

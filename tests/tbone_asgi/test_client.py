@@ -14,7 +14,6 @@ import pytest
 from starlette.applications import Starlette
 
 from tbone.dispatch import MemoryChannel
-from tbone.dispatch.events import Event
 from tbone_asgi import channel_route
 from tbone_asgi.client import (
     Recovered,
@@ -24,6 +23,7 @@ from tbone_asgi.client import (
     subscribe,
 )
 from tests.demo.restartable import RestartableServer
+from tests.demo.waiting import ready, take
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = (0.02, 0.1)  # reconnect backoff for tests: first and max delay, in seconds
@@ -42,27 +42,6 @@ async def channel() -> MemoryChannel:
 async def server(channel: MemoryChannel) -> AsyncIterator[RestartableServer]:
     async with RestartableServer(make_app(channel)) as running:
         yield running
-
-
-async def take(sub: Subscription, count: int, timeout: float = 10.0) -> list[Event]:
-    """The next ``count`` events of ``sub``, failing after ``timeout`` seconds."""
-
-    async def collect() -> list[Event]:
-        got: list[Event] = []
-        async for event in sub:
-            got.append(event)
-            if len(got) == count:
-                break
-        return got
-
-    return await asyncio.wait_for(collect(), timeout)
-
-
-async def ready(sub: Subscription) -> None:
-    """Connected and subscribed: the server answers a ping only after the connect-time
-    subscriptions are on (its answers keep their place in order)."""
-    await sub.wait_connected()
-    await sub.ping()
 
 
 async def test_events_arrive_in_order_with_ids(

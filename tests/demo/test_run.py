@@ -1,0 +1,169 @@
+"""``uvicorn demo:app`` as a user runs it: from the repository root, in its own process.
+
+With ``TBONE_CHANNEL_URL=redis://...`` two demo processes (two workers, or two hosts) share
+events and keep the same item list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tbone_asgi.client import subscribe
+from tests.demo.waiting import ready, take
+from tests.support.redis_server import RedisServer, require_redis_server
+
+ROOT = Path(__file__).resolve().parents[2]
+UVICORN = Path(sys.executable).parent / "uvicorn"
+
+
+@contextlib.asynccontextmanager
+async def demo_process(env: dict[str, str] | None = None) -> AsyncIterator[str]:
+    """Run ``uvicorn demo:app`` from the repository root; yield its base URL.
+
+    The test binds the socket and hands it over (``--fd``), so the port is known and free of
+    races; startup is awaited on uvicorn's own "startup complete" line, never by polling.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        str(UVICORN),
+        "demo:app",
+        "--fd",
+        str(sock.fileno()),
+        "--no-access-log",
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        pass_fds=(sock.fileno(),),
+    )
+    sock.close()  # the child has its own copy
+    assert proc.stderr is not None
+    log: list[str] = []
+
+    async def started() -> None:
+        assert proc.stderr is not None
+        async for raw in proc.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            log.append(line)
+            if "Application startup complete" in line:
+                return
+        raise RuntimeError("uvicorn exited during startup:\n" + "\n".join(log))
+
+    drain: asyncio.Task[None] | None = None
+    try:
+        await asyncio.wait_for(started(), 20)
+
+        async def keep_reading() -> None:
+            # Read on, so a chatty server never blocks on a full pipe.
+            assert proc.stderr is not None
+            async for raw in proc.stderr:
+                log.append(raw.decode(errors="replace").rstrip())
+
+        drain = asyncio.get_running_loop().create_task(keep_reading())
+        yield f"127.0.0.1:{port}"
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except (asyncio.TimeoutError, TimeoutError):
+                proc.kill()
+                await proc.wait()
+        if drain is not None:
+            await asyncio.wait_for(drain, 5)
+    assert not any("Traceback" in line for line in log), "\n".join(log)
+
+
+async def test_uvicorn_demo_app_serves_the_page_the_client_and_the_api() -> None:
+    async with (
+        demo_process({"TBONE_CHANNEL_URL": ""}) as host,
+        httpx.AsyncClient(base_url=f"http://{host}", timeout=10) as http,
+    ):
+        page = await http.get("/")
+        assert page.status_code == 200
+        assert 'src="static/demo/demo.js"' in page.text
+        script = await http.get("/static/tbone/tbone.js")
+        assert script.status_code == 200
+        assert "javascript" in script.headers["content-type"]
+        assert "export class TBoneClient" in script.text
+        assert (await http.get("/static/demo/demo.css")).status_code == 200
+
+        async with subscribe(f"ws://{host}/ws") as sub:
+            await ready(sub)
+            created = await http.post("/api/items", json={"name": "from a real process"})
+            assert created.status_code == 201
+            [event] = await take(sub, 1)
+        assert (event.name, event.data) == ("resource_create", created.json())
+        assert event.channel == "demo"
+
+
+async def test_an_unknown_backend_url_fails_at_startup_with_the_fix() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import demo",
+        cwd=ROOT,
+        env={**os.environ, "TBONE_CHANNEL_URL": "kafka://localhost"},
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 1
+    assert "unknown scheme 'kafka'" in err.decode()
+    assert "redis://" in err.decode()
+
+
+async def test_two_processes_share_events_and_items_through_redis(tmp_path: Path) -> None:
+    require_redis_server()
+    with RedisServer(tmp_path) as redis:
+        env = {"TBONE_CHANNEL_URL": redis.url}
+        async with (
+            demo_process(env) as first,
+            demo_process(env) as second,
+            httpx.AsyncClient(timeout=10) as http,
+            subscribe(f"ws://{first}/ws") as on_first,
+            subscribe(f"ws://{second}/ws") as sub,
+        ):
+            await ready(on_first)
+            await ready(sub)
+            created = await http.post(f"http://{first}/api/items", json={"name": "shared"})
+            assert created.status_code == 201
+            item = created.json()
+            [event] = await take(sub, 1)  # made in the first process, seen through the second
+            assert (event.name, event.data) == ("resource_create", item)
+            # The second process's store followed: the list is the same from either worker.
+            listing = (await http.get(f"http://{second}/api/items")).json()
+            assert listing["items"] == [item]
+            assert listing["since"] == event.id
+            # And a delete through the second process reaches the first one's store.
+            deleted = await http.delete(f"http://{second}/api/items/{item['id']}")
+            assert deleted.status_code == 204
+            [gone] = await take(sub, 1)
+            assert gone.name == "resource_delete"
+            # Once the first process has delivered the delete, its store has applied it too
+            # (its mirror subscribed at startup, before any client, so it is served first).
+            assert [e.name for e in await take(on_first, 2)] == [
+                "resource_create",
+                "resource_delete",
+            ]
+            assert (await http.get(f"http://{first}/api/items")).json()["items"] == []
+
+
+@pytest.mark.parametrize("url", ["", "memory://"])
+def test_the_default_backend_is_memory(url: str) -> None:
+    from demo.backend import make_channel
+    from tbone.dispatch import MemoryChannel
+
+    channel = make_channel(url or None, name=f"demo-default-{bool(url)}")
+    assert isinstance(channel, MemoryChannel)
