@@ -1,0 +1,422 @@
+"""MongoChannel: a channel on a MongoDB capped collection, read with a tailable cursor.
+
+Every process that makes ``MongoChannel(name="pubsub", db=db)`` on the same database shares
+the collection ``tbone_channel_pubsub``: ``publish`` inserts one document, and each process's
+consumer tails the collection and hands the documents to its own subscribers. No component
+other than MongoDB is needed.
+
+Rules (``docs/mongo.md`` has the long form):
+
+* Order is the collection's insert order (``$natural``), the same in every process. Event ids
+  are the documents' ObjectIds; they are unique but, being made by each client, are NOT
+  ordered across processes, so the channel never compares them: it resumes by finding the
+  last document it delivered in insert order.
+* Each consumer delivers every document once, in order, across cursor deaths, killed cursors,
+  hang-ups and fail-overs. Only a document rolled out of the capped collection before the
+  consumer read it is missed; that is counted (``stats()["gaps"]``) and logged.
+* History (``since``) is read from the collection itself: it is complete while the document
+  with that id is still kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from tbone.dispatch import jsonenc
+from tbone.dispatch.channels import Channel
+from tbone.dispatch.events import Event, History
+
+try:
+    from bson import ObjectId
+    from bson.errors import InvalidId
+    from pymongo import AsyncMongoClient, CursorType, MongoClient
+    from pymongo.database import Database as _SyncDatabase
+    from pymongo.errors import OperationFailure
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "MongoChannel needs PyMongo: pip install 'tbone-asgi[mongo]' "
+        "(or 'tbone-asgi[motor]' to use a Motor database)"
+    ) from exc
+
+__all__ = ["CollectionNotCapped", "MongoChannel"]
+
+logger = logging.getLogger("tbone.dispatch.channels.mongo")
+
+#: Server error code of ``create`` when the collection already exists.
+NAMESPACE_EXISTS = 48
+#: Bytes a document takes beyond its key and data text (``_id``, field names, ``ts``).
+_DOC_OVERHEAD = 96
+#: Seconds a server may take to answer beyond the await time before the cursor is given up.
+_STALL = 30.0
+#: Seconds allowed for killing a cursor when it is dropped.
+_CLOSE_TIMEOUT = 5.0
+
+
+class CollectionNotCapped(RuntimeError):
+    """The channel's collection exists but is not a capped collection.
+
+    A tailable cursor needs a capped collection, so the channel cannot use it. Carries
+    ``database``, ``collection`` and the server's ``info`` about it (from listCollections).
+    """
+
+    def __init__(self, database: str, collection: str, info: dict[str, Any]) -> None:
+        self.database = database
+        self.collection = collection
+        self.info = info
+        super().__init__(
+            f"collection {database}.{collection} exists but is not capped "
+            f"(type {info.get('type', 'collection')!r}, options {info.get('options', {})!r}); "
+            "MongoChannel tails a capped collection. Drop it if it holds nothing you need "
+            f"(db.{collection}.drop()), convert it (convertToCapped), or give the channel "
+            "another collection with MongoChannel(..., prefix=...)."
+        )
+
+
+class _PositionLost(RuntimeError):
+    """Neither the read position nor the oldest document was found while re-opening."""
+
+
+class MongoChannel(Channel):
+    """A channel stored in the capped collection ``prefix + name`` of ``db``.
+
+    ``db``: a database of PyMongo's asyncio API (``pymongo.AsyncMongoClient(url)["app"]``) or
+    a Motor database (``motor.motor_asyncio.AsyncIOMotorClient(url)["app"]``; Motor is
+    deprecated by MongoDB but supported). Options:
+
+    * ``capacity``: most documents the collection keeps (its ``max``); defaults to ``history``.
+    * ``size``: most bytes it keeps (its ``size``; MongoDB needs one); 16 MiB by default, so
+      any document MongoDB accepts fits. Whichever limit is reached first rolls the oldest
+      documents out.
+    * ``prefix``: the collection is ``prefix + name`` (TBone's ``tbone_channel_``).
+    * ``await_time``: seconds the server holds an idle ``getMore`` before answering empty.
+
+    ``capacity`` and ``size`` apply when this channel creates the collection; an existing
+    capped collection keeps its own limits. The collection is created on first use (publish,
+    subscribe or history), once per process; a concurrent ``create`` from another process is
+    fine. An existing collection that is not capped raises :class:`CollectionNotCapped`.
+    """
+
+    backend = "mongo"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        db: Any,
+        capacity: int | None = None,
+        size: int = 16 * 1024 * 1024,
+        prefix: str = "tbone_channel_",
+        await_time: float = 1.0,
+        history: int = 1000,
+        backoff: tuple[float, float] = (0.1, 5.0),
+    ) -> None:
+        _check_database(name, db)
+        capacity = history if capacity is None else capacity
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise ValueError(f"capacity must be a positive int (documents), got {capacity!r}")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 4096:
+            raise ValueError(
+                f"size must be an int of at least 4096 (bytes; MongoDB's smallest capped "
+                f"collection), got {size!r}"
+            )
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, got {prefix!r}")
+        if not isinstance(await_time, (int, float)) or not 0 < await_time <= 60:
+            raise ValueError(f"await_time must be seconds in (0, 60], got {await_time!r}")
+        super().__init__(name, history=capacity, backoff=backoff)
+        self.db = db
+        self.capacity = capacity
+        self.size = size
+        self.await_time = float(await_time)
+        self.collection_name = prefix + name
+        self._collection = db[self.collection_name]
+        self._ensured = False
+        self._ensuring: asyncio.Task[None] | None = None
+        # The last document the cursor passed (delivered or not), in insert order: where the
+        # next cursor resumes. None: start from "now".
+        self._position: Any = None
+        self._position_is_now = False
+        self._mongo_counts = dict.fromkeys(("cursors", "gaps", "skipped"), 0)
+
+    # -- the collection ----------------------------------------------------------------------
+
+    async def ensure_collection(self) -> None:
+        """Create the capped collection if it is missing; check that it is capped.
+
+        Concurrent callers share one attempt, so one process sends one ``create``. Raises
+        :class:`CollectionNotCapped`, or the driver's error (a failed attempt is retried by
+        the next call).
+        """
+        if self._ensured:
+            return
+        loop = asyncio.get_running_loop()
+        task = self._ensuring
+        if task is None or task.get_loop() is not loop or (task.done() and not self._ensured):
+            task = self._ensuring = loop.create_task(self._create_collection())
+        # Shielded: a caller that gives up must not cancel the attempt the others wait for.
+        await asyncio.shield(task)
+
+    async def _create_collection(self) -> None:
+        name = self.collection_name
+        try:
+            await self.db.command("create", name, capped=True, size=self.size, max=self.capacity)
+        except OperationFailure as exc:
+            if exc.code != NAMESPACE_EXISTS:
+                raise
+            # Made earlier or by another process just now: usable if it is capped.
+            reply = await self.db.command("listCollections", filter={"name": name})
+            found = reply["cursor"]["firstBatch"]
+            if not found:  # dropped in between: the next attempt creates it
+                raise
+            info = dict(found[0])
+            if info.get("type", "collection") != "collection" or not info.get("options", {}).get(
+                "capped"
+            ):
+                raise CollectionNotCapped(self.db.name, name, info) from None
+            logger.debug("channel %r: using the existing capped collection %s", self.name, name)
+        self._ensured = True
+
+    # -- backend hooks -----------------------------------------------------------------------
+
+    async def store(self, name: str, data: Any) -> Event:
+        """Insert one document ``{_id, key, data, ts}``; ``data`` is kept as JSON text.
+
+        JSON text, not BSON, so every process's subscribers get exactly the frame the
+        publisher's data encodes to (no BSON type changes, no 64-bit or key-type limits).
+        Raises TypeError/ValueError for data that cannot be encoded, ValueError for an event
+        larger than the collection, and the driver's error when the insert fails (an insert
+        that failed on the way back may still have been stored).
+        """
+        text = jsonenc.dumps(data)
+        needed = len(text.encode()) + len(name.encode()) + _DOC_OVERHEAD
+        if needed > self.size:
+            raise ValueError(
+                f"event {name!r} on channel {self.name!r} takes about {needed} bytes but the "
+                f"capped collection holds at most {self.size}: send less data (for example "
+                "an id to fetch) or create the channel with a larger size="
+            )
+        oid = ObjectId()
+        await self.ensure_collection()
+        await self._collection.insert_one({"_id": oid, "key": name, "data": text, "ts": _utcnow()})
+        return Event(name, data, str(oid), self.name)
+
+    async def listen(self, after: str | None) -> AsyncIterator[Event]:
+        """Tail the collection from the read position; see the module docstring.
+
+        The position is the last document a cursor of this channel passed; with none yet,
+        ``after`` (an event id), else "now" (the newest document). The cursor starts at the
+        oldest document and this skips up to and including the position, so resuming never
+        relies on ObjectId order. Returning or raising ends one cursor: the consumer loop
+        re-opens it with backoff.
+        """
+        await self.ensure_collection()
+        if self._position is None:
+            if after is not None:
+                self._position, self._position_is_now = self._object_id(after), False
+            else:
+                self._position, self._position_is_now = await self._now(), True
+        marker = self._position
+        cursor = self._collection.find({}, cursor_type=CursorType.TAILABLE_AWAIT)
+        cursor = cursor.max_await_time_ms(int(self.await_time * 1000))
+        self._mongo_counts["cursors"] += 1
+        state = "opening"
+        try:
+            while True:
+                doc = await self._fetch(cursor)
+                if doc is None:
+                    if cursor.alive:
+                        continue  # nothing new within await_time
+                    if state == "opening":
+                        # Empty collection: MongoDB kills a tailable cursor that matches
+                        # nothing, so put a marker document in and start after it.
+                        self._note_gap(marker)
+                        self._position, self._position_is_now = await self._insert_marker(), True
+                    return
+                if state == "opening":
+                    state = await self._locate(marker, doc["_id"])
+                    self.mark_ready()
+                if state == "skipping":
+                    if doc["_id"] == marker:
+                        state = "delivering"
+                    continue
+                self._position, self._position_is_now = doc["_id"], False
+                event = self._event(doc)
+                if event is not None:
+                    yield event
+        finally:
+            await _close_cursor(cursor)
+
+    async def read_history(self, since: str | None) -> History:
+        """The events kept in the collection after ``since``, in insert order.
+
+        ``complete`` is False when the document ``since`` names is no longer kept (rolled out,
+        or an id this collection never held): every kept event is returned then. Raises
+        ValueError for an id that is not an ObjectId.
+        """
+        marker = None if since is None else self._object_id(since)
+        await self.ensure_collection()
+        found = marker is None
+        kept: list[Event] = []
+        async for doc in self._collection.find({}).sort("$natural", 1):
+            if marker is not None and doc["_id"] == marker:
+                found, kept = True, []
+                continue
+            event = self._event(doc)
+            if event is not None:
+                kept.append(event)
+        return History(kept, complete=found)
+
+    # -- reading helpers ---------------------------------------------------------------------
+
+    async def _now(self) -> Any:
+        """The id of the newest document: the consumer starts after it."""
+        newest = await self._collection.find_one({}, {"_id": 1}, sort=[("$natural", -1)])
+        if newest is None:
+            return await self._insert_marker()
+        return newest["_id"]
+
+    async def _insert_marker(self) -> Any:
+        # A document that is no event: every reader skips it.
+        oid = ObjectId()
+        await self._collection.insert_one(
+            {"_id": oid, "key": None, "marker": "start", "ts": _utcnow()}
+        )
+        return oid
+
+    async def _locate(self, marker: Any, first: Any) -> str:
+        """Decide, from the cursor's first (oldest) document, where the position is.
+
+        Capped collections remove documents oldest first. If the position is still kept now,
+        it was kept when the cursor opened, so it lies at or after ``first`` and the cursor
+        reaches it (if it were removed first, ``first``'s removal would kill the cursor). If
+        it is gone but ``first`` is kept, it was gone before the cursor opened, so every
+        document the cursor returns is newer: deliver all (a gap). Both gone: undecidable.
+        """
+        if first == marker:
+            return "skipping"
+        cursor = self._collection.find({"_id": {"$in": [marker, first]}}, {"_id": 1})
+        kept = {doc["_id"] async for doc in cursor}
+        if marker in kept:
+            return "skipping"
+        if first in kept:
+            self._note_gap(marker)
+            return "delivering"
+        raise _PositionLost(
+            f"channel {self.name!r}: the read position {marker} and the oldest document were "
+            "both rolled out while the cursor opened (the collection turns over very fast: "
+            "raise capacity/size); retrying"
+        )
+
+    def _note_gap(self, marker: Any) -> None:
+        if self._position_is_now:
+            return  # nothing was delivered from there yet: no event is missed
+        self._mongo_counts["gaps"] += 1
+        logger.warning(
+            "channel %r: the last document read (%s) was rolled out of %s before the next "
+            "ones were read; events in between may be missed (raise capacity/size)",
+            self.name,
+            marker,
+            self.collection_name,
+        )
+
+    async def _fetch(self, cursor: Any) -> Any:
+        """The cursor's next document, or None when it has none now (or is dead)."""
+        try:
+            # Bounded: a server that stops answering without closing the socket must not
+            # stall the consumer forever.
+            return await asyncio.wait_for(cursor.next(), self.await_time + _STALL)
+        except StopAsyncIteration:
+            return None
+        except asyncio.TimeoutError:
+            raise TimeoutError(
+                f"MongoDB did not answer within {self.await_time + _STALL:.0f}s "
+                f"(collection {self.collection_name})"
+            ) from None
+
+    def _event(self, doc: Any) -> Event | None:
+        if doc.get("marker") == "start":
+            return None
+        key, text = doc.get("key"), doc.get("data")
+        if not isinstance(key, str) or not key or not isinstance(text, str):
+            self._skip(doc, "it has no str key and JSON text data")
+            return None
+        try:
+            data = jsonenc.loads(text)
+        except ValueError as exc:
+            self._skip(doc, f"its data is not JSON ({exc})")
+            return None
+        return Event(key, data, str(doc["_id"]), self.name)
+
+    def _skip(self, doc: Any, why: str) -> None:
+        # Written by something else than a MongoChannel: nothing to deliver, say so once.
+        self._mongo_counts["skipped"] += 1
+        log = logger.warning if self._mongo_counts["skipped"] == 1 else logger.debug
+        log("channel %r: skipped document %s: %s", self.name, doc.get("_id"), why)
+
+    def _object_id(self, value: str) -> Any:
+        try:
+            return ObjectId(value)
+        except (InvalidId, TypeError):
+            raise ValueError(
+                f"{value!r} is not an event id of channel {self.name!r} "
+                "(MongoChannel ids are 24-digit hex ObjectIds)"
+            ) from None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _reset_loop_state(self) -> None:
+        super()._reset_loop_state()
+        self._ensuring = None
+        self._restart_from_now()
+
+    async def close_backend(self) -> None:
+        # The cursor is killed by listen() as the consumer stops. A channel started again
+        # serves new subscribers: it starts from "now", not where the old ones left.
+        self._restart_from_now()
+
+    def _restart_from_now(self) -> None:
+        self._position = None
+        self._position_is_now = False
+        self._last_id = None
+
+    def stats(self) -> dict[str, Any]:
+        """The base counters plus ``collection``, ``cursors`` (opened), ``gaps`` (times the
+        read position had rolled out: events may be missed), ``skipped`` (documents that were
+        not events) and ``position`` (the last document read)."""
+        return {
+            **super().stats(),
+            "collection": f"{self.db.name}.{self.collection_name}",
+            **self._mongo_counts,
+            "position": None if self._position is None else str(self._position),
+        }
+
+
+async def _close_cursor(cursor: Any) -> None:
+    # Kills the server cursor; bounded so an unreachable server cannot hold up a close.
+    try:
+        await asyncio.wait_for(cursor.close(), _CLOSE_TIMEOUT)
+    except Exception as exc:  # the cursor is gone with its connection anyway
+        logger.debug("closing a cursor failed: %s: %s", type(exc).__name__, exc)
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _check_database(name: str, db: Any) -> None:
+    # Type checks, not hasattr(): databases answer any attribute with a collection.
+    example = f"MongoChannel(name={name!r}, db=pymongo.AsyncMongoClient(url)['app'])"
+    if db is None:
+        raise TypeError(f"MongoChannel needs a database: {example}")
+    if isinstance(db, _SyncDatabase):
+        raise TypeError(
+            "MongoChannel needs an asyncio database; a synchronous pymongo Database would "
+            f"block the event loop: {example}"
+        )
+    kind = type(db).__name__
+    if isinstance(db, (MongoClient, AsyncMongoClient)) or kind.endswith("MotorClient"):
+        raise TypeError(f"MongoChannel needs a database, not the client {kind}: {example}")
