@@ -32,6 +32,16 @@ __all__ = [
 
 _app_numbers = itertools.count(1)
 
+try:
+    from sanic import Sanic
+except ImportError:  # pragma: no cover - the sanic extra is not installed
+    pass
+else:
+    # Sanic's test mode (what sanic-testing sets): several apps may start in one process;
+    # otherwise the second app's startup re-patches methods the first one already rewrote.
+    # Set on import, before any test (or a docs example) makes its first app.
+    Sanic.test_mode = True
+
 
 def listening_socket() -> socket.socket:
     """A TCP socket bound to a free port on 127.0.0.1 and listening (no port race)."""
@@ -108,9 +118,6 @@ def new_sanic_app(prefix: str = "tbone_test") -> Any:
     """A Sanic app with a name no other test uses (Sanic keeps a process-wide app registry)."""
     from sanic import Sanic
 
-    # Sanic's test mode (what sanic-testing sets): several apps may start in one process;
-    # otherwise the second app's startup re-patches methods the first one already rewrote.
-    Sanic.test_mode = True
     app = Sanic(f"{prefix}_{next(_app_numbers)}")
     # Keep test output to what matters: no access log, no banner.
     app.config.ACCESS_LOG = False

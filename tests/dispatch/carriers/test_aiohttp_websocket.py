@@ -169,6 +169,8 @@ async def test_client_that_vanishes_without_a_close_frame_is_dropped(
         carrier = channel.subscribers(EVENT)[0]
         client.transport.abort()  # TCP reset: no close frame
         await wait_until(lambda: carrier.connection.closed, what="aiohttp saw the reset")
+        # A carrier sending to it now gets False from aiohttp's closed flag, not an exception.
+        assert await AioHttpWebSocketCarrier(carrier.connection).deliver({"pk": 0}) is False
         await channel.publish(EVENT, 1)
         await wait_until(lambda: carrier.closed, what="the vanished client is dropped")
         assert channel.subscribers(EVENT) == []
@@ -252,6 +254,25 @@ async def test_a_client_that_stops_reading_is_closed_with_1013_and_others_get_ev
         assert closed.rcvd is not None
         assert closed.rcvd.code == 1013
     assert_no_tracebacks(caplog)
+
+
+async def test_serve_pings_and_drops_a_peer_that_stops_answering() -> None:
+    channel = MemoryChannel(name="pubsub")
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await serve(request, channel, heartbeat=0.2)
+
+    async with aiohttp_server(seed_app(handler)) as base:
+        client = await ws_connect(ws_url(base) + "?events=tick")
+        await client.send('{"type": "ping"}')
+        assert json.loads(await asyncio.wait_for(client.recv(), 5)) == {"type": "pong"}
+        assert channel.stats()["subscribers"] == 1
+        # A peer that vanished without a FIN (cable pulled) reads and answers nothing.
+        client.transport.pause_reading()
+        await wait_until(
+            lambda: channel.stats()["subscribers"] == 0, timeout=3, what="dropped by heartbeat"
+        )
+        client.transport.abort()
 
 
 class TestProtocolOnAiohttp(ProtocolCases):

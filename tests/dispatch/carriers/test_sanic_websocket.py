@@ -202,6 +202,8 @@ async def test_client_that_vanishes_without_a_close_frame_is_dropped(
         carrier = channel.subscribers(EVENT)[0]
         client.transport.abort()  # TCP reset: no close frame
         await wait_until(lambda: carrier.connection.ws_proto.state.name == "CLOSED")
+        # A carrier sending to it now gets False from Sanic's WebsocketClosed, not an exception.
+        assert await SanicWebSocketCarrier(carrier.connection).deliver({"pk": 0}) is False
         await channel.publish(EVENT, 1)
         await wait_until(lambda: carrier.closed, what="the vanished client is dropped")
         assert channel.subscribers(EVENT) == []
@@ -278,6 +280,26 @@ async def test_a_client_that_stops_reading_is_closed_with_1013_and_others_get_ev
         assert closed.rcvd is not None
         assert closed.rcvd.code == 1013
     assert_no_tracebacks(caplog)
+
+
+async def test_sanic_pings_and_drops_a_peer_that_stops_answering() -> None:
+    channel = MemoryChannel(name="pubsub")
+    app = new_sanic_app()
+    # Sanic's own websocket keepalive; the defaults are 20 s each.
+    app.config.WEBSOCKET_PING_INTERVAL = 0.2
+    app.config.WEBSOCKET_PING_TIMEOUT = 0.2
+    add_route(app, "/ws", channel)
+    async with sanic_server(app) as base:
+        client = await ws_connect(ws_url(base) + "?events=tick")
+        await client.send('{"type": "ping"}')
+        assert json.loads(await asyncio.wait_for(client.recv(), 5)) == {"type": "pong"}
+        assert channel.stats()["subscribers"] == 1
+        # A peer that vanished without a FIN (cable pulled) reads and answers nothing.
+        client.transport.pause_reading()
+        await wait_until(
+            lambda: channel.stats()["subscribers"] == 0, timeout=3, what="dropped by keepalive"
+        )
+        client.transport.abort()
 
 
 class TestProtocolOnSanic(ProtocolCases):
