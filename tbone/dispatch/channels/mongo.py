@@ -231,9 +231,12 @@ class MongoChannel(Channel):
                     if cursor.alive:
                         continue  # nothing new within await_time
                     if state == "opening":
-                        # Empty collection: MongoDB kills a tailable cursor that matches
-                        # nothing, so put a marker document in and start after it.
+                        # Empty, or dropped (then an insert would make it uncapped): check the
+                        # collection again, then put a marker document in and start after it,
+                        # as MongoDB kills a tailable cursor that matches nothing.
                         self._note_gap(marker)
+                        self._ensured = False
+                        await self.ensure_collection()
                         self._position, self._position_is_now = await self._insert_marker(), True
                     return
                 if state == "opening":

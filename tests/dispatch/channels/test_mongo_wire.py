@@ -8,13 +8,16 @@ the channel's answers to cursor death, hang-ups and roll-over are what is assert
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from bson import ObjectId
+from pymongo.errors import OperationFailure
 
 from tbone.dispatch import close_all_channels, jsonenc
+from tbone.dispatch.channels import mongo as mongo_module
 from tbone.dispatch.channels.mongo import CollectionNotCapped, MongoChannel
 from tbone.dispatch.testing import RecordingCarrier
 from tests.support.mongo import DRIVERS, ScriptedMongo, connect, reply_cursor
@@ -426,3 +429,61 @@ async def test_a_second_call_returns_the_first_channel(db: Any) -> None:
     channel = channel_of(db)
     assert MongoChannel(name="feed", db=db, capacity=3) is channel
     assert channel.capacity == 1000  # the first call's options hold
+
+
+async def test_a_failed_create_is_raised_and_tried_again(mongo: ScriptedMongo, db: Any) -> None:
+    channel = channel_of(db)
+    publishing = asyncio.ensure_future(channel.publish("e", 1))
+    (await mongo.receive("create")).command_err(code=13, errmsg="not authorized on app")
+    with pytest.raises(OperationFailure, match="not authorized"):
+        await asyncio.wait_for(publishing, 5)
+    assert mongo.commands("insert") == []
+    publishing = asyncio.ensure_future(channel.publish("e", 2))
+    (await mongo.receive("create")).ok()  # not cached: the next use asks again
+    (await mongo.receive("insert")).ok(n=1)
+    assert (await asyncio.wait_for(publishing, 5)).data == 2
+
+
+async def test_a_dropped_collection_is_created_again(mongo: ScriptedMongo, db: Any) -> None:
+    channel = channel_of(db)
+    carrier = RecordingCarrier()
+    channel.subscribe("e", carrier)
+    newest = ObjectId()
+    await start_tailing(mongo, newest, [{"_id": newest, "key": None, "marker": "start"}])
+    one = doc("e", 1)
+    reply_cursor(await mongo.receive("getMore"), [one], cursor_id=0)  # dropped: cursor dead
+    reply_cursor(await mongo.receive("find"), [], cursor_id=0)  # re-opened: nothing there
+    # Created again as a capped collection before anything is written to it.
+    create = await mongo.receive("create")
+    assert create.doc["capped"] is True
+    create.ok()
+    marker = await mongo.receive("insert")
+    [start] = marker.doc["documents"]
+    assert start["marker"] == "start"
+    marker.ok(n=1)
+    reply_cursor(await mongo.receive("find"), [start], cursor_id=51)
+    reply_cursor(await mongo.receive("getMore"), [doc("e", 2)], cursor_id=51)
+    await carrier.wait_for(2)
+    assert [p[1] for p in payloads(carrier)] == [1, 2]
+    assert channel.stats()["gaps"] == 1  # what was between could not be read
+
+
+async def test_a_server_that_stops_answering_is_given_up(
+    mongo: ScriptedMongo, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mongo_module, "_STALL", 0.2)
+    channel = channel_of(db)
+    carrier = RecordingCarrier()
+    channel.subscribe("e", carrier)
+    newest = ObjectId()
+    await start_tailing(mongo, newest, [{"_id": newest, "key": None, "marker": "start"}])
+    stuck = await mongo.receive("getMore")  # never answered in time
+    reopened = await mongo.receive("find", timeout=5)
+    assert reopened.doc["tailable"] is True
+    assert channel.stats()["last_error"].startswith("TimeoutError: MongoDB did not answer")
+    # Let the abandoned request end (a Motor thread still waits on it).
+    with contextlib.suppress(OSError):
+        stuck.hangup()
+    reply_cursor(reopened, [{"_id": newest}, doc("e", "after")], cursor_id=52)
+    await carrier.wait_for(1)
+    assert [p[1] for p in payloads(carrier)] == ["after"]
