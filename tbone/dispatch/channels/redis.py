@@ -1,0 +1,461 @@
+"""RedisChannel: a channel on a Redis stream, shared by every process and host that uses it.
+
+``RedisChannel(name="pubsub", url="redis://127.0.0.1:6379/0")`` keeps its events in the stream
+``<prefix><name>`` (default ``tbone:channel:pubsub``). The rules (``docs/redis.md`` has the
+long form):
+
+* ``publish`` is one ``XADD ... MAXLEN ~ <maxlen>``; it returns once Redis stored the event,
+  and the Event's id is the stream id Redis gave it (``"<ms>-<seq>"``, ordered in the stream).
+* Each process runs ONE reader per channel (a blocking ``XREAD`` on its own connection), however
+  many subscribers it has, and delivers every event once to each subscriber, in stream order.
+* The reader survives Redis going away: it reconnects with backoff and reads again after the
+  last id it delivered, so events stored meanwhile arrive late but in order, if the stream
+  still holds them (``maxlen`` trims the oldest).
+* A dead link is detected even when the socket stays open: the reader's socket timeout is
+  ``probe_interval``, longer than the ``XREAD BLOCK`` time, so a Redis that stops answering
+  (paused, partitioned, hung) fails the read within ``probe_interval`` and the reader
+  reconnects.
+* History and resume come from the stream (``XRANGE``). History after an id is complete only if
+  the stream still holds that id; otherwise it is reported incomplete (trimmed, deleted, or the
+  stream was lost in a Redis restart without persistence).
+* ``publish`` refuses an event whose encoded data is larger than ``max_message_bytes`` with
+  :class:`MessageTooLarge`, before anything reaches Redis.
+
+Needs redis-py >= 5 (its ``redis.asyncio`` API) and Redis >= 5.0 (streams, ``XADD MAXLEN ~``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+try:
+    import redis
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("RedisChannel needs redis-py >= 5: pip install 'tbone-asgi[redis]'") from exc
+
+from tbone.dispatch import jsonenc
+from tbone.dispatch.channels import Channel
+from tbone.dispatch.events import Event, History
+
+if int(redis.__version__.split(".", 1)[0]) < 5:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        f"RedisChannel needs redis-py >= 5 (found {redis.__version__}): "
+        "pip install 'tbone-asgi[redis]'"
+    )
+
+__all__ = ["MessageTooLarge", "RedisChannel"]
+
+logger = logging.getLogger("tbone.dispatch.channels.redis")
+
+# RESP2: every Redis >= 5 speaks it (RESP3 needs 6.0), and with it redis-py 8 checks a pooled
+# connection before reuse, so the first publish after a Redis restart does not fail on a
+# connection the server closed (with RESP3 it skips that check).
+_URL_CLIENT_OPTIONS: dict[str, Any] = {"protocol": 2}
+_STREAM_ID = re.compile(r"(\d+)-(\d+)")
+_NAME_FIELD = b"n"  # the event name, UTF-8
+_DATA_FIELD = b"d"  # the JSON text of the event data (tbone.dispatch.jsonenc)
+
+
+class MessageTooLarge(ValueError):
+    """An event's encoded data is over the channel's ``max_message_bytes``; nothing was stored."""
+
+    def __init__(self, channel: str, event: str, size: int, limit: int) -> None:
+        self.channel = channel
+        self.event = event
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"event {event!r} on channel {channel!r} is {size} bytes encoded, over the limit of "
+            f"{limit} bytes (max_message_bytes); nothing was published. Publish a smaller "
+            "payload (for example the id of a record clients can fetch), or raise "
+            "max_message_bytes, keeping it under the subscribers' outbox size (Carrier "
+            "max_bytes, 1 MiB by default)."
+        )
+
+
+class _StreamEvent(Event):
+    """An Event whose frame is built from the JSON text stored in Redis, not encoded again."""
+
+    __slots__ = ()
+
+    def __init__(self, name: str, data: Any, id: str, channel: str, frame: bytes) -> None:
+        super().__init__(name, data, id, channel)
+        # Same text as encoding to_dict(): the data's JSON is spliced in as stored.
+        self._size = len(frame)
+        self._frame = frame.decode()
+
+
+def _text(value: bytes | str | None) -> str:
+    # Clients made with decode_responses=True answer str; ours answer bytes.
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _raw(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
+def _id_key(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class RedisChannel(Channel):
+    """A channel on the Redis stream ``<prefix><name>``. See the module docstring for the rules.
+
+    Give either ``url`` (the channel makes and closes its own clients) or ``client``, a
+    ``redis.asyncio.Redis`` that you own and close; the reader then uses its own connection
+    made with the same settings (a blocking read must not hold one of yours).
+
+    * ``maxlen``: history kept in the stream (``XADD MAXLEN ~``: Redis trims whole nodes, so
+      it may keep a little more).
+    * ``block_ms``: how long one ``XREAD BLOCK`` waits for new entries before asking again.
+    * ``probe_interval``: seconds without any answer from Redis after which the reader treats
+      the link as dead and reconnects; must be longer than ``block_ms``.
+    * ``max_message_bytes``: the largest encoded event (name + JSON data) ``publish`` accepts.
+    * ``read_count``: most entries one ``XREAD`` returns.
+    * ``socket_timeout``: seconds a ``publish`` or history read waits for Redis (clients made
+      from ``url`` only).
+    * ``backoff``: (first, max) seconds between reconnect attempts, with full jitter.
+    """
+
+    backend = "redis"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        url: str | None = None,
+        client: aioredis.Redis | None = None,
+        maxlen: int = 10_000,
+        prefix: str = "tbone:channel:",
+        block_ms: int = 2_000,
+        probe_interval: float = 5.0,
+        max_message_bytes: int = 512 * 1024,
+        read_count: int = 100,
+        socket_timeout: float = 5.0,
+        backoff: tuple[float, float] = (0.1, 5.0),
+    ) -> None:
+        if (url is None) == (client is None):
+            raise TypeError(
+                "RedisChannel needs exactly one of url= or client=: "
+                "RedisChannel(name='pubsub', url='redis://127.0.0.1:6379/0')"
+            )
+        if client is not None and not isinstance(client, aioredis.Redis):
+            raise TypeError(
+                f"client must be a redis.asyncio.Redis, got {type(client).__name__}; make one "
+                "with redis.asyncio.Redis.from_url(url) (the sync redis.Redis cannot be used)"
+            )
+        for option, value in (
+            ("maxlen", maxlen),
+            ("block_ms", block_ms),
+            ("max_message_bytes", max_message_bytes),
+            ("read_count", read_count),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{option} must be a positive int, got {value!r}")
+        if not probe_interval > block_ms / 1000:
+            raise ValueError(
+                f"probe_interval ({probe_interval}s) must be longer than block_ms ({block_ms}ms):"
+                " Redis answers an idle blocked XREAD only after block_ms, so a shorter probe "
+                "would call a healthy link dead. Lower block_ms or raise probe_interval."
+            )
+        super().__init__(name, history=maxlen, backoff=backoff)
+        self.url = url
+        self.key = prefix + name
+        self.maxlen = maxlen
+        self.block_ms = block_ms
+        self.probe_interval = probe_interval
+        self.max_message_bytes = max_message_bytes
+        self.read_count = read_count
+        self.socket_timeout = socket_timeout
+        self._client = client  # the user's, or ours (made per event loop) when url is given
+        self._client_loop: Any = None
+        self._reader: aioredis.Redis | None = None
+        self._reader_state = "stopped"
+        self._last_answer: float | None = None
+        self._lag_ms: int | None = None
+        self._behind = False
+        self._frame_tail = b',"channel":' + jsonenc.dumps_bytes(name) + b"}}"
+        self._extra = dict.fromkeys(("refused", "bad_entries", "stream_resets"), 0)
+        self._stopping = False
+
+    # -- clients -----------------------------------------------------------------------------
+
+    def _publisher(self) -> aioredis.Redis:
+        if self.url is None:
+            assert self._client is not None
+            return self._client
+        loop = _running_loop()
+        if self._client is None or self._client_loop is not loop:
+            # Connections belong to the loop that opened them: a new loop gets a new client.
+            self._client = aioredis.Redis.from_url(
+                self.url,
+                socket_timeout=self.socket_timeout,
+                socket_connect_timeout=self.socket_timeout,
+                **_URL_CLIENT_OPTIONS,
+            )
+            self._client_loop = loop
+        return self._client
+
+    def _open_reader(self) -> aioredis.Redis:
+        # Its own pool: the blocked XREAD holds a connection, and its timeouts differ from
+        # the publisher's. No retries inside redis-py: the consumer loop retries with backoff
+        # and resumes after the last id, and the probe must fail within probe_interval.
+        overrides: dict[str, Any] = {
+            "socket_timeout": self.probe_interval,
+            "socket_connect_timeout": self.probe_interval,
+            "retry": Retry(NoBackoff(), 0),
+            "health_check_interval": 0,
+        }
+        if self.url is not None:
+            pool = aioredis.ConnectionPool.from_url(self.url, **_URL_CLIENT_OPTIONS, **overrides)
+        else:
+            assert self._client is not None
+            base = self._client.connection_pool
+            pool = aioredis.ConnectionPool(
+                connection_class=base.connection_class, **{**base.connection_kwargs, **overrides}
+            )
+        return aioredis.Redis.from_pool(pool)
+
+    # -- backend hooks -----------------------------------------------------------------------
+
+    async def store(self, name: str, data: Any) -> Event:
+        """``XADD`` the event (name and JSON data) with ``MAXLEN ~ maxlen``; return it.
+
+        Raises TypeError for data :mod:`tbone.dispatch.jsonenc` cannot encode and
+        :class:`MessageTooLarge` over ``max_message_bytes``, both before contacting Redis;
+        redis-py's ConnectionError or TimeoutError when Redis cannot be reached (the event may
+        then have been stored or not: if it was, subscribers receive it).
+        """
+        payload = jsonenc.dumps_bytes(data)
+        raw_name = name.encode()
+        size = len(payload) + len(raw_name)
+        if size > self.max_message_bytes:
+            self._extra["refused"] += 1
+            raise MessageTooLarge(self.name, name, size, self.max_message_bytes)
+        stream_id = _text(
+            await self._publisher().xadd(
+                self.key,
+                {_NAME_FIELD: raw_name, _DATA_FIELD: payload},
+                maxlen=self.maxlen,
+                approximate=True,
+            )
+        )
+        return _StreamEvent(name, data, stream_id, self.name, self._frame(name, payload, stream_id))
+
+    async def listen(self, after: str | None) -> AsyncIterator[Event]:
+        """Read the stream after ``after`` (None: after its newest entry) with ``XREAD BLOCK``.
+
+        One connection per attempt, closed when the attempt ends. Every read is bounded by
+        ``probe_interval``: a silent Redis raises TimeoutError here, and the consumer loop
+        reconnects with backoff and calls this again after the last delivered id.
+        """
+        reader = self._reader = self._open_reader()
+        self._reader_state = "connecting"
+        try:
+            newest = await reader.xrevrange(self.key, "+", "-", count=1)
+            self._answered()
+            self._check_stopping()
+            newest_id = (_text(newest[0][0]) if newest else "") or None
+            if after is None:
+                position = newest_id or "0-0"
+            else:
+                position = after
+                if newest_id is None or _id_key(newest_id) < _id_key(after):
+                    # The stream no longer has what we read: it was deleted, or Redis came
+                    # back without its data. New entries get newer ids, so reading goes on.
+                    self._extra["stream_resets"] += 1
+                    logger.warning(
+                        "channel %r: stream %r is behind the last id delivered (%s, newest "
+                        "now %s); Redis lost data (restart without persistence?). "
+                        "Resuming clients will be told their history is incomplete.",
+                        self.name,
+                        self.key,
+                        after,
+                        newest_id,
+                    )
+            self.mark_ready()
+            while True:
+                self._reader_state = "waiting"
+                reply = await reader.xread(
+                    {self.key: position}, count=self.read_count, block=self.block_ms
+                )
+                self._answered()
+                self._check_stopping()
+                if not reply:
+                    self._behind = False
+                    continue
+                self._reader_state = "delivering"
+                entries = _entries(reply)
+                self._behind = len(entries) >= self.read_count
+                position = _text(entries[-1][0])
+                self._lag_ms = max(0, int(time.time() * 1000) - _id_key(position)[0])
+                for entry_id, fields in entries:
+                    event = self._decode(entry_id, fields)
+                    if event is not None:
+                        yield event
+        finally:
+            self._reader_state = "down"
+            self._reader = None
+            await _close_quietly(reader)
+
+    async def read_history(self, since: str | None) -> History:
+        """``XRANGE`` from ``since``; complete when the stream still holds ``since`` itself.
+
+        Raises ValueError for an id that is not a stream id.
+        """
+        if since is not None and _STREAM_ID.fullmatch(since) is None:
+            raise ValueError(
+                f"{since!r} is not an event id of channel {self.name!r}: Redis stream ids look "
+                "like '1700000000000-0'"
+            )
+        entries = await self._publisher().xrange(self.key, since or "-", "+")
+        events = [e for e in (self._decode(i, f) for i, f in entries or ()) if e is not None]
+        if since is None:
+            return History(events, complete=True)
+        if entries and _text(entries[0][0]) == since:
+            return History(events[1:] if events and events[0].id == since else events, True)
+        # The stream lost ``since``: trimmed, deleted, or recreated after a restart.
+        return History(events, complete=False)
+
+    def order_key(self, id: str) -> Any:
+        """Stream ids order as (milliseconds, sequence)."""
+        return _id_key(id)
+
+    # -- encoding ----------------------------------------------------------------------------
+
+    def _frame(self, name: str, payload: bytes, stream_id: str) -> bytes:
+        # The event frame with the stored JSON spliced in: no decode/encode round trip.
+        return b"".join(
+            (
+                b'{"type":"event","payload":{"name":',
+                jsonenc.dumps_bytes(name),
+                b',"data":',
+                payload,
+                b',"id":"',
+                stream_id.encode(),
+                b'"',
+                self._frame_tail,
+            )
+        )
+
+    def _decode(self, entry_id: bytes | str | None, fields: Any) -> Event | None:
+        stream_id = _text(entry_id)
+        try:
+            if not stream_id or not isinstance(fields, dict):
+                raise TypeError("entry without fields")
+            name = _text(fields.get(_NAME_FIELD) or fields[_NAME_FIELD.decode()])
+            payload = _raw(fields.get(_DATA_FIELD) or fields[_DATA_FIELD.decode()])
+            data = jsonenc.loads(payload)
+        except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
+            # Written by something else: skip it (raising would stop the reader on it forever).
+            self._extra["bad_entries"] += 1
+            logger.error(
+                "channel %r: skipped stream entry %s of %r, not a tbone event (%s: %s)",
+                self.name,
+                stream_id,
+                self.key,
+                type(exc).__name__,
+                exc,
+            )
+            return None
+        return _StreamEvent(name, data, stream_id, self.name, self._frame(name, payload, stream_id))
+
+    # -- running -----------------------------------------------------------------------------
+
+    def _answered(self) -> None:
+        self._last_answer = time.monotonic()
+
+    def _check_stopping(self) -> None:
+        # Python < 3.12's asyncio.wait_for, which redis-py uses to bound socket writes, can
+        # swallow a cancellation that lands as the write completes (CPython gh-86296). The
+        # reader then checks this flag at each answer, so close() ends it within block_ms.
+        if self._stopping:
+            raise asyncio.CancelledError()
+
+    async def close(self, *, forget: bool = False) -> None:
+        """Stop the reader, close the subscribers (see :meth:`Channel.close`) and the clients."""
+        self._stopping = True
+        try:
+            await super().close(forget=forget)
+        finally:
+            self._stopping = False
+
+    def _reset_loop_state(self) -> None:
+        super()._reset_loop_state()
+        # Clients of a previous loop cannot be awaited from this one: drop them.
+        self._reader = None
+        self._reader_state = "stopped"
+        if self.url is not None:
+            self._client = None
+            self._client_loop = None
+
+    async def close_backend(self) -> None:
+        """Close the reader connection and, when made from ``url``, the publishing client."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await _close_quietly(reader)
+        self._reader_state = "stopped"
+        if self.url is not None and self._client is not None:
+            client, self._client = self._client, None
+            if self._client_loop is _running_loop():
+                await _close_quietly(client)
+            self._client_loop = None
+
+    # -- observability -----------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """The base counters (see :meth:`Channel.stats`) plus the reader's view of Redis.
+
+        ``stream``: the key; ``reader``: stopped, connecting, waiting (blocked in XREAD),
+        delivering or down; ``last_answer_s``: seconds since Redis last answered the reader
+        (None before the first answer); ``lag_ms``: age of the newest entry of the last batch
+        when it arrived (this host's clock against the id's, so clock skew counts);
+        ``behind``: the last read was a full batch, so more entries were waiting; ``refused``:
+        publishes over ``max_message_bytes``; ``bad_entries``: foreign stream entries skipped;
+        ``stream_resets``: times the stream was found behind the last delivered id.
+        """
+        stats = super().stats()
+        last = self._last_answer
+        stats.update(
+            stream=self.key,
+            reader=self._reader_state,
+            last_answer_s=None if last is None else round(time.monotonic() - last, 3),
+            lag_ms=self._lag_ms,
+            behind=self._behind,
+            maxlen=self.maxlen,
+            block_ms=self.block_ms,
+            probe_interval=self.probe_interval,
+            **self._extra,
+        )
+        return stats
+
+
+def _entries(reply: Any) -> list[Any]:
+    # RESP2 answers [[key, entries]]; RESP3 (protocol=3) answers {key: entries}.
+    pairs: Iterable[Any] = reply.items() if isinstance(reply, dict) else reply
+    entries: list[Any] = []
+    for _key, items in pairs:
+        entries.extend(items)
+    return entries
+
+
+def _running_loop() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()
+
+
+async def _close_quietly(client: aioredis.Redis) -> None:
+    try:
+        await client.aclose()
+    except Exception as exc:  # a dead link may fail to close; it is being dropped anyway
+        logger.debug("closing a redis client failed: %s", exc)

@@ -1,0 +1,335 @@
+"""RedisChannel against a real, private redis-server (see tests/support/redis_server.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from tbone.dispatch import Channel, jsonenc
+from tbone.dispatch.channels.redis import MessageTooLarge, RedisChannel
+from tbone.dispatch.testing import RecordingCarrier
+from tests.dispatch.channels.behaviour import ChannelBehaviour
+from tests.support.redis_server import RedisServer
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+async def make_channel(redis_server: RedisServer) -> AsyncIterator[Any]:
+    made: list[Channel] = []
+
+    async def make(name: str, *, history: int = 1000, **options: Any) -> Channel:
+        options.setdefault("block_ms", 200)
+        options.setdefault("probe_interval", 1.0)
+        options.setdefault("backoff", (0.05, 0.5))
+        channel = RedisChannel(name=name, url=redis_server.url, maxlen=history, **options)
+        made.append(channel)
+        return channel
+
+    yield make
+    for channel in made:
+        await channel.close(forget=True)
+
+
+class TestRedisBehaviour(ChannelBehaviour):
+    pass
+
+
+def _payloads(frames: list[Any]) -> list[Any]:
+    return [f["payload"] for f in frames if f["type"] == "event"]
+
+
+class _LogWatch(logging.Handler):
+    """Lets a test await a log message of the channels (no polling, no sleeps)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+        self._changed = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+        self._changed.set()
+
+    async def wait_for(self, text: str, timeout: float = 5.0) -> str:
+        """The first message containing ``text``, waiting up to ``timeout`` seconds for it."""
+
+        async def seen() -> str:
+            while True:
+                for message in self.messages:
+                    if text in message:
+                        return message
+                self._changed.clear()
+                await self._changed.wait()
+
+        return await asyncio.wait_for(seen(), timeout)
+
+
+@pytest.fixture
+def logs() -> Iterator[_LogWatch]:
+    handler = _LogWatch()
+    logger = logging.getLogger("tbone.dispatch.channels")
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+
+
+# -- options and errors -------------------------------------------------------------------------
+
+
+def test_needs_exactly_one_of_url_or_client() -> None:
+    with pytest.raises(TypeError, match="exactly one of url= or client="):
+        RedisChannel(name="no-backend")
+    client = aioredis.Redis()
+    with pytest.raises(TypeError, match="exactly one of url= or client="):
+        RedisChannel(name="both", url="redis://127.0.0.1:1/0", client=client)
+
+
+def test_a_sync_client_is_refused_with_the_fix() -> None:
+    import redis
+
+    with pytest.raises(TypeError, match=r"redis\.asyncio\.Redis"):
+        RedisChannel(name="sync-client", client=redis.Redis())  # type: ignore[arg-type]
+
+
+def test_probe_interval_must_outlast_the_block_time() -> None:
+    with pytest.raises(ValueError, match="probe_interval") as info:
+        RedisChannel(name="probe", url="redis://127.0.0.1:1/0", block_ms=5000, probe_interval=5)
+    assert "Lower block_ms or raise probe_interval" in str(info.value)
+
+
+@pytest.mark.parametrize("option", ["maxlen", "block_ms", "max_message_bytes", "read_count"])
+def test_sizes_must_be_positive_ints(option: str) -> None:
+    with pytest.raises(ValueError, match=f"{option} must be a positive int"):
+        RedisChannel(name=f"bad-{option}", url="redis://127.0.0.1:1/0", **{option: 0})
+
+
+async def test_bad_history_id_is_a_clear_error(make_channel: Any) -> None:
+    channel = await make_channel("bad-id")
+    with pytest.raises(ValueError, match="stream ids look like"):
+        await channel.history(since="not-an-id")
+
+
+async def test_oversized_message_is_refused_and_nothing_is_stored(
+    make_channel: Any, redis_server: RedisServer
+) -> None:
+    channel = await make_channel("big", max_message_bytes=1000)
+    carrier = RecordingCarrier()
+    channel.subscribe("e", carrier)
+    await channel.ready()
+    small = await channel.publish("e", "x" * 900)
+    with pytest.raises(MessageTooLarge) as info:
+        await channel.publish("e", "é" * 600)  # 1,200 bytes once encoded as UTF-8
+    error = info.value
+    assert (error.channel, error.event, error.limit) == ("big", "e", 1000)
+    assert error.size == len(jsonenc.dumps_bytes("é" * 600)) + 1
+    assert "max_message_bytes" in str(error)
+    after = await channel.publish("e", "after")
+    frames = _payloads(await carrier.wait_for(2))
+    assert [p["id"] for p in frames] == [small.id, after.id]
+    async with aioredis.Redis.from_url(redis_server.url) as client:
+        assert await client.xlen(channel.key) == 2
+    assert channel.stats()["refused"] == 1
+
+
+async def test_data_json_cannot_encode_is_refused(make_channel: Any) -> None:
+    channel = await make_channel("not-json")
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        await channel.publish("e", object())
+    assert channel.stats()["published"] == 0
+
+
+# -- encoding -----------------------------------------------------------------------------------
+
+
+async def test_frames_equal_the_standard_encoding_and_data_is_decoded(make_channel: Any) -> None:
+    channel = await make_channel("frames", history=100)
+    carrier = RecordingCarrier()
+    channel.subscribe("e", carrier)
+    await channel.ready()
+    values = [{"b": 1, "a": [1.5, None, True]}, "ünïcode ✓", 0, None, [{"k": "v"}], 'q"uote']
+    sent = [await channel.publish("e", v) for v in values]
+    await carrier.wait_for(len(values))
+    for text, event in zip(carrier.texts, sent, strict=True):
+        assert text == jsonenc.dumps(event.to_dict())
+    past = await channel.history()
+    assert [e.data for e in past] == values
+    assert [e.frame for e in past] == carrier.texts
+    assert all(e.size == len(e.frame.encode()) for e in past)
+
+
+async def test_foreign_entries_in_the_stream_are_skipped(
+    make_channel: Any, redis_server: RedisServer
+) -> None:
+    channel = await make_channel("foreign", history=100)
+    carrier = RecordingCarrier()
+    channel.subscribe("e", carrier)
+    await channel.ready()
+    async with aioredis.Redis.from_url(redis_server.url) as client:
+        await client.xadd(channel.key, {"something": "else"})
+        await client.xadd(channel.key, {"n": "e", "d": "{not json"})
+    good = await channel.publish("e", {"ok": True})
+    got = _payloads(await carrier.wait_for(1))
+    assert [p["id"] for p in got] == [good.id]
+    assert channel.stats()["bad_entries"] == 2
+    assert [e.id for e in await channel.history()] == [good.id]
+
+
+async def test_a_client_you_own_is_used_and_left_open(redis_server: RedisServer) -> None:
+    async with aioredis.Redis.from_url(redis_server.url, decode_responses=True) as client:
+        channel = RedisChannel(name="own-client", client=client, block_ms=200, probe_interval=1)
+        carrier = RecordingCarrier()
+        channel.subscribe("e", carrier)
+        await channel.ready()
+        event = await channel.publish("e", {"n": 1})
+        got = _payloads(await carrier.wait_for(1))
+        assert got == [{"name": "e", "data": {"n": 1}, "id": event.id, "channel": "own-client"}]
+        assert [e.data for e in await channel.history()] == [{"n": 1}]
+        await channel.close(forget=True)
+        assert await client.ping() is True  # still the caller's to use and close
+
+
+# -- stats --------------------------------------------------------------------------------------
+
+
+async def test_stats_report_the_reader(make_channel: Any) -> None:
+    channel = await make_channel("stats", block_ms=100, probe_interval=1.0)
+    before = channel.stats()
+    assert before["reader"] == "stopped"
+    assert before["last_answer_s"] is None
+    assert before["backend"] == "redis"
+    carrier = RecordingCarrier()
+    channel.subscribe("e", carrier)
+    await channel.ready()
+    start = time.time()
+    await channel.publish("e", 1)
+    await carrier.wait_for(1)
+    stats = channel.stats()
+    assert stats["stream"] == "tbone:channel:stats"
+    assert stats["consumer"] == "running"
+    assert stats["reader"] in {"waiting", "delivering"}
+    assert 0 <= stats["last_answer_s"] < 1.0
+    assert stats["lag_ms"] is not None
+    assert 0 <= stats["lag_ms"] <= (time.time() - start) * 1000 + 50  # 50 ms for clock rounding
+    assert stats["behind"] is False
+    assert (stats["published"], stats["delivered"], stats["reconnects"], stats["errors"]) == (
+        1,
+        1,
+        0,
+        0,
+    )
+    assert stats["last_error"] is None
+    assert (stats["maxlen"], stats["block_ms"], stats["probe_interval"]) == (1000, 100, 1.0)
+    await channel.close()
+    assert channel.stats()["reader"] == "stopped"
+
+
+async def test_one_reader_per_channel_whatever_the_subscribers(
+    make_channel: Any, redis_server: RedisServer
+) -> None:
+    channel = await make_channel("one-reader")
+    carriers = [RecordingCarrier() for _ in range(20)]
+    for i, carrier in enumerate(carriers):
+        channel.subscribe(f"e{i % 3}", carrier)
+    await channel.ready()
+    async with aioredis.Redis.from_url(redis_server.url) as client:
+        clients = await client.client_list()
+    blocked = [c for c in clients if c.get("cmd") == "xread"]
+    assert len(blocked) == 1, blocked
+
+
+# -- faults -------------------------------------------------------------------------------------
+
+
+async def test_a_silent_redis_is_detected_within_the_probe_interval(
+    tmp_path: Path, logs: _LogWatch
+) -> None:
+    with RedisServer(tmp_path / "redis") as server:
+        channel = RedisChannel(
+            name="silent",
+            url=server.url,
+            block_ms=100,
+            probe_interval=0.5,
+            backoff=(0.05, 0.2),
+        )
+        carrier = RecordingCarrier()
+        channel.subscribe("e", carrier)
+        await channel.ready()
+        first = await channel.publish("e", "before")
+        await carrier.wait_for(1)
+        server.pause()  # sockets stay open, nothing answers
+        try:
+            paused_at = time.monotonic()
+            failure = await logs.wait_for("backend failed")
+            detected_in = time.monotonic() - paused_at
+        finally:
+            server.resume()
+        assert detected_in < 0.5 + 0.3, detected_in  # probe interval + scheduling slack
+        assert "TimeoutError" in failure
+        stats = channel.stats()
+        assert stats["errors"] >= 1
+        assert "Timeout" in stats["last_error"]
+        await channel.ready()  # back once Redis answers again
+        second = await channel.publish("e", "after")
+        got = _payloads(await carrier.wait_for(2))
+        assert [p["id"] for p in got] == [first.id, second.id]
+        await channel.close(forget=True)
+
+
+async def test_events_stored_while_the_reader_was_away_arrive_in_order(
+    tmp_path: Path, logs: _LogWatch
+) -> None:
+    with RedisServer(tmp_path / "redis", persist=True) as server:
+        channel = RedisChannel(
+            name="away", url=server.url, block_ms=100, probe_interval=0.5, backoff=(0.05, 0.2)
+        )
+        carrier = RecordingCarrier()
+        channel.subscribe("e", carrier)
+        await channel.ready()
+        sent = [await channel.publish("e", 0)]
+        await carrier.wait_for(1)
+        server.restart()  # SIGKILL, then the same port and data
+        await logs.wait_for("backend failed")
+        # Publish through another client while the reader backs off: it must catch up.
+        async with aioredis.Redis.from_url(server.url) as client:
+            for i in range(1, 6):
+                raw = await client.xadd(channel.key, {"n": "e", "d": str(i)})
+                sent.append(raw.decode())
+        got = _payloads(await carrier.wait_for(6))
+        assert [p["data"] for p in got] == list(range(6))
+        assert [p["id"] for p in got[1:]] == sent[1:]
+        assert channel.stats()["reconnects"] >= 1
+        await channel.close(forget=True)
+
+
+async def test_redis_restarted_without_its_data(tmp_path: Path, logs: _LogWatch) -> None:
+    with RedisServer(tmp_path / "redis", persist=False) as server:
+        channel = RedisChannel(
+            name="amnesia", url=server.url, block_ms=100, probe_interval=0.5, backoff=(0.05, 0.2)
+        )
+        carrier = RecordingCarrier()
+        channel.subscribe("e", carrier)
+        await channel.ready()
+        old = await channel.publish("e", "old")
+        await carrier.wait_for(1)
+        server.restart()
+        await logs.wait_for("is behind the last id delivered")
+        new = await channel.publish("e", "new")
+        got = _payloads(await carrier.wait_for(2))
+        assert [p["id"] for p in got] == [old.id, new.id]
+        assert channel.stats()["stream_resets"] >= 1
+        past = await channel.history(since=old.id)
+        assert past.complete is False  # told, not a silent gap
+        assert [e.id for e in past] == [new.id]
+        await channel.close(forget=True)
