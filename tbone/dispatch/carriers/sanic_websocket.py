@@ -80,6 +80,14 @@ class SanicWebSocketCarrier(Carrier):
         max_bytes: int | None = None,
         close_timeout: float = 5.0,
     ) -> None:
+        if type(ws).__name__ == "WebSocketConnection":
+            # Sanic run as an ASGI app hands out this shim: it cannot close with a code and
+            # reports a disconnect as an empty message, so it cannot honour the contract.
+            raise TypeError(
+                "SanicWebSocketCarrier needs Sanic's own server; under an ASGI server "
+                "(uvicorn, hypercorn) wrap the app: app = ChannelMiddleware(app, path=..., "
+                "channel=...) from tbone_asgi (see docs/asgi.md)"
+            )
         if not isinstance(ws, WebsocketImplProtocol):
             raise TypeError(
                 f"SanicWebSocketCarrier wraps the websocket Sanic passes to a handler "
@@ -101,7 +109,9 @@ class SanicWebSocketCarrier(Carrier):
             # which must not escape as if our task had been cancelled.
             raise ConnectionResetError("the Sanic websocket's transport is closing") from None
         except ServerError as exc:
-            if self._transport() is None or self.connection.data_finished_fut is None:
+            # Sanic's words for "the handler finished": the connection is going away.
+            finished = self.connection.data_finished_fut
+            if self._transport() is None or finished is None or finished.done():
                 raise ConnectionResetError(f"the Sanic websocket is finished: {exc}") from None
             raise
 

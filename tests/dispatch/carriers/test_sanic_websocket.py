@@ -216,6 +216,19 @@ def test_carrier_refuses_what_is_not_a_sanic_websocket() -> None:
         SanicWebSocketCarrier(object())
 
 
+async def test_carrier_points_sanic_on_asgi_to_the_middleware() -> None:
+    from sanic.server.websockets.connection import WebSocketConnection
+
+    async def send(message: Any) -> None:
+        raise AssertionError("nothing is sent")
+
+    async def receive() -> Any:
+        raise AssertionError("nothing is read")
+
+    with pytest.raises(TypeError, match="ChannelMiddleware"):
+        SanicWebSocketCarrier(WebSocketConnection(send, receive))
+
+
 async def test_a_client_that_stops_reading_is_closed_with_1013_and_others_get_everything(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
