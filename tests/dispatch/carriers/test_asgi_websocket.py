@@ -1,0 +1,240 @@
+"""ASGIWebSocketCarrier on real servers: the seed's usage, gone peers, and backpressure.
+
+Backpressure is shown per server (uvicorn with each websocket implementation, Hypercorn): a
+client that reads nothing is closed with 1013 while another keeps receiving, and what the
+server buffers for it stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from tbone.dispatch import MemoryChannel
+from tbone.dispatch.carriers.asgi_websocket import ASGIWebSocketCarrier, find_transport
+from tbone_asgi import channel_route
+from tests.support.asgi_server import RunningServer, run_hypercorn, run_uvicorn, wait_until
+from tests.tbone_asgi.apps import Client, connect
+
+# -- identity and setup --------------------------------------------------------------------------
+
+
+async def test_carriers_of_one_connection_are_equal() -> None:
+    async def send(message: Any) -> None:
+        pass
+
+    async def other(message: Any) -> None:
+        pass
+
+    assert ASGIWebSocketCarrier(send) == ASGIWebSocketCarrier(send)
+    assert hash(ASGIWebSocketCarrier(send)) == hash(ASGIWebSocketCarrier(send))
+    assert ASGIWebSocketCarrier(send) != ASGIWebSocketCarrier(other)
+    with pytest.raises(TypeError, match="ASGI send callable"):
+        ASGIWebSocketCarrier(42)
+
+
+def test_disconnect_errors_cover_each_server() -> None:
+    errors = ASGIWebSocketCarrier.disconnect_errors
+    assert issubclass(WebSocketDisconnect, errors)
+    from uvicorn.protocols.utils import ClientDisconnected
+
+    assert issubclass(ClientDisconnected, errors)
+
+
+def test_find_transport_follows_wrappers() -> None:
+    class Transport:
+        def get_write_buffer_size(self) -> int:
+            return 7
+
+    class Protocol:
+        transport = Transport()
+
+        async def send(self, message: Any) -> None:
+            pass
+
+    proto = Protocol()
+    raw = proto.send
+
+    def wrap(inner: Any) -> Any:
+        async def sender(message: Any) -> None:
+            await inner(message)
+
+        return sender
+
+    assert find_transport(raw) is proto.transport
+    assert find_transport(wrap(wrap(raw))) is proto.transport
+    assert find_transport(wrap(wrap(raw)), depth=1) is None
+    assert ASGIWebSocketCarrier(wrap(raw)).backlog() == 7
+
+    async def plain(message: Any) -> None:
+        pass
+
+    assert find_transport(plain) is None
+    assert ASGIWebSocketCarrier(plain).backlog() == 0
+
+
+# -- the seed's way, with a Starlette WebSocket --------------------------------------------------
+
+
+async def test_seed_style_endpoint_with_a_starlette_websocket(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pubsub = MemoryChannel(name="pubsub")
+    unsubscribed: list[bool] = []
+
+    async def resource_event_websocket(websocket: WebSocket) -> None:
+        await websocket.accept()
+        pubsub.subscribe("resource_create", ASGIWebSocketCarrier(websocket))
+        try:
+            while True:
+                await websocket.receive_text()
+        except WebSocketDisconnect:
+            pass
+        # A new carrier for the same websocket finds the first one.
+        unsubscribed.append(pubsub.unsubscribe("resource_create", ASGIWebSocketCarrier(websocket)))
+
+    app = Starlette(routes=[WebSocketRoute("/ws", resource_event_websocket)])
+    async with run_uvicorn(app) as server:
+        async with connect(server.ws_url("/ws")) as ws:
+            await wait_until(lambda: pubsub.stats()["subscribers"] == 1)
+            for pk in range(3):
+                await pubsub.publish("resource_create", {"pk": pk})
+            frames = [await Client(ws).recv() for _ in range(3)]
+            assert [f["payload"]["data"]["pk"] for f in frames] == [0, 1, 2]
+        await wait_until(lambda: unsubscribed == [True])
+    assert pubsub.stats()["subscribers"] == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_gone_peer_is_dropped_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pubsub = MemoryChannel(name="pubsub")
+    release = asyncio.Event()
+
+    async def endpoint(websocket: WebSocket) -> None:
+        # Never reads: only a failing send can tell this endpoint that the peer left.
+        await websocket.accept()
+        pubsub.subscribe("a", ASGIWebSocketCarrier(websocket))
+        await release.wait()
+
+    app = Starlette(routes=[WebSocketRoute("/ws", endpoint)])
+    async with run_uvicorn(app) as server:
+        async with connect(server.ws_url("/ws")) as ws:
+            await wait_until(lambda: pubsub.stats()["subscribers"] == 1)
+            ws.transport.abort()
+        await wait_until(lambda: not server.connections())  # uvicorn saw the connection go
+        await pubsub.publish("a", "to nobody")
+        await wait_until(lambda: pubsub.stats()["subscribers"] == 0)
+        assert pubsub.stats()["dropped"] == 1
+        release.set()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+# -- backpressure --------------------------------------------------------------------------------
+
+FRAME = "x" * 4000  # clients turn compression off, so these are 4 KB on the wire
+MAX_BYTES = 128 * 1024  # holds a burst of BATCH frames: the consumer offers them at once
+BATCH = 10
+
+Serve = Callable[[Any], AbstractAsyncContextManager[RunningServer]]
+SERVERS: dict[str, Serve] = {
+    "uvicorn-default": lambda app: run_uvicorn(app),
+    "uvicorn-websockets": lambda app: run_uvicorn(app, ws="websockets"),
+    "uvicorn-wsproto": lambda app: run_uvicorn(app, ws="wsproto"),
+    "hypercorn": lambda app: run_hypercorn(app),
+}
+
+
+async def _stalled_client(server: RunningServer, path: str) -> Any:
+    """A websocket client that will stop reading: tiny receive buffer, one-frame queue."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.wait_for(
+        asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port)), 5
+    )
+    return await connect(
+        server.ws_url(path), sock=sock, max_queue=1, ping_interval=None, compression=None
+    )
+
+
+@pytest.mark.parametrize("server_name", list(SERVERS))
+async def test_a_client_that_reads_nothing_is_closed_1013(server_name: str) -> None:
+    channel = MemoryChannel(name="pubsub")
+    app = Starlette(routes=[channel_route("/ws", "pubsub", max_bytes=MAX_BYTES, close_timeout=10)])
+    async with (
+        SERVERS[server_name](app) as server,
+        connect(server.ws_url("/ws?events=big"), compression=None) as good,
+    ):
+        slow = await _stalled_client(server, "/ws?events=big")
+        try:
+            assert await Client(slow).sync() == []
+            assert await Client(good).sync() == []
+            received = 0
+            wanted = asyncio.Event()
+            target = 0
+
+            async def read_good() -> None:
+                nonlocal received
+                async for _ in good:
+                    received += 1
+                    if received >= target:
+                        wanted.set()
+
+            reader = asyncio.ensure_future(read_good())
+            peak = seen_backlog = 0
+            published = 0
+            try:
+                for _ in range(600):  # at most 600 x 10 frames of 4 KB
+                    for _ in range(BATCH):
+                        await channel.publish("big", FRAME)
+                    published += BATCH
+                    target = published
+                    wanted.clear()
+                    if received < target:
+                        await asyncio.wait_for(wanted.wait(), 10)
+                    peak = max(
+                        [peak] + [p.transport.get_write_buffer_size() for p in server.connections()]
+                    )
+                    seen_backlog = max(
+                        [seen_backlog] + [c.backlog() for c in channel.subscribers("big")]
+                    )
+                    if channel.stats()["closed_slow"]:
+                        break
+                assert channel.stats()["closed_slow"] == 1, f"not closed after {published} frames"
+                # The good client kept up all along and still receives.
+                for _ in range(20):
+                    await channel.publish("big", FRAME)
+                target = published + 20
+                wanted.clear()
+                if received < target:
+                    await asyncio.wait_for(wanted.wait(), 10)
+                assert received == published + 20
+                assert channel.stats()["subscribers"] == 1
+            finally:
+                reader.cancel()
+                await asyncio.wait([reader])
+            # What the server held for the stalled client stayed bounded: our outbox's limit
+            # plus the transport's high-water mark (64 KiB) and one frame.
+            assert peak <= MAX_BYTES + 64 * 1024 + len(FRAME) + 1024, peak
+            # uvicorn lets the carrier read the transport's buffer (counted against max_bytes);
+            # Hypercorn does not expose it, but its send waits for the buffer to drain.
+            if server_name.startswith("uvicorn"):
+                assert seen_backlog > 0
+            else:
+                assert seen_backlog == 0
+            # Once it reads again, the stalled client finds the 1013 after what was buffered.
+            code = await Client(slow).closed_with(timeout=15)
+            assert code == 1013
+        finally:
+            slow.transport.abort()
