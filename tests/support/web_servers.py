@@ -118,7 +118,9 @@ def new_sanic_app(prefix: str = "tbone_test") -> Any:
     """A Sanic app with a name no other test uses (Sanic keeps a process-wide app registry)."""
     from sanic import Sanic
 
-    app = Sanic(f"{prefix}_{next(_app_numbers)}")
+    # configure_logging=False: Sanic would attach handlers to the sys.stdout of this moment
+    # (pytest's capture), which later tests find closed.
+    app = Sanic(f"{prefix}_{next(_app_numbers)}", configure_logging=False)
     # Keep test output to what matters: no access log, no banner.
     app.config.ACCESS_LOG = False
     app.config.MOTD = False
