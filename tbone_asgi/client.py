@@ -37,6 +37,7 @@ import contextlib
 import json
 import logging
 import random
+import re
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 __all__ = [
     "Recovered",
+    "SubscribeFailed",
     "Subscription",
     "SubscriptionError",
     "SubscriptionLost",
@@ -102,6 +104,20 @@ class SubscriptionRefused(SubscriptionError):
         super().__init__(f"{url}: the server {what}; {hint}")
 
 
+class SubscribeFailed(SubscriptionError):
+    """The server refused a :meth:`Subscription.subscribe` call; the subscription goes on.
+
+    ``events`` are the names asked for (none of them was subscribed: a subscribe is all or
+    nothing); ``code`` and ``message`` come from the server's error frame.
+    """
+
+    def __init__(self, events: list[str], error: dict[str, Any]) -> None:
+        self.events = events
+        self.code = str(error.get("code"))
+        self.message = str(error.get("message"))
+        super().__init__(f"subscribing to {events} was refused: {self.code}: {self.message}")
+
+
 class SubscriptionLost(SubscriptionError):
     """Reconnecting failed ``attempts`` times in a row; ``__cause__`` is the last error."""
 
@@ -138,6 +154,11 @@ class _End:
         self.error = error
 
 
+# The protocol's rule for event names (tbone.dispatch.protocol.valid_event_name), checked here
+# so a bad name fails at once instead of being refused by the server at every reconnect.
+_EVENT_NAME = re.compile(r"[A-Za-z0-9_.:\-]{1,200}")
+
+
 def _check_events(events: Iterable[str] | None) -> list[str]:
     if events is None:
         return []
@@ -147,9 +168,9 @@ def _check_events(events: Iterable[str] | None) -> list[str]:
         )
     names = list(events)
     for name in names:
-        if not isinstance(name, str) or not name or "," in name:
+        if not isinstance(name, str) or not _EVENT_NAME.fullmatch(name):
             raise ValueError(
-                f"bad event name {name!r}: event names are non-empty strings without commas"
+                f"bad event name {name!r}: names are 1 to 200 characters of A-Z a-z 0-9 _ . : -"
             )
     return names
 
@@ -212,7 +233,12 @@ class Subscription:
         self._connected = asyncio.Event()
         self._disconnected = asyncio.Event()
         self._disconnected.set()
-        self._pongs: list[asyncio.Future[None]] = []
+        # ping, subscribe and unsubscribe run one at a time: each sends its frame and a ping,
+        # and an error frame that arrives before the pong answers that frame.
+        self._ack_lock = asyncio.Lock()
+        self._pong: asyncio.Future[None] | None = None
+        self._ack_errors: list[dict[str, Any]] = []
+        self._stale_pongs = 0  # pongs still due for pings that timed out
         self._task: asyncio.Task[None] | None = None
         self._ended = False
 
@@ -244,48 +270,82 @@ class Subscription:
         except (asyncio.TimeoutError, TimeoutError):
             raise TimeoutError(f"{self.url}: still connected after {timeout}s") from None
 
-    async def subscribe(self, events: Iterable[str]) -> None:
+    async def subscribe(self, events: Iterable[str], timeout: float = 10.0) -> None:
         """Add ``events`` to this subscription (also after every reconnect).
 
-        Sent at once when connected; otherwise asked for when the next connection opens. A
-        refusal arrives as an ``error`` frame (see :attr:`errors` and ``on_error``).
+        When connected, awaits the server's answer: raises :class:`SubscribeFailed` (and
+        keeps none of ``events``) when the server refuses them; the connection stays. When not
+        connected, the events are asked for when the next connection opens. Raises
+        ``ValueError`` for a name the protocol does not allow.
         """
         names = [n for n in _check_events(events) if n not in self.events]
+        if not names:
+            return
         self.events.extend(names)
-        if names:
-            await self._send({"type": "subscribe", "payload": {"events": names}})
+        errors = await self._acknowledged(
+            {"type": "subscribe", "payload": {"events": names}}, timeout
+        )
+        if errors:
+            self.events = [n for n in self.events if n not in names]
+            raise SubscribeFailed(names, errors[0])
 
-    async def unsubscribe(self, events: Iterable[str]) -> None:
-        """Stop receiving ``events`` (events already queued are still yielded)."""
+    async def unsubscribe(self, events: Iterable[str], timeout: float = 10.0) -> None:
+        """Stop receiving ``events``; awaits the server's answer when connected.
+
+        Events already queued are still yielded.
+        """
         names = [n for n in _check_events(events) if n in self.events]
+        if not names:
+            return
         self.events = [n for n in self.events if n not in names]
-        if names:
-            await self._send({"type": "unsubscribe", "payload": {"events": names}})
+        await self._acknowledged({"type": "unsubscribe", "payload": {"events": names}}, timeout)
 
     async def ping(self, timeout: float = 10.0) -> float:
         """Send a protocol ``ping`` and wait for the ``pong``; return the round trip in seconds.
 
-        Raises ``ConnectionError`` when not connected, ``TimeoutError`` when no pong comes.
+        The server answers frames in order, so once this returns every ``subscribe`` sent
+        before (and the connect-time subscriptions) is in effect. Raises ``ConnectionError``
+        when not connected, ``TimeoutError`` when no pong comes.
         """
-        ws = self._ws
-        if ws is None:
+        if self._ws is None:
             raise ConnectionError(f"{self.url}: not connected")
         loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        self._pongs.append(waiter)
         start = loop.time()
-        try:
-            await ws.send('{"type":"ping"}')
-            await asyncio.wait_for(asyncio.shield(waiter), timeout)
-        except (asyncio.TimeoutError, TimeoutError):
-            raise TimeoutError(f"{self.url}: no pong within {timeout}s") from None
-        except ConnectionClosed as exc:
-            raise ConnectionError(f"{self.url}: connection closed during ping") from exc
-        finally:
-            if waiter in self._pongs:
-                self._pongs.remove(waiter)
-            waiter.cancel()
+        await self._acknowledged(None, timeout, strict=True)
         return loop.time() - start
+
+    async def _acknowledged(
+        self, frame: dict[str, Any] | None, timeout: float, *, strict: bool = False
+    ) -> list[dict[str, Any]]:
+        """Send ``frame`` then a ping; return the error frames received before the pong.
+
+        Without a connection (or if it drops meanwhile) returns [] unless ``strict``, in which
+        case ``ConnectionError`` is raised: the next connection asks for ``self.events``.
+        """
+        async with self._ack_lock:
+            ws = self._ws
+            if ws is None:
+                if strict:
+                    raise ConnectionError(f"{self.url}: not connected")
+                return []
+            pong = self._pong = asyncio.get_running_loop().create_future()
+            self._ack_errors = []
+            try:
+                if frame is not None:
+                    await ws.send(json.dumps(frame))
+                await ws.send('{"type":"ping"}')
+                await asyncio.wait_for(asyncio.shield(pong), timeout)
+            except (asyncio.TimeoutError, TimeoutError):
+                self._stale_pongs += 1  # its pong may still come: it must not answer the next
+                raise TimeoutError(f"{self.url}: no answer within {timeout}s") from None
+            except (ConnectionClosed, ConnectionError):
+                if strict:
+                    raise ConnectionError(f"{self.url}: the connection closed") from None
+                return []
+            finally:
+                self._pong = None
+                pong.cancel()
+            return self._ack_errors
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self
@@ -334,6 +394,7 @@ class Subscription:
         delay = self.backoff[0]
         last_error: BaseException | None = None
         while True:
+            asked = list(self.events)  # what the URL asks for; later changes are sent on open
             try:
                 async with connect(
                     self.connect_url(),
@@ -346,7 +407,7 @@ class Subscription:
                     failures = 0
                     delay = self.backoff[0]
                     self.connections += 1
-                    await self._serve(ws)
+                    await self._serve(ws, asked)
                 # The server closed the connection (for example 1001 or 1012 on restart).
                 code = ws.close_code
                 if code is not None and (code in REFUSING_CLOSE_CODES or 4000 <= code <= 4999):
@@ -371,8 +432,10 @@ class Subscription:
                 self._ws = None
                 self._connected.clear()
                 self._disconnected.set()
-                for waiter in self._pongs:
-                    waiter.cancel()
+                self._stale_pongs = 0
+                if self._pong is not None and not self._pong.done():
+                    # The waiting call learns that the connection is gone.
+                    self._pong.set_exception(ConnectionError("the connection closed"))
             if self.retries is not None and failures > self.retries:
                 assert last_error is not None
                 lost = SubscriptionLost(self.url, failures, last_error)
@@ -385,12 +448,19 @@ class Subscription:
             delay = min(delay * 2, self.backoff[1])
             await asyncio.sleep(wait)
 
-    async def _serve(self, ws: ClientConnection) -> None:
+    async def _serve(self, ws: ClientConnection, asked: list[str]) -> None:
         self._ws = ws
         self._disconnected.clear()
         self._connected.set()
         resumed_from = self.last_id
         with contextlib.suppress(ConnectionClosed):
+            # subscribe()/unsubscribe() calls made during the handshake missed the URL.
+            added = [n for n in self.events if n not in asked]
+            removed = [n for n in asked if n not in self.events]
+            if added:
+                await ws.send(json.dumps({"type": "subscribe", "payload": {"events": added}}))
+            if removed:
+                await ws.send(json.dumps({"type": "unsubscribe", "payload": {"events": removed}}))
             async for message in ws:
                 frame = self._decode(message)
                 if frame is None:
@@ -410,11 +480,13 @@ class Subscription:
                 elif kind == "recovered" and isinstance(payload, dict):
                     self._recovered(payload, resumed_from)
                 elif kind == "pong":
-                    for waiter in self._pongs:
-                        if not waiter.done():
-                            waiter.set_result(None)
-                            break
+                    if self._stale_pongs:
+                        self._stale_pongs -= 1
+                    elif self._pong is not None and not self._pong.done():
+                        self._pong.set_result(None)
                 elif kind == "error" and isinstance(payload, dict):
+                    if self._pong is not None:
+                        self._ack_errors.append(payload)
                     self.errors.append(payload)
                     logger.warning("%s: server error frame: %s", self.url, payload)
                     if self.on_error is not None:

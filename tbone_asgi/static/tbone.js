@@ -28,17 +28,31 @@ const DEFAULTS = {
   WebSocket: globalThis.WebSocket,
 };
 
+// The protocol's rule for event names, checked here so a bad name fails at once instead of
+// being refused by the server at every reconnect.
+const EVENT_NAME = /^[A-Za-z0-9_.:-]{1,200}$/;
+
 function checkEvents(events) {
   if (typeof events === "string") {
-    throw new TypeError(`events must be an array of names, not the string "${events}"`);
+    throw new TypeError(`events must be an array of names, not the string "${events}": ["${events}"]`);
   }
   const names = Array.from(events || []);
   for (const name of names) {
-    if (typeof name !== "string" || name === "" || name.includes(",")) {
-      throw new TypeError(`bad event name ${JSON.stringify(name)}: use non-empty names without commas`);
+    if (typeof name !== "string" || !EVENT_NAME.test(name)) {
+      throw new TypeError(`bad event name ${JSON.stringify(name)}: names are 1 to 200 characters of A-Z a-z 0-9 _ . : -`);
     }
   }
   return names;
+}
+
+// A subscribe() the server refused: `events` were not subscribed (all or nothing).
+export class SubscribeError extends Error {
+  constructor(events, error) {
+    super(`subscribing to ${events.join(", ")} was refused: ${error.code}: ${error.message}`);
+    this.name = "SubscribeError";
+    this.events = events;
+    this.code = error.code;
+  }
 }
 
 // Resolve "/ws" or "ws" against the page: http -> ws, https -> wss.
@@ -69,6 +83,11 @@ export class TBoneClient {
     this._pingTimer = null;
     this._deadTimer = null;
     this._stopped = false;
+    // ping, subscribe and unsubscribe run one at a time: each sends its frame and a ping, and
+    // an error frame that arrives before the pong answers that frame.
+    this._chain = Promise.resolve();
+    this._pending = null; // { resolve, reject, errors, strict, timer }
+    this._stalePongs = 0; // pongs due that answer no pending call (heartbeats, timeouts)
   }
 
   // -- handlers ------------------------------------------------------------------------------
@@ -121,16 +140,73 @@ export class TBoneClient {
 
   // -- subscriptions -------------------------------------------------------------------------
 
+  // Add events (also asked for after every reconnect). Returns a Promise: when connected it
+  // settles with the server's answer, rejecting with a SubscribeError (and keeping none of
+  // the events) when the server refuses them; when not connected it resolves at once and the
+  // next connection asks for them. Throws a TypeError for a name the protocol does not allow.
   subscribe(events) {
     const names = checkEvents(events).filter((n) => !this.events.includes(n));
+    if (!names.length) return Promise.resolve();
     this.events.push(...names);
-    if (names.length) this._send({ type: "subscribe", payload: { events: names } });
+    return this._acknowledged({ type: "subscribe", payload: { events: names } }).then((errors) => {
+      if (errors.length) {
+        this.events = this.events.filter((n) => !names.includes(n));
+        throw new SubscribeError(names, errors[0]);
+      }
+    });
   }
 
+  // Stop receiving events. Returns a Promise settled with the server's answer.
   unsubscribe(events) {
     const names = checkEvents(events).filter((n) => this.events.includes(n));
+    if (!names.length) return Promise.resolve();
     this.events = this.events.filter((n) => !names.includes(n));
-    if (names.length) this._send({ type: "unsubscribe", payload: { events: names } });
+    return this._acknowledged({ type: "unsubscribe", payload: { events: names } }).then(() => {});
+  }
+
+  // Send a ping; resolves with the round trip in ms when the pong arrives. The server answers
+  // in order, so a resolved ping also means every earlier subscribe() is in effect. Rejects
+  // when not connected, when the connection drops, or after `timeout` ms.
+  ping(timeout = this.options.pongTimeout) {
+    const started = performance.now();
+    return this._acknowledged(null, timeout, true).then(() => performance.now() - started);
+  }
+
+  // Send `frame` then a ping, one call at a time; resolve with the error frames received
+  // before the pong. Without a connection (or if it drops) resolve with [] unless `strict`.
+  _acknowledged(frame, timeout = this.options.pongTimeout, strict = false) {
+    const run = this._chain.then(
+      () =>
+        new Promise((resolve, reject) => {
+          const ws = this._ws;
+          if (!ws || ws.readyState !== 1) {
+            if (strict) reject(new Error("tbone: not connected"));
+            else resolve([]);
+            return;
+          }
+          const pending = { resolve, reject, errors: [], strict };
+          pending.timer = setTimeout(() => {
+            this._pending = null;
+            this._stalePongs += 1; // its pong may still come: it must not answer the next
+            reject(new Error(`tbone: no answer within ${timeout} ms`));
+          }, timeout);
+          this._pending = pending;
+          if (frame) ws.send(JSON.stringify(frame));
+          ws.send(JSON.stringify({ type: "ping" }));
+        }),
+    );
+    this._chain = run.catch(() => {}); // one failure must not block the calls after it
+    return run;
+  }
+
+  _settle(lost) {
+    const pending = this._pending;
+    if (!pending) return;
+    this._pending = null;
+    clearTimeout(pending.timer);
+    if (!lost) pending.resolve(pending.errors);
+    else if (pending.strict) pending.reject(new Error("tbone: connection closed"));
+    else pending.resolve([]);
   }
 
   // -- connection ----------------------------------------------------------------------------
@@ -150,6 +226,7 @@ export class TBoneClient {
     clearTimeout(this._retryTimer);
     if (this._ws) return this;
     const resumedFrom = this.lastId;
+    const asked = [...this.events]; // what the URL asks for; later changes are sent on open
     this._setState(this.attempt ? "reconnecting" : "connecting");
     let ws;
     try {
@@ -161,6 +238,11 @@ export class TBoneClient {
     this._ws = ws;
     ws.onopen = () => {
       this.attempt = 0;
+      // subscribe()/unsubscribe() calls made during the handshake missed the URL.
+      const added = this.events.filter((n) => !asked.includes(n));
+      const removed = asked.filter((n) => !this.events.includes(n));
+      if (added.length) this._send({ type: "subscribe", payload: { events: added } });
+      if (removed.length) this._send({ type: "unsubscribe", payload: { events: removed } });
       this._setState("open");
       this._startPing();
     };
@@ -214,9 +296,12 @@ export class TBoneClient {
       }
       case "error":
         console.warn("tbone: server error frame", payload);
+        if (this._pending) this._pending.errors.push(payload);
         this._emit("error", payload);
         break;
       case "pong":
+        if (this._stalePongs) this._stalePongs -= 1;
+        else this._settle(false);
         break;
       default:
         console.warn("tbone: ignoring an unknown frame", frame);
@@ -241,6 +326,8 @@ export class TBoneClient {
     if (ws !== this._ws) return; // an old socket closing late
     this._ws = null;
     this._stopPing();
+    this._stalePongs = 0;
+    this._settle(true);
     if (this._stopped) return;
     if (REFUSING_CLOSE_CODES.has(code) || (code >= 4000 && code <= 4999)) {
       this._setState("failed", { code, reason });
@@ -260,6 +347,7 @@ export class TBoneClient {
   _startPing() {
     this._stopPing();
     this._pingTimer = setInterval(() => {
+      this._stalePongs += 1; // this pong answers no ping() call
       this._send({ type: "ping" });
       if (!this._deadTimer) {
         this._deadTimer = setTimeout(() => this._dead(), this.options.pongTimeout);

@@ -17,6 +17,7 @@ from tbone.dispatch import MemoryChannel
 from tbone_asgi import channel_route
 from tbone_asgi.client import (
     Recovered,
+    SubscribeFailed,
     Subscription,
     SubscriptionLost,
     SubscriptionRefused,
@@ -160,10 +161,8 @@ async def test_subscribe_and_unsubscribe_while_connected(
 ) -> None:
     async with subscribe(server.ws_url(), events=["a"]) as sub:
         await ready(sub)
-        await sub.subscribe(["b"])
-        await sub.ping()  # answered after the subscribe frame was handled
+        await sub.subscribe(["b"])  # awaits the server's answer
         await sub.unsubscribe(["a"])
-        await sub.ping()
         assert sub.events == ["b"]
         await channel.publish("a", "not any more")
         expected = await channel.publish("b", "yes")
@@ -171,18 +170,30 @@ async def test_subscribe_and_unsubscribe_while_connected(
     assert [(e.name, e.id) for e in got] == [("b", expected.id)]
 
 
-async def test_error_frames_are_surfaced_and_the_connection_stays(
-    server: RestartableServer, channel: MemoryChannel
+async def test_a_refused_subscribe_raises_and_the_connection_stays(
+    channel: MemoryChannel,
 ) -> None:
     errors: list[dict[str, Any]] = []
-    async with subscribe(server.ws_url(), events=["a"], on_error=errors.append) as sub:
+    app = Starlette(
+        routes=[channel_route("/ws", channel, authorize=lambda conn, event: event != "secret")]
+    )
+    async with (
+        RestartableServer(app) as server,
+        subscribe(server.ws_url(), events=["a"], on_error=errors.append) as sub,
+    ):
         await ready(sub)
-        await sub.subscribe(["not a valid name!"])
-        await sub.ping()
-        assert [e["code"] for e in errors] == ["bad_event"]
+        with pytest.raises(SubscribeFailed) as caught:
+            await sub.subscribe(["b", "secret"])
+        assert caught.value.code == "forbidden"
+        assert caught.value.events == ["b", "secret"]
+        assert sub.events == ["a"]  # all or nothing, and not asked for again on reconnect
+        assert [e["code"] for e in errors] == ["forbidden"]
         assert sub.errors == errors
+        await channel.publish("b", "not subscribed")
         event = await channel.publish("a", 1)
         assert [e.id for e in await take(sub, 1)] == [event.id]
+        await sub.subscribe(["b"])  # accepted: no error
+        assert sub.events == ["a", "b"]
 
 
 def test_bad_arguments_are_refused_with_a_fix() -> None:
@@ -190,8 +201,10 @@ def test_bad_arguments_are_refused_with_a_fix() -> None:
         Subscription("http://127.0.0.1:1/ws")
     with pytest.raises(TypeError, match=r"events=\['tick'\]"):
         Subscription("ws://127.0.0.1:1/ws", "tick")
-    with pytest.raises(ValueError, match="without commas"):
+    with pytest.raises(ValueError, match="1 to 200 characters"):
         Subscription("ws://127.0.0.1:1/ws", ["a,b"])
+    with pytest.raises(ValueError, match="1 to 200 characters"):
+        Subscription("ws://127.0.0.1:1/ws", ["no spaces"])
     with pytest.raises(ValueError, match="retries"):
         Subscription("ws://127.0.0.1:1/ws", retries=-1)
 
@@ -239,9 +252,14 @@ async def test_cli_listen_prints_json_lines(
 
 
 async def test_cli_reports_a_refusal_and_bad_arguments(server: RestartableServer) -> None:
-    code, _, err = await _cli("listen", server.ws_url(), "--events", "bad name!")
+    app = Starlette(routes=[channel_route("/ws", "cli-refuse", events=["a"])])
+    async with RestartableServer(app) as refusing:
+        code, _, err = await _cli("listen", refusing.ws_url(), "--events", "b")
     assert code == 1
     assert "HTTP 403" in err
+    code, _, err = await _cli("listen", server.ws_url(), "--events", "bad name!")
+    assert code == 2
+    assert "1 to 200 characters" in err
     code, _, err = await _cli("listen", "http://127.0.0.1:1/ws", "--events", "a")
     assert code == 2
     assert "ws://" in err

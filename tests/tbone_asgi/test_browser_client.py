@@ -1,0 +1,151 @@
+"""tbone.js in headless Chromium against a real uvicorn: order, unsubscribe, errors, refusals."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from tbone.dispatch import MemoryChannel
+from tbone_asgi import channel_route
+from tests.demo.browser import launch_chromium
+from tests.demo.restartable import RestartableServer
+
+pytestmark = pytest.mark.timeout(60)
+
+WAIT = 10_000  # ms
+
+# The page imports the module itself; each test drives it through page.evaluate.
+PAGE = """<!doctype html><meta charset="utf-8"><title>tbone.js</title>
+<script type="module">
+import * as tbone from "/static/tbone/tbone.js";
+window.tbone = tbone;
+window.got = [];
+window.states = [];
+window.errors = [];
+window.open = (options) => {
+  const client = tbone.connect("/ws", options);
+  client.on("*", (data, event) => window.got.push([event.name, data, event.id, event.channel]));
+  client.onState((change) => window.states.push(change.state));
+  client.onError((error) => window.errors.push(error));
+  window.client = client;
+  return new Promise((resolve) => client.onState((c) => c.state === "open" && resolve()));
+};
+window.loaded = true;
+</script>"""
+
+
+@pytest.fixture
+async def channel() -> MemoryChannel:
+    return MemoryChannel(name="js-client")
+
+
+@pytest.fixture
+async def page(channel: MemoryChannel) -> AsyncIterator[Any]:
+    async def index(request: Request) -> HTMLResponse:
+        return HTMLResponse(PAGE)
+
+    app = Starlette(
+        routes=[
+            Route("/", index),
+            channel_route("/ws", channel, authorize=lambda conn, event: event != "secret"),
+            Mount("/static/tbone", StaticFiles(packages=[("tbone_asgi", "static")])),
+        ]
+    )
+    async with RestartableServer(app) as server:
+        async for browser in launch_chromium():
+            tab = await browser.new_page()
+            problems: list[str] = []
+            tab.on("pageerror", lambda exc, problems=problems: problems.append(str(exc)))
+            await tab.goto(server.url)
+            await tab.wait_for_function("window.loaded === true", timeout=WAIT)
+            yield tab
+            await tab.close()
+            assert problems == []
+
+
+async def got(page: Any, count: int) -> list[list[Any]]:
+    await page.wait_for_function(f"window.got.length >= {count}", timeout=WAIT)
+    frames: list[list[Any]] = await page.evaluate("window.got")
+    return frames
+
+
+async def test_events_in_order_then_unsubscribe(page: Any, channel: MemoryChannel) -> None:
+    await page.evaluate("window.open({events: ['a', 'b']})")
+    await page.evaluate("window.client.ping()")  # answered after the subscriptions are on
+    sent = [await channel.publish("a", n) for n in range(5)]
+    sent.append(await channel.publish("b", {"x": "y"}))
+    assert await got(page, 6) == [[e.name, e.data, e.id, "js-client"] for e in sent]
+
+    await page.evaluate("window.client.unsubscribe(['a'])")  # resolves once the server did it
+    await channel.publish("a", "not any more")
+    last = await channel.publish("b", "still")
+    frames = await got(page, 7)
+    assert frames[6] == ["b", "still", last.id, "js-client"]
+    assert len(frames) == 7
+    assert await page.evaluate("window.client.lastId") == last.id
+    assert await page.evaluate("window.client.events") == ["b"]
+
+
+async def test_a_refused_subscribe_rejects_and_the_connection_stays(
+    page: Any, channel: MemoryChannel
+) -> None:
+    await page.evaluate("window.open({events: ['a']})")
+    refused = await page.evaluate(
+        "window.client.subscribe(['c', 'secret'])"
+        ".then(() => null, (e) => [e.name, e.code, e.events])"
+    )
+    assert refused == ["SubscribeError", "forbidden", ["c", "secret"]]
+    assert [e["code"] for e in await page.evaluate("window.errors")] == ["forbidden"]
+    assert await page.evaluate("window.client.events") == ["a"]  # all or nothing
+    await page.evaluate("window.client.subscribe(['c'])")  # resolves: accepted
+    event = await channel.publish("c", 1)
+    assert (await got(page, 1))[0][2] == event.id
+    assert await page.evaluate("window.client.state") == "open"
+
+
+async def test_an_incomplete_resume_is_surfaced(page: Any, channel: MemoryChannel) -> None:
+    # An id from an earlier life of the channel (another epoch): history cannot reach back.
+    await page.evaluate("window.open({events: ['a'], since: '1-1'})")
+    await page.wait_for_function("window.client.recoveries.length === 1", timeout=WAIT)
+    assert await page.evaluate("window.client.recoveries") == [
+        {"channel": "js-client", "complete": False, "since": "1-1"}
+    ]
+
+
+async def test_a_refusing_close_stops_reconnecting(page: Any) -> None:
+    await page.evaluate("window.open({events: ['a']})")
+    # A frame over the server's 64 KiB limit: closed with 1009, which retrying cannot fix.
+    await page.evaluate("window.client._ws.send('x'.repeat(70000))")
+    await page.wait_for_function("window.client.state === 'failed'", timeout=WAIT)
+    # No "reconnecting" in between: the client stopped (handlers were added after "connecting").
+    assert await page.evaluate("window.states") == ["open", "failed"]
+
+
+async def test_bad_arguments_throw_with_the_fix(page: Any) -> None:
+    message = await page.evaluate(
+        "(() => { try { window.tbone.connect('/ws', {events: 'a'}) } catch (e) "
+        "{ return e.message } })()"
+    )
+    assert "array of names" in message
+    message = await page.evaluate(
+        "(() => { try { window.tbone.connect('/ws', {events: ['no spaces']}) } catch (e) "
+        "{ return e.message } })()"
+    )
+    assert "1 to 200 characters" in message
+    message = await page.evaluate(
+        "(() => { try { window.tbone.connect('ftp://x/ws') } catch (e) { return e.message } })()"
+    )
+    assert "ws://" in message
+    url = await page.evaluate(
+        "new window.tbone.TBoneClient('/ws?token=t', {events: ['a', 'b'], since: '5-2'})"
+        ".connectURL()"
+    )
+    assert url.endswith("/ws?token=t&events=a,b&since=5-2")
+    assert url.startswith("ws://127.0.0.1:")
