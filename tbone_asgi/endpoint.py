@@ -83,10 +83,10 @@ class ChannelEndpoint:
                 "e.g. channel_route('/ws', 'pubsub')"
             )
         self.channel = channel
-        self.events = tuple(events) if events is not None else None
-        if self.events is not None:
+        if events is not None:
             # A bad configuration fails when the app is built, not at the first connection.
-            check_event_names(self.events)
+            check_event_names(events)
+        self.events = tuple(events) if events is not None else None
         self.authorize = authorize
         self.origins = OriginPolicy(allowed_origins)
         self.limits = limits or Limits()
