@@ -42,6 +42,9 @@ logger = logging.getLogger("tbone_asgi")
 
 _CLOSE_REASONS = {1008: "policy violation", 1009: "frame too big"}
 
+# Open connections per channel in this process, for ChannelEndpoint.max_connections.
+_open: dict[Channel, int] = {}
+
 
 def resolve_channel(channel: Channel | str) -> Channel:
     """``channel`` itself, or the channel registered under that name (a new MemoryChannel if none).
@@ -62,7 +65,10 @@ class ChannelEndpoint:
     ``HTTPConnection`` with headers, cookies, query params, and ``user``/``session`` when
     those middlewares run), ``allowed_origins`` (see :mod:`tbone_asgi.origin`), ``limits``
     (:class:`~tbone.dispatch.protocol.Limits`), ``max_messages``/``max_bytes`` (the
-    connection's outbox, counting what the server still buffers) and ``close_timeout``.
+    connection's outbox, counting what the server still buffers), ``close_timeout`` and
+    ``max_connections`` (10,000: open connections per channel in this process, counted across
+    endpoints; one more is accepted and closed at once with 1013, try again later, so clients
+    back off and retry instead of treating it as a refusal).
     """
 
     def __init__(
@@ -76,6 +82,7 @@ class ChannelEndpoint:
         max_messages: int | None = None,
         max_bytes: int | None = None,
         close_timeout: float = 5.0,
+        max_connections: int = 10_000,
     ) -> None:
         if not isinstance(channel, (Channel, str)) or channel == "":
             raise TypeError(
@@ -93,6 +100,9 @@ class ChannelEndpoint:
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self.close_timeout = close_timeout
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, got {max_connections}")
+        self.max_connections = max_connections
 
     def __repr__(self) -> str:
         name = self.channel if isinstance(self.channel, str) else self.channel.name
@@ -117,6 +127,33 @@ class ChannelEndpoint:
             return
 
         channel = resolve_channel(self.channel)
+        if _open.get(channel, 0) >= self.max_connections:
+            logger.info(
+                "refused websocket %s: channel %r has max_connections=%d open; closing with 1013",
+                scope.get("path"),
+                channel.name,
+                self.max_connections,
+            )
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": 1013, "reason": "too many connections"})
+            return
+        _open[channel] = _open.get(channel, 0) + 1
+        try:
+            await self._connect(scope, receive, send, channel, events, since)
+        finally:
+            _open[channel] -= 1
+            if not _open[channel]:
+                del _open[channel]
+
+    async def _connect(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        channel: Channel,
+        events: list[str],
+        since: str | None,
+    ) -> None:
         carrier = ASGIWebSocketCarrier(
             send,
             max_messages=self.max_messages,

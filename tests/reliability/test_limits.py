@@ -1,0 +1,144 @@
+"""Per-connection and per-channel limits: each has a default, and each is enforced over uvicorn.
+
+Defaults (``docs/security.md``): client frames up to 64 KiB (else 1009), 100 events per
+subscribe frame, 100 subscriptions per connection, 50 frames/s sustained with a burst of 50
+(else 1008), 10 bad frames in a row (else 1008), 10,000 connections per channel and process
+(else 1013), and an outbox of 1,000 messages / 1 MiB per connection (else 1013).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+
+from tbone.dispatch import MemoryChannel, jsonenc
+from tbone.dispatch.carriers import Carrier
+from tbone.dispatch.protocol import Limits
+from tbone_asgi import ChannelEndpoint, channel_route
+from tbone_asgi import endpoint as endpoint_module
+from tests.support.asgi_server import RunningServer, run_uvicorn
+from tests.support.web_servers import read_until_closed, wait_until, ws_connect
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[RunningServer]:
+    async with run_uvicorn(Starlette(routes=[channel_route("/ws", "limits")])) as running:
+        yield running
+
+
+async def _answer(ws: Any, frame: Any) -> Any:
+    await ws.send(frame if isinstance(frame, str) else jsonenc.dumps(frame))
+    return jsonenc.loads(await asyncio.wait_for(ws.recv(), 5))
+
+
+def test_defaults_exist() -> None:
+    limits = Limits()
+    assert limits.max_frame_bytes == 64 * 1024
+    assert limits.max_events_per_subscribe == 100
+    assert limits.max_subscriptions == 100
+    assert limits.max_errors == 10
+    assert limits.max_messages_per_second == 50
+    assert ChannelEndpoint("limits").max_connections == 10_000
+    assert (Carrier.default_max_messages, Carrier.default_max_bytes) == (1000, 1 << 20)
+    with pytest.raises(ValueError, match="max_connections must be at least 1"):
+        ChannelEndpoint("limits", max_connections=0)
+
+
+async def test_frame_size(server: RunningServer) -> None:
+    async with ws_connect(server.ws_url("/ws"), max_size=None) as ws:
+        # Exactly at the limit: answered (it is not JSON), the connection stays.
+        answer = await _answer(ws, "x" * (64 * 1024))
+        assert answer["payload"]["code"] == "bad_json"
+        await ws.send("x" * (64 * 1024 + 1))
+        _, closed = await read_until_closed(ws)
+    assert closed.rcvd is not None
+    assert closed.rcvd.code == 1009
+
+
+async def test_events_per_subscribe(server: RunningServer) -> None:
+    async with ws_connect(server.ws_url("/ws")) as ws:
+        names = [f"e{n}" for n in range(101)]
+        answer = await _answer(ws, {"type": "subscribe", "payload": {"events": names}})
+        assert answer["payload"]["code"] == "too_many_events"
+        # All or nothing: none of the 101 was subscribed, so 100 still fit.
+        await ws.send(jsonenc.dumps({"type": "subscribe", "payload": {"events": names[:100]}}))
+        assert await _answer(ws, {"type": "ping"}) == {"type": "pong"}
+        assert MemoryChannel(name="limits").stats()["subscriptions"] == 100
+
+
+async def test_subscriptions_per_connection(server: RunningServer) -> None:
+    async with ws_connect(server.ws_url("/ws")) as ws:
+        for start in (0, 50):
+            names = [f"e{n}" for n in range(start, start + 50)]
+            await ws.send(jsonenc.dumps({"type": "subscribe", "payload": {"events": names}}))
+        assert await _answer(ws, {"type": "ping"}) == {"type": "pong"}
+        answer = await _answer(ws, {"type": "subscribe", "payload": {"events": ["one-more"]}})
+        assert answer["payload"]["code"] == "too_many_subscriptions"
+        # Re-subscribing to held events is not a new subscription.
+        await ws.send(jsonenc.dumps({"type": "subscribe", "payload": {"events": ["e1", "e2"]}}))
+        assert await _answer(ws, {"type": "ping"}) == {"type": "pong"}
+        assert MemoryChannel(name="limits").stats()["subscriptions"] == 100
+
+
+async def test_messages_per_second(server: RunningServer) -> None:
+    async with ws_connect(server.ws_url("/ws")) as ws:
+        for _ in range(60):  # faster than 50/s: the burst of 50 runs out
+            await ws.send('{"type":"ping"}')
+        texts, closed = await read_until_closed(ws)
+    assert closed.rcvd is not None
+    assert closed.rcvd.code == 1008
+    pongs = sum(1 for t in texts if jsonenc.loads(t) == {"type": "pong"})
+    # The bucket holds 50 and refills at 50/s while the frames arrive: a handful more pass.
+    assert 50 <= pongs < 60
+
+
+async def test_bad_frames_in_a_row(server: RunningServer) -> None:
+    async with ws_connect(server.ws_url("/ws")) as ws:
+        for _ in range(9):
+            await ws.send("not json")
+        assert await _answer(ws, {"type": "ping"}) != {"type": "pong"}  # 9 errors come first
+        for _ in range(10):
+            await ws.send("not json")
+        texts, closed = await read_until_closed(ws)
+    assert closed.rcvd is not None
+    assert closed.rcvd.code == 1008
+    # 8 more error frames, then the pong (which reset the count), then 10 errors and the close.
+    assert sum(1 for t in texts if jsonenc.loads(t).get("type") == "pong") == 1
+
+
+async def test_connections_per_channel() -> None:
+    channel = MemoryChannel(name="capped")
+    app = Starlette(routes=[channel_route("/ws", channel, max_connections=3)])
+    async with run_uvicorn(app) as running:
+        url = running.ws_url("/ws?events=a")
+        async with ws_connect(url) as first, ws_connect(url), ws_connect(url):
+            assert await _answer(first, {"type": "ping"}) == {"type": "pong"}
+            async with ws_connect(url) as fourth:
+                _, closed = await read_until_closed(fourth)
+            assert closed.rcvd is not None
+            assert closed.rcvd.code == 1013
+            assert channel.stats()["subscribers"] == 3
+        # Once they left, there is room again.
+        await wait_until(lambda: channel not in endpoint_module._open, what="connections released")
+        async with ws_connect(url) as again:
+            assert await _answer(again, {"type": "ping"}) == {"type": "pong"}
+
+
+async def test_outbox_limit_closes_with_1013() -> None:
+    channel = MemoryChannel(name="limits")
+    app = Starlette(routes=[channel_route("/ws", channel, max_messages=5)])
+    async with run_uvicorn(app) as running:
+        async with ws_connect(running.ws_url("/ws?events=a")) as ws:
+            assert await _answer(ws, {"type": "ping"}) == {"type": "pong"}
+            # 50 publishes without yielding: the consumer hands them over in one go, before
+            # the writer task can send one, so the outbox of 5 overflows.
+            for n in range(50):
+                await channel.publish("a", n)
+            _, closed = await read_until_closed(ws)
+        assert closed.rcvd is not None
+        assert closed.rcvd.code == 1013
+        assert channel.stats()["closed_slow"] == 1
