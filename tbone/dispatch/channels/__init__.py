@@ -438,8 +438,11 @@ class _Resume:
         key = None if last is None else self.channel.order_key(last)
         if key is not None:
             self.last_key = key
-        elif past:
+        elif past or since is not None:
+            # A consumer lagging behind ``since`` delivers it (and history) late: skip those.
             self.seen = {e.id for e in past}
+            if since is not None:
+                self.seen.add(since)
         else:
             self._done()
         return waiting

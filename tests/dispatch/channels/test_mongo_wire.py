@@ -487,3 +487,28 @@ async def test_a_server_that_stops_answering_is_given_up(
     reply_cursor(reopened, [{"_id": newest}, doc("e", "after")], cursor_id=52)
     await carrier.wait_for(1)
     assert [p[1] for p in payloads(carrier)] == ["after"]
+
+
+async def test_resume_while_the_consumer_lags_behind_since(mongo: ScriptedMongo, db: Any) -> None:
+    # The client saw ``seen`` (through another process); this process's consumer has not
+    # read it yet when the client resumes here. Nothing may be sent twice.
+    channel = channel_of(db)
+    channel.subscribe("other", RecordingCarrier())
+    newest = ObjectId()
+    await start_tailing(mongo, newest, [{"_id": newest, "key": None, "marker": "start"}])
+    await asyncio.wait_for(channel.ready(), 5)
+    lagging = await mongo.receive("getMore")  # held: the consumer has not seen what follows
+    seen, missed, live = doc("e", "seen"), doc("e", "missed"), doc("e", "live")
+    carrier = RecordingCarrier()
+    resuming = asyncio.ensure_future(channel.resume(carrier, ["e"], since=str(seen["_id"])))
+    history = await mongo.receive("find")
+    assert history.doc["sort"] == {"$natural": 1}
+    reply_cursor(history, [{"_id": newest, "key": None, "marker": "start"}, seen, missed])
+    assert await asyncio.wait_for(resuming, 5) is True
+    reply_cursor(lagging, [seen, missed, live], cursor_id=42)
+    frames = await carrier.wait_for(3)
+    assert [f["type"] for f in frames] == ["event", "recovered", "event"]
+    assert [p[1] for p in payloads(carrier)] == ["missed", "live"]
+    reply_cursor(await mongo.receive("getMore"), [doc("e", "later")], cursor_id=42)
+    await carrier.wait_for(4)
+    assert [p[1] for p in payloads(carrier)] == ["missed", "live", "later"]
