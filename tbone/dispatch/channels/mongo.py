@@ -140,6 +140,8 @@ class MongoChannel(Channel):
         # next cursor resumes. None: start from "now".
         self._position: Any = None
         self._position_is_now = False
+        #: The driver's tailing cursor while one is open (for diagnostics), else None.
+        self.cursor: Any = None
         self._mongo_counts = dict.fromkeys(("cursors", "gaps", "skipped"), 0)
 
     # -- the collection ----------------------------------------------------------------------
@@ -223,6 +225,7 @@ class MongoChannel(Channel):
         cursor = self._collection.find({}, cursor_type=CursorType.TAILABLE_AWAIT)
         cursor = cursor.max_await_time_ms(int(self.await_time * 1000))
         self._mongo_counts["cursors"] += 1
+        self.cursor = cursor
         state = "opening"
         try:
             while True:
@@ -251,6 +254,7 @@ class MongoChannel(Channel):
                 if event is not None:
                     yield event
         finally:
+            self.cursor = None
             await _close_cursor(cursor)
 
     async def read_history(self, since: str | None) -> History:
