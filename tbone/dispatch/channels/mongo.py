@@ -50,8 +50,6 @@ logger = logging.getLogger("tbone.dispatch.channels.mongo")
 NAMESPACE_EXISTS = 48
 #: Bytes a document takes beyond its key and data text (``_id``, field names, ``ts``).
 _DOC_OVERHEAD = 96
-#: Seconds a server may take to answer beyond the await time before the cursor is given up.
-_STALL = 30.0
 #: Seconds allowed for killing a cursor when it is dropped.
 _CLOSE_TIMEOUT = 5.0
 
@@ -93,6 +91,9 @@ class MongoChannel(Channel):
       documents out.
     * ``prefix``: the collection is ``prefix + name`` (TBone's ``tbone_channel_``).
     * ``await_time``: seconds the server holds an idle ``getMore`` before answering empty.
+    * ``probe_interval``: seconds a cursor read may take beyond ``await_time`` before the link
+      is taken for dead (a server that stops answering with the socket still open) and the
+      cursor is re-opened.
 
     ``capacity`` and ``size`` apply when this channel creates the collection; an existing
     capped collection keeps its own limits. The collection is created on first use (publish,
@@ -111,6 +112,7 @@ class MongoChannel(Channel):
         size: int = 16 * 1024 * 1024,
         prefix: str = "tbone_channel_",
         await_time: float = 1.0,
+        probe_interval: float = 10.0,
         history: int = 1000,
         backoff: tuple[float, float] = (0.1, 5.0),
     ) -> None:
@@ -127,11 +129,14 @@ class MongoChannel(Channel):
             raise TypeError(f"prefix must be a str, got {prefix!r}")
         if not isinstance(await_time, (int, float)) or not 0 < await_time <= 60:
             raise ValueError(f"await_time must be seconds in (0, 60], got {await_time!r}")
+        if not isinstance(probe_interval, (int, float)) or probe_interval <= 0:
+            raise ValueError(f"probe_interval must be seconds > 0, got {probe_interval!r}")
         super().__init__(name, history=capacity, backoff=backoff)
         self.db = db
         self.capacity = capacity
         self.size = size
         self.await_time = float(await_time)
+        self.probe_interval = float(probe_interval)
         self.collection_name = prefix + name
         self._collection = db[self.collection_name]
         self._ensured = False
@@ -335,12 +340,12 @@ class MongoChannel(Channel):
         try:
             # Bounded: a server that stops answering without closing the socket must not
             # stall the consumer forever.
-            return await asyncio.wait_for(cursor.next(), self.await_time + _STALL)
+            return await asyncio.wait_for(cursor.next(), self.await_time + self.probe_interval)
         except StopAsyncIteration:
             return None
         except asyncio.TimeoutError:
             raise TimeoutError(
-                f"MongoDB did not answer within {self.await_time + _STALL:.0f}s "
+                f"MongoDB did not answer within {self.await_time + self.probe_interval:g}s "
                 f"(collection {self.collection_name})"
             ) from None
 

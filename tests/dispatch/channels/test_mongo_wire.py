@@ -17,7 +17,6 @@ from bson import ObjectId
 from pymongo.errors import OperationFailure
 
 from tbone.dispatch import close_all_channels, jsonenc
-from tbone.dispatch.channels import mongo as mongo_module
 from tbone.dispatch.channels.mongo import CollectionNotCapped, MongoChannel
 from tbone.dispatch.testing import RecordingCarrier
 from tests.support.mongo import DRIVERS, ScriptedMongo, connect, reply_cursor
@@ -397,6 +396,8 @@ async def test_options_are_checked(db: Any) -> None:
         MongoChannel(name="bad", db=db, size=100)
     with pytest.raises(ValueError, match="await_time"):
         MongoChannel(name="bad", db=db, await_time=0)
+    with pytest.raises(ValueError, match="probe_interval"):
+        MongoChannel(name="bad", db=db, probe_interval=-1)
     with pytest.raises(TypeError, match="needs a database"):
         MongoChannel(name="bad", db=None)
     with pytest.raises(TypeError, match="not the client"):
@@ -468,11 +469,8 @@ async def test_a_dropped_collection_is_created_again(mongo: ScriptedMongo, db: A
     assert channel.stats()["gaps"] == 1  # what was between could not be read
 
 
-async def test_a_server_that_stops_answering_is_given_up(
-    mongo: ScriptedMongo, db: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(mongo_module, "_STALL", 0.2)
-    channel = channel_of(db)
+async def test_a_server_that_stops_answering_is_given_up(mongo: ScriptedMongo, db: Any) -> None:
+    channel = channel_of(db, probe_interval=0.2)
     carrier = RecordingCarrier()
     channel.subscribe("e", carrier)
     newest = ObjectId()
