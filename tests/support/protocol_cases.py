@@ -198,6 +198,21 @@ class ProtocolCases:
                 await channel.publish("tick", 1)
                 assert [p["data"] for p in await recv_events(client, 1)] == [1]
 
+    async def test_a_since_the_channel_cannot_read_gets_an_error_and_1008(
+        self, start: Start, channel: MemoryChannel
+    ) -> None:
+        async with start(channel) as url:
+            async with ws_connect(url + "?events=tick&since=not-an-id") as client:
+                texts, closed = await read_until_closed(client)
+            assert [json.loads(t)["payload"]["code"] for t in texts] == ["bad_since"]
+            assert closed.rcvd is not None
+            assert closed.rcvd.code == 1008
+            async with ws_connect(url) as client:  # the same, as a frame: the socket stays open
+                await subscribe(client, "tick", since="not-an-id")
+                assert (await recv(client))["payload"]["code"] == "bad_since"
+                await ping(client)
+        assert channel.stats()["subscriptions"] == 0
+
     async def test_fixed_events_subscribe_at_connect_and_refuse_others(
         self, start: Start, channel: MemoryChannel
     ) -> None:

@@ -275,6 +275,52 @@ async def test_serve_pings_and_drops_a_peer_that_stops_answering() -> None:
         client.transport.abort()
 
 
+async def test_a_client_that_never_reads_again_is_aborted_after_close_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    channel = MemoryChannel(name="pubsub", history=10)
+    carriers: list[Any] = []
+    transports: list[Any] = []
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        carrier = AioHttpWebSocketCarrier(ws, max_bytes=128 * 1024, close_timeout=0.3)
+        carriers.append(carrier)
+        transports.append(request.transport)
+        channel.subscribe(EVENT, carrier)
+        async for _ in ws:
+            pass
+        return ws
+
+    blob = "x" * 4000
+    async with (
+        aiohttp_server(seed_app(handler)) as base,
+        ws_connect(
+            ws_url(base), compression=None, max_queue=4, sock=small_buffer_socket(base)
+        ) as stuck,
+    ):
+        await wait_until(lambda: len(carriers) == 1)
+        carrier = carriers[0]
+        transport = transports[0]
+        watcher = RecordingCarrier()  # fan-out reached it: the stuck carrier was offered it too
+        channel.subscribe(EVENT, watcher)
+        for n in range(3000):  # bounded: the limit is reached long before
+            await channel.publish(EVENT, {"n": n, "blob": blob})
+            if n % 20 == 19:
+                await watcher.wait_for(n + 1)
+                if carrier.closed:
+                    break
+        assert carrier.close_code == 1013
+        # The close frame waits behind unread bytes; after close_timeout the TCP connection
+        # is aborted and what the server buffered for this client is freed.
+        await wait_until(transport.is_closing, timeout=5, what="transport aborted")
+        assert transport.get_write_buffer_size() == 0
+        stuck.transport.abort()
+    assert_no_tracebacks(caplog)
+
+
 class TestProtocolOnAiohttp(ProtocolCases):
     origin_refused = staticmethod(refused_with_403)
     subscription_refused = staticmethod(refused_with_403)

@@ -315,6 +315,51 @@ async def test_sanic_pings_and_drops_a_peer_that_stops_answering() -> None:
         client.transport.abort()
 
 
+async def test_a_client_that_never_reads_again_is_aborted_after_close_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    channel = MemoryChannel(name="pubsub", history=10)
+    carriers: list[Any] = []
+    transports: list[Any] = []
+    app = new_sanic_app()
+
+    async def handler(request: Any, ws: Any) -> None:
+        carrier = SanicWebSocketCarrier(ws, max_bytes=128 * 1024, close_timeout=0.3)
+        carriers.append(carrier)
+        transports.append(ws.io_proto.transport)
+        channel.subscribe(EVENT, carrier)
+        while True:
+            await ws.recv()
+
+    app.add_websocket_route(handler, "/ws")
+    blob = "x" * 4000
+    async with (
+        sanic_server(app) as base,
+        ws_connect(
+            ws_url(base), compression=None, max_queue=4, sock=small_buffer_socket(base)
+        ) as stuck,
+    ):
+        await wait_until(lambda: len(carriers) == 1)
+        carrier = carriers[0]
+        transport = transports[0]
+        watcher = RecordingCarrier()  # fan-out reached it: the stuck carrier was offered it too
+        channel.subscribe(EVENT, watcher)
+        for n in range(3000):  # bounded: the limit is reached long before
+            await channel.publish(EVENT, {"n": n, "blob": blob})
+            if n % 20 == 19:
+                await watcher.wait_for(n + 1)
+                if carrier.closed:
+                    break
+        assert carrier.close_code == 1013
+        # The close frame waits behind unread bytes; after close_timeout the TCP connection
+        # is aborted and what the server buffered for this client is freed.
+        await wait_until(transport.is_closing, timeout=5, what="transport aborted")
+        assert transport.get_write_buffer_size() == 0
+        stuck.transport.abort()
+    assert_no_tracebacks(caplog)
+
+
 class TestProtocolOnSanic(ProtocolCases):
     """Through add_route: a bad Origin gets 403 before the upgrade; Sanic upgrades before a
     handler runs, so a refused connect-time subscription is an error frame and 1008."""
