@@ -126,6 +126,10 @@ class RedisChannel(Channel):
     * ``socket_timeout``: seconds a ``publish`` or history read waits for Redis (clients made
       from ``url`` only).
     * ``backoff``: (first, max) seconds between reconnect attempts, with full jitter.
+
+    Connections belong to the event loop that opened them: ``await channel.close()`` before
+    that loop ends (``tbone_asgi.channels_lifespan`` does); the channel then runs again on the
+    next loop with new connections.
     """
 
     backend = "redis"

@@ -333,3 +333,43 @@ async def test_redis_restarted_without_its_data(tmp_path: Path, logs: _LogWatch)
         assert past.complete is False  # told, not a silent gap
         assert [e.id for e in past] == [new.id]
         await channel.close(forget=True)
+
+
+async def test_a_quiet_channel_is_not_mistaken_for_a_dead_link(
+    make_channel: Any, logs: _LogWatch
+) -> None:
+    channel = await make_channel("quiet", block_ms=50, probe_interval=0.2)
+    carrier = RecordingCarrier()
+    channel.subscribe("e", carrier)
+    await channel.ready()
+    # Many empty XREAD BLOCK answers in a row, and no failure among them.
+    with pytest.raises((asyncio.TimeoutError, TimeoutError)):
+        await logs.wait_for("backend failed", timeout=0.6)
+    stats = channel.stats()
+    assert (stats["errors"], stats["reconnects"]) == (0, 0)
+    assert stats["last_answer_s"] < 0.2
+    event = await channel.publish("e", "still here")
+    assert _payloads(await carrier.wait_for(1))[0]["id"] == event.id
+
+
+def test_a_channel_closed_on_one_event_loop_runs_again_on_the_next(
+    redis_server: RedisServer,
+) -> None:
+    # Tests and reloads run the same channel (a process-wide singleton) on one loop after
+    # another: clients of the first loop must not be reused on the second.
+    async def round_trip(value: int) -> tuple[RedisChannel, list[Any]]:
+        channel = RedisChannel(name="loops", url=redis_server.url, block_ms=100, probe_interval=1)
+        carrier = RecordingCarrier()
+        channel.subscribe("e", carrier)
+        await channel.ready()
+        await channel.publish("e", value)
+        got = [p["data"] for p in _payloads(await carrier.wait_for(1))]
+        await channel.close()  # the channel stays registered
+        return channel, got
+
+    first, got = asyncio.run(round_trip(1))
+    assert got == [1]
+    second, got = asyncio.run(round_trip(2))
+    assert second is first
+    assert got == [2]
+    asyncio.run(second.close(forget=True))
