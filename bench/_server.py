@@ -9,7 +9,8 @@ on stdout (one line), then serves. Every kind serves:
   JSON;
 * ``POST /burst?k=K``: publish K events of ~200 bytes as fast as the publisher is let to,
   in a background task (the response does not wait for it); with ``&wait=1`` the response
-  comes once the last publish returned, with the seconds the K publishes took.
+  comes once the last publish returned, with the seconds the K publishes took; with
+  ``&rate=R`` the events are paced at R per second instead.
 
 Kinds: ``raw`` (a Starlette endpoint keeping a set of websockets; per event, ``json.dumps``
 and ``await send_text`` on each socket in turn), ``broadcaster`` (encode/broadcaster on
@@ -97,8 +98,18 @@ def _control_app(
 
     bursts: set[asyncio.Task[None]] = set()
 
-    async def burst(k: int) -> None:
+    async def burst(k: int, rate: float = 0.0) -> None:
+        if not rate:
+            for seq in range(k):
+                await publish(seq)
+            return
+        # Paced: event i is published at start + i / rate (or at once when running late).
+        loop = asyncio.get_running_loop()
+        start = loop.time()
         for seq in range(k):
+            delay = start + seq / rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
             await publish(seq)
 
     async def stats(request: Request) -> JSONResponse:
@@ -107,11 +118,12 @@ def _control_app(
 
     async def start_burst(request: Request) -> JSONResponse:
         k = int(request.query_params["k"])
+        rate = float(request.query_params.get("rate", 0))
         if request.query_params.get("wait") == "1":
             start = time.perf_counter()
-            await burst(k)
+            await burst(k, rate)
             return JSONResponse({"k": k, "seconds": time.perf_counter() - start})
-        task = asyncio.get_running_loop().create_task(burst(k))
+        task = asyncio.get_running_loop().create_task(burst(k, rate))
         bursts.add(task)  # the loop holds tasks weakly
         task.add_done_callback(bursts.discard)
         return JSONResponse({"k": k})
