@@ -223,6 +223,20 @@ class ProtocolCases:
             await channel.publish("resource_create", {"pk": 1})
             assert [p["data"] for p in await recv_events(client, 1)] == [{"pk": 1}]
 
+    async def test_closing_the_channel_closes_every_client_with_1001(
+        self, start: Start, channel: MemoryChannel
+    ) -> None:
+        async with start(channel) as url, ws_connect(url) as one, ws_connect(url) as two:
+            for client in (one, two):
+                await subscribe(client, "tick")
+                await ping(client)
+            await asyncio.wait_for(channel.close(), 10)  # app shutdown
+            for client in (one, two):
+                _, closed = await read_until_closed(client)
+                assert closed.rcvd is not None
+                assert closed.rcvd.code == 1001
+            assert channel.stats()["subscribers"] == 0
+
     async def test_a_client_that_vanishes_is_dropped(
         self, start: Start, channel: MemoryChannel, caplog: pytest.LogCaptureFixture
     ) -> None:
