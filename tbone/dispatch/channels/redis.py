@@ -21,7 +21,7 @@ long form):
 * ``publish`` refuses an event whose encoded data is larger than ``max_message_bytes`` with
   :class:`MessageTooLarge`, before anything reaches Redis.
 
-Needs redis-py >= 5 (its ``redis.asyncio`` API) and Redis >= 5.0 (streams, ``XADD MAXLEN ~``).
+Needs redis-py >= 5.0.1 (its ``redis.asyncio`` API) and Redis >= 5.0 (streams, ``XADD MAXLEN ~``).
 """
 
 from __future__ import annotations
@@ -39,15 +39,18 @@ try:
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("RedisChannel needs redis-py >= 5: pip install 'tbone-asgi[redis]'") from exc
+    raise ImportError(
+        "RedisChannel needs redis-py >= 5.0.1: pip install 'tbone-asgi[redis]'"
+    ) from exc
 
 from tbone.dispatch import jsonenc
 from tbone.dispatch.channels import Channel
 from tbone.dispatch.events import Event, History
 
-if int(redis.__version__.split(".", 1)[0]) < 5:  # pragma: no cover - depends on the environment
+# 5.0.1 brought Redis.aclose() and Redis.from_pool(), both used here.
+if tuple(int(n) for n in re.findall(r"\d+", redis.__version__)[:3]) < (5, 0, 1):  # pragma: no cover
     raise ImportError(
-        f"RedisChannel needs redis-py >= 5 (found {redis.__version__}): "
+        f"RedisChannel needs redis-py >= 5.0.1 (found {redis.__version__}): "
         "pip install 'tbone-asgi[redis]'"
     )
 
@@ -183,7 +186,7 @@ class RedisChannel(Channel):
         self.read_count = read_count
         self.socket_timeout = socket_timeout
         self._client = client  # the user's, or ours (made per event loop) when url is given
-        self._client_loop: Any = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
         self._reader: aioredis.Redis | None = None
         self._reader_state = "stopped"
         self._last_answer: float | None = None
