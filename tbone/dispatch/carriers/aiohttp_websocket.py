@@ -1,10 +1,10 @@
 """AioHttpWebSocketCarrier: an aiohttp (3.x) ``web.WebSocketResponse`` as a channel subscriber.
 
-aiohttp's ``send_str`` writes to the transport and returns before the bytes leave (it waits for
-the transport to drain only now and then), so a client that stops reading makes the server's
-write buffer grow instead of blocking us. :meth:`AioHttpWebSocketCarrier.backlog` reports that
-buffer, and the carrier closes the connection with 1013 once it plus the outbox passes
-``max_bytes``.
+aiohttp's ``send_str`` writes to the transport and returns before the bytes leave: it waits for
+the transport to drain only every 64 KiB it writes, so a client that stops reading first makes
+the server's write buffer grow (to about 270 KiB) before a send blocks.
+:meth:`AioHttpWebSocketCarrier.backlog` reports that buffer, and the carrier closes the
+connection with 1013 once it plus the outbox passes ``max_bytes``.
 
 :func:`serve` runs the subscribe protocol (``docs/protocol.md``) on one request::
 

@@ -63,8 +63,9 @@ class SanicWebSocketCarrier(Carrier):
     Raises TypeError for anything that is not a Sanic websocket (for example the request).
     """
 
-    #: A closed websocket (Sanic's own error, or the ``websockets`` protocol's), a transport
-    #: that is closing (Sanic raises RequestCancelled), or a socket error.
+    #: A closed websocket (Sanic's own error, or the ``websockets`` protocol's) or a socket
+    #: error. :meth:`send_text` turns Sanic's RequestCancelled (a closing transport) and its
+    #: "finished" ServerError into ConnectionResetError.
     disconnect_errors: ClassVar[tuple[type[BaseException], ...]] = (
         WebsocketClosed,
         ConnectionClosed,
