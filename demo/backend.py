@@ -12,8 +12,8 @@ library.
 
 from __future__ import annotations
 
-import importlib
 import os
+from typing import Any
 from urllib.parse import urlsplit
 
 from tbone.dispatch import Channel, MemoryChannel
@@ -38,10 +38,16 @@ def make_channel(url: str | None, name: str = CHANNEL_NAME) -> Channel:
 
         return RedisChannel(name=name, url=url)
     if scheme in ("mongodb", "mongodb+srv"):
-        # Imported by name: the module needs pymongo, which the default demo does not.
-        mongo = importlib.import_module("tbone.dispatch.channels.mongo")
-        channel: Channel = mongo.MongoChannel(name=name, url=url)
-        return channel
+        # First: without pymongo it raises an ImportError that names the extra to install.
+        from tbone.dispatch.channels.mongo import MongoChannel
+
+        # isort: split
+        from pymongo import AsyncMongoClient
+
+        # The client connects on first use; the database is the URL's path ("tbone" if none).
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
+        db = client.get_default_database(default="tbone")
+        return MongoChannel(name=name, db=db)
     raise ValueError(
         f"TBONE_CHANNEL_URL={url!r}: unknown scheme {scheme!r}; use memory:// (the default), "
         "redis://host:6379/0 or mongodb://host:27017/tbone"

@@ -12,9 +12,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TextIO
 
 __all__ = ["main"]
 
@@ -70,11 +71,9 @@ async def listen(
     from tbone_asgi.client import Recovered, SubscriptionError, subscribe
 
     def on_recovered(rec: Recovered) -> None:
-        note = "complete" if rec.complete else "INCOMPLETE: events may have been missed"
-        print(f"# resumed after {rec.since or '(start)'} on {rec.channel}: {note}", file=err)
-
-    def on_error(payload: dict[str, Any]) -> None:
-        print(f"# server error: {json.dumps(payload)}", file=err)
+        # An incomplete resume and error frames are logged by the client itself (see main).
+        if rec.complete:
+            print(f"# resumed after {rec.since or '(start)'} on {rec.channel}: complete", file=err)
 
     printed = 0
     if count is not None and count <= 0:
@@ -87,7 +86,6 @@ async def listen(
             origin=origin,
             retries=retries,
             on_recovered=on_recovered,
-            on_error=on_error,
         ) as sub:
             async for event in sub:
                 line = {
@@ -109,6 +107,12 @@ async def listen(
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
+    # Reconnects and gaps are worth seeing when debugging a deployment: the client logs them.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("# %(message)s"))
+    client_log = logging.getLogger("tbone_asgi.client")
+    client_log.addHandler(handler)
+    client_log.setLevel(logging.INFO)
     events = [e.strip() for e in args.events.split(",") if e.strip()]
     try:
         return asyncio.run(

@@ -167,3 +167,19 @@ def test_the_default_backend_is_memory(url: str) -> None:
 
     channel = make_channel(url or None, name=f"demo-default-{bool(url)}")
     assert isinstance(channel, MemoryChannel)
+
+
+async def test_redis_and_mongodb_urls_pick_their_channels() -> None:
+    from demo.backend import make_channel
+    from tbone.dispatch.channels.mongo import MongoChannel
+    from tbone.dispatch.channels.redis import RedisChannel
+
+    # Nothing connects until the channel is used, so no server is needed to build them.
+    redis = make_channel("redis://127.0.0.1:1/0", name="demo-redis")
+    assert isinstance(redis, RedisChannel)
+    mongo = make_channel("mongodb://127.0.0.1:1/shop", name="demo-mongo")
+    assert isinstance(mongo, MongoChannel)
+    assert mongo.db.name == "shop"
+    await mongo.db.client.close()
+    with pytest.raises(ValueError, match="unknown scheme 'amqp'"):
+        make_channel("amqp://localhost", name="demo-bad")
