@@ -156,3 +156,27 @@ async def test_hypercorn_serves_the_route_and_drops_a_reset_client() -> None:
                 pass
         ws.transport.abort()
         await wait_until(lambda: channel.stats()["subscribers"] == 0)
+
+
+async def test_a_bad_query_string_is_refused_before_accept() -> None:
+    MemoryChannel(name="pubsub")
+    app = Starlette(routes=[channel_route("/ws", "pubsub")])
+    async with run_uvicorn(app) as server:
+        for query in ("events=a&since=1-1&since=1-2", "events=" + "a," * 201 + "&" * 201):
+            with pytest.raises(websockets.InvalidStatus) as info:
+                async with connect(server.ws_url(f"/ws?{query}")):
+                    pass
+            assert info.value.response.status_code == 403
+
+
+async def test_the_endpoint_serves_websockets_only() -> None:
+    from tbone_asgi import ChannelEndpoint
+
+    async def receive() -> Any:
+        raise AssertionError("not called")
+
+    async def send(message: Any) -> None:
+        raise AssertionError("not called")
+
+    with pytest.raises(RuntimeError, match="websocket connections only"):
+        await ChannelEndpoint("pubsub")({"type": "http"}, receive, send)

@@ -238,3 +238,28 @@ async def test_a_client_that_reads_nothing_is_closed_1013(server_name: str) -> N
             assert code == 1013
         finally:
             slow.transport.abort()
+
+
+async def test_a_stuck_client_is_aborted_after_close_timeout() -> None:
+    """The 1013 close frame cannot pass a full buffer: after close_timeout the TCP goes."""
+    channel = MemoryChannel(name="pubsub")
+    app = Starlette(routes=[channel_route("/ws", "pubsub", max_bytes=MAX_BYTES, close_timeout=0.3)])
+    async with run_uvicorn(app) as server:
+        stuck = await _stalled_client(server, "/ws?events=big")
+        try:
+            assert await Client(stuck).sync() == []
+            for _ in range(600):  # at most 600 x 10 frames of 4 KB
+                for _ in range(BATCH):
+                    last = await channel.publish("big", FRAME)
+                delivered = last.id
+                # The condition is awaited within this iteration: the late binding is harmless.
+                await wait_until(lambda: channel.stats()["last_id"] == delivered)  # noqa: B023
+                if channel.stats()["closed_slow"]:
+                    break
+            assert channel.stats()["closed_slow"] == 1
+            assert channel.stats()["subscribers"] == 0
+            # uvicorn forgets a connection once its transport is gone: the abort freed it.
+            await wait_until(lambda: not server.connections(), timeout=5)
+            assert await Client(stuck).closed_with(timeout=15) in (None, 1006)
+        finally:
+            stuck.transport.abort()
