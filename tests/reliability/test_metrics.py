@@ -141,5 +141,3 @@ def test_a_failing_stats_is_left_out(caplog: pytest.LogCaptureFixture) -> None:
     assert ("tbone_channel_subscribers", "fine") in samples
     assert not any(channel == "broken" for _, channel in samples)
     assert "stats() failed" in caplog.text
-
-
