@@ -180,3 +180,16 @@ async def test_the_endpoint_serves_websockets_only() -> None:
 
     with pytest.raises(RuntimeError, match="websocket connections only"):
         await ChannelEndpoint("pubsub")({"type": "http"}, receive, send)
+
+
+async def test_channel_route_inside_a_mount() -> None:
+    from starlette.routing import Mount
+
+    channel = MemoryChannel(name="pubsub")
+    app = Starlette(routes=[Mount("/api", routes=[channel_route("/ws", "pubsub", name="ws")])])
+    assert app.url_path_for("ws") == "/api/ws"
+    async with run_uvicorn(app) as server, connect(server.ws_url("/api/ws?events=a")) as ws:
+        client = Client(ws)
+        assert await client.sync() == []
+        await channel.publish("a", "mounted")
+        assert (await client.recv())["payload"]["data"] == "mounted"
