@@ -23,8 +23,8 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 from tbone.dispatch import jsonenc
 from tbone.dispatch.channels import Channel
@@ -45,6 +45,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 __all__ = ["CollectionNotCapped", "MongoChannel"]
 
 logger = logging.getLogger("tbone.dispatch.channels.mongo")
+
+T = TypeVar("T")
 
 #: Server error code of ``create`` when the collection already exists.
 NAMESPACE_EXISTS = 48
@@ -91,9 +93,9 @@ class MongoChannel(Channel):
       documents out.
     * ``prefix``: the collection is ``prefix + name`` (TBone's ``tbone_channel_``).
     * ``await_time``: seconds the server holds an idle ``getMore`` before answering empty.
-    * ``probe_interval``: seconds a cursor read may take beyond ``await_time`` before the link
-      is taken for dead (a server that stops answering with the socket still open) and the
-      cursor is re-opened.
+    * ``probe_interval``: seconds a read of the consumer (a ``getMore``, a position look-up)
+      may take beyond ``await_time`` before the link is taken for dead (a server that stops
+      answering with the socket still open) and the cursor is re-opened.
 
     ``capacity`` and ``size`` apply when this channel creates the collection; an existing
     capped collection keeps its own limits. The collection is created on first use (publish,
@@ -225,7 +227,7 @@ class MongoChannel(Channel):
             if after is not None:
                 self._position, self._position_is_now = self._object_id(after), False
             else:
-                self._position, self._position_is_now = await self._now(), True
+                self._position, self._position_is_now = await self._bounded(self._now()), True
         marker = self._position
         cursor = self._collection.find({}, cursor_type=CursorType.TAILABLE_AWAIT)
         cursor = cursor.max_await_time_ms(int(self.await_time * 1000))
@@ -245,10 +247,11 @@ class MongoChannel(Channel):
                         self._note_gap(marker)
                         self._ensured = False
                         await self.ensure_collection()
-                        self._position, self._position_is_now = await self._insert_marker(), True
+                        marker = await self._bounded(self._insert_marker())
+                        self._position, self._position_is_now = marker, True
                     return
                 if state == "opening":
-                    state = await self._locate(marker, doc["_id"])
+                    state = await self._bounded(self._locate(marker, doc["_id"]))
                     self.mark_ready()
                 if state == "skipping":
                     if doc["_id"] == marker:
@@ -338,15 +341,19 @@ class MongoChannel(Channel):
     async def _fetch(self, cursor: Any) -> Any:
         """The cursor's next document, or None when it has none now (or is dead)."""
         try:
-            # Bounded: a server that stops answering without closing the socket must not
-            # stall the consumer forever.
-            return await asyncio.wait_for(cursor.next(), self.await_time + self.probe_interval)
+            return await self._bounded(cursor.next())
         except StopAsyncIteration:
             return None
+
+    async def _bounded(self, step: Awaitable[T]) -> T:
+        # Every read of the consumer is bounded: a server that stops answering without
+        # closing the socket must not stall the consumer forever.
+        timeout = self.await_time + self.probe_interval
+        try:
+            return await asyncio.wait_for(step, timeout)
         except asyncio.TimeoutError:
             raise TimeoutError(
-                f"MongoDB did not answer within {self.await_time + self.probe_interval:g}s "
-                f"(collection {self.collection_name})"
+                f"MongoDB did not answer within {timeout:g}s (collection {self.collection_name})"
             ) from None
 
     def _event(self, doc: Any) -> Event | None:

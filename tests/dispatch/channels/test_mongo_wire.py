@@ -510,3 +510,23 @@ async def test_resume_while_the_consumer_lags_behind_since(mongo: ScriptedMongo,
     reply_cursor(await mongo.receive("getMore"), [doc("e", "later")], cursor_id=42)
     await carrier.wait_for(4)
     assert [p[1] for p in payloads(carrier)] == ["missed", "live", "later"]
+
+
+async def test_listen_resumes_after_a_given_id_and_kills_its_cursor(
+    mongo: ScriptedMongo, db: Any
+) -> None:
+    # What the consumer loop does after a fault, driven by hand.
+    channel = channel_of(db)
+    mongo.auto("create", lambda r: r.ok())
+    given, after = doc("e", "given"), doc("e", "after")
+    stream = channel.listen(str(given["_id"]))
+    first = asyncio.ensure_future(stream.__anext__())
+    tail = await mongo.receive("find")
+    assert (tail.doc["tailable"], tail.doc["awaitData"]) == (True, True)
+    reply_cursor(tail, [given, after], cursor_id=60)
+    event = await asyncio.wait_for(first, 5)
+    assert (event.id, event.name, event.data) == (str(after["_id"]), "e", "after")
+    assert len(mongo.commands("find")) == 1  # the position was the oldest: no look-up
+    await stream.aclose()
+    assert [k["cursors"] for k in mongo.commands("killCursors")] == [[60]]
+    assert channel.cursor is None
