@@ -38,6 +38,7 @@ try:
     import redis.asyncio as aioredis
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "RedisChannel needs redis-py >= 5.0.1: pip install 'tbone-asgi[redis]'"
@@ -209,6 +210,11 @@ class RedisChannel(Channel):
                 self.url,
                 socket_timeout=self.socket_timeout,
                 socket_connect_timeout=self.socket_timeout,
+                # One immediate retry on a new connection when the pooled one turns out dead
+                # (Redis restarted while it sat idle; older redis-py do not check before reuse).
+                # Not on timeouts: a command that timed out may still run.
+                retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+                retry_on_error=[RedisConnectionError],  # redis-py < 6 retries only these
                 **_URL_CLIENT_OPTIONS,
             )
             self._client_loop = loop
@@ -242,7 +248,9 @@ class RedisChannel(Channel):
         Raises TypeError for data :mod:`tbone.dispatch.jsonenc` cannot encode and
         :class:`MessageTooLarge` over ``max_message_bytes``, both before contacting Redis;
         redis-py's ConnectionError or TimeoutError when Redis cannot be reached (the event may
-        then have been stored or not: if it was, subscribers receive it).
+        then have been stored or not: if it was, subscribers receive it). With ``url``, a
+        connection found dead is replaced and the XADD sent once more; if the first one was
+        stored but its answer lost, the event is stored twice (two ids).
         """
         payload = jsonenc.dumps_bytes(data)
         raw_name = name.encode()
