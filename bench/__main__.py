@@ -7,6 +7,7 @@ tiny sizes (seconds in all: what the smoke test uses); ``--runs`` overrides the 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import time
@@ -36,7 +37,7 @@ def _fanout(quick: bool, runs: int | None) -> str:
 
     if quick:
         return fanout.run(sizes=(5,), runs=runs or 1, events=3)
-    return fanout.run(runs=runs or 3)
+    return fanout.run(runs=runs or 5)
 
 
 def _idle(quick: bool, runs: int | None) -> str:
@@ -64,6 +65,38 @@ BENCHMARKS: dict[str, Callable[[bool, int | None], str]] = {
 }
 
 
+def machine() -> str:
+    """One line on where the numbers come from: CPU, cores, Python, library versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    versions = []
+    for name in (
+        "uvicorn",
+        "uvloop",
+        "starlette",
+        "websockets",
+        "orjson",
+        "broadcaster",
+        "blinker",
+        "django",
+        "redis",
+    ):
+        try:
+            versions.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            versions.append(f"{name} -")
+    return (
+        f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}; " + ", ".join(versions)
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
@@ -76,12 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
-    print(
-        f"# python -m bench {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip()
-        + f"\n\nPython {platform.python_version()} on {platform.machine()}, "
-        f"{platform.system()} {platform.release()}\n",
-        flush=True,
-    )
+    command = " ".join(sys.argv[1:] if argv is None else argv)
+    print(f"# python -m bench {command}".rstrip() + "\n\n" + machine() + "\n", flush=True)
     for name in names:
         start = time.perf_counter()
         print(BENCHMARKS[name](args.quick, args.runs), flush=True)

@@ -206,7 +206,9 @@ def _broadcaster_app(url: str = "memory://") -> Any:
     async def sender(websocket: WebSocket) -> None:
         async with contextlib.AsyncExitStack() as stack:
             async with entry:
-                subscriber = await stack.enter_async_context(broadcast.subscribe(channel="tick"))
+                subscriber: Any = await stack.enter_async_context(
+                    broadcast.subscribe(channel="tick")
+                )
             subscribed[0] += 1
             try:
                 async for event in subscriber:

@@ -16,6 +16,7 @@ uses Redis pub/sub through ``Broadcast("redis://...")``.
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import socket
 import subprocess
@@ -104,7 +105,7 @@ def _round(publisher: Server, clients: list[Clients], n: int, k: int) -> dict[st
     }
 
 
-def run(*, n: int = 200, runs: int = 3, events: int = 200) -> str:
+def run(*, n: int = 1000, runs: int = 3, events: int = 100) -> str:
     """Run the benchmark with ``n`` clients and ``events`` per run; return the table."""
     from bench.fanout import available_kinds
 
@@ -124,13 +125,10 @@ def run(*, n: int = 200, runs: int = 3, events: int = 200) -> str:
             "published by worker A, one awaited publish after another."
         ),
     )
-    try:
-        import redis  # noqa: F401
-
-        from tbone.dispatch.channels import redis as _
-    except ImportError as exc:
-        table.note += f" Not run: {exc}."
-        return table.render()
+    for module in ("redis", "broadcaster", "tbone.dispatch.channels.redis"):
+        if importlib.util.find_spec(module) is None:
+            table.note += f" Not run: {module} is not installed (pip install 'tbone-asgi[bench]')."
+            return table.render()
     kinds = {"tbone": "tbone-redis", "broadcaster": "broadcaster"}
     if "tbone" not in available_kinds()[0]:
         del kinds["tbone"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from bench._report import Table, median, ratio
@@ -61,7 +61,7 @@ def _blinker(kind: str, n: int) -> Send:
     for fn in _receivers(kind, n):
         signal.connect(fn, weak=False)
 
-    def wrap(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Coroutine[Any, Any, Any]]:
         async def call(*args: Any, **kwargs: Any) -> Any:
             return fn(*args, **kwargs)
 
@@ -71,11 +71,11 @@ def _blinker(kind: str, n: int) -> Send:
 
 
 def _django(kind: str, n: int) -> Send:
-    from django.conf import settings
+    from django.conf import settings  # type: ignore[import-untyped]
 
     if not settings.configured:
         settings.configure()  # asend needs no setting, but connect() reads DEBUG
-    from django.dispatch import Signal
+    from django.dispatch import Signal  # type: ignore[import-untyped]
 
     signal = Signal()
     for fn in _receivers(kind, n):
