@@ -2,7 +2,8 @@
 
 Runs only when ``TBONE_TEST_MONGODB_URL`` names a server (``mongodb://127.0.0.1:27017``, a
 replica set works too); MongoDB cannot be installed on every machine, so without it these
-tests are skipped, in CI too. Each test works in the database ``tbone_test`` and drops the
+tests are skipped, in CI too, unless ``TBONE_REQUIRE_MONGODB=1`` (set by the job that has a
+MongoDB service) makes a missing URL an error. Each test works in the database ``tbone_test`` and drops the
 collections it made.
 """
 
@@ -27,6 +28,9 @@ from tests.dispatch.channels.behaviour import ChannelBehaviour
 from tests.support.mongo import DRIVERS, connect
 
 URL = os.environ.get("TBONE_TEST_MONGODB_URL", "")
+if not URL and os.environ.get("TBONE_REQUIRE_MONGODB") == "1":
+    # The job with a MongoDB service sets this, so a lost URL fails instead of skipping.
+    raise RuntimeError("TBONE_REQUIRE_MONGODB=1 but TBONE_TEST_MONGODB_URL is not set")
 
 pytestmark = pytest.mark.skipif(
     not URL,
