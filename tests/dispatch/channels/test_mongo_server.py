@@ -3,8 +3,8 @@
 Runs only when ``TBONE_TEST_MONGODB_URL`` names a server (``mongodb://127.0.0.1:27017``, a
 replica set works too); MongoDB cannot be installed on every machine, so without it these
 tests are skipped, in CI too, unless ``TBONE_REQUIRE_MONGODB=1`` (set by the job that has a
-MongoDB service) makes a missing URL an error. Each test works in the database ``tbone_test`` and drops the
-collections it made.
+MongoDB service) makes a missing URL an error. Each test works in the database
+``tbone_test`` and drops the collections it made.
 """
 
 from __future__ import annotations
