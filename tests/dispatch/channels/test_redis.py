@@ -376,3 +376,22 @@ def test_a_channel_closed_on_one_event_loop_runs_again_on_the_next(
     assert second is first
     assert got == [2]
     asyncio.run(second.close(forget=True))
+
+
+async def test_a_backlog_is_read_in_batches_in_order(
+    make_channel: Any, redis_server: RedisServer
+) -> None:
+    channel = await make_channel("batches", read_count=10)
+    carrier = RecordingCarrier()
+    channel.subscribe("e", carrier)
+    await channel.ready()
+    # 35 entries land in one round trip, while the reader is blocked: it reads 10 at a time.
+    async with aioredis.Redis.from_url(redis_server.url) as client:
+        pipe = client.pipeline(transaction=True)
+        for i in range(35):
+            pipe.xadd(channel.key, {"n": "e", "d": str(i)})
+        ids = [raw.decode() for raw in await pipe.execute()]
+    got = _payloads(await carrier.wait_for(35))
+    assert [p["id"] for p in got] == ids
+    assert [p["data"] for p in got] == list(range(35))
+    assert channel.stats()["behind"] is False  # the last read was not a full batch
