@@ -12,8 +12,10 @@ The rules (``docs/client.md`` has the long form; the browser client follows the 
 
 * Events arrive in the order the server sends them (the channel's order), each once.
 * When the connection drops (server restart, network fault, closed as too slow with 1013),
-  the client reconnects with exponential backoff and full jitter, and asks the server for
-  every event after the last id it received (``?since=<id>``). The server answers with the
+  the client reconnects with exponential backoff and full jitter (restarted only after a
+  connection that brought an event or a finished resume, or stayed up for ``backoff[1]``
+  seconds), and asks the server for every event after the last id it received
+  (``?since=<id>``; before the first event there is none: pass ``since`` to cover that). The server answers with the
   missed events, in order, then a ``recovered`` frame; ``complete: false`` means the server's
   history did not reach back and events may have been missed. Each ``recovered`` frame is
   recorded in :attr:`Subscription.recoveries` and given to ``on_recovered``.
@@ -24,8 +26,9 @@ The rules (``docs/client.md`` has the long form; the browser client follows the 
   iteration ends with :class:`SubscriptionLost` carrying the last error.
 * Received events wait in a queue of ``queue_size`` events for the ``async for`` loop. When the
   loop falls behind and the queue is full, the client stops reading, the server's outbox fills
-  and the server closes the connection with 1013; the client then reconnects and resumes, so
-  a slow consumer loses nothing the server's history still holds.
+  and the server closes the connection with 1013; the client then reconnects and resumes
+  (a replay bigger than the server's outbox for one connection is closed again: see
+  ``docs/client.md``).
 
 Needs the ``websockets`` library: ``pip install 'tbone-asgi[client]'``.
 """
@@ -239,6 +242,7 @@ class Subscription:
         self._pong: asyncio.Future[None] | None = None
         self._ack_errors: list[dict[str, Any]] = []
         self._stale_pongs = 0  # pongs still due for pings that timed out
+        self._progress = False  # the current connection brought an event or a resume's end
         self._task: asyncio.Task[None] | None = None
         self._ended = False
 
@@ -390,6 +394,7 @@ class Subscription:
         return urlunsplit(parts._replace(query=urlencode(query, safe=",")))
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         failures = 0
         delay = self.backoff[0]
         last_error: BaseException | None = None
@@ -405,9 +410,16 @@ class Subscription:
                     proxy=None,  # the endpoint is reached directly, as a browser on its page would
                 ) as ws:
                     failures = 0
-                    delay = self.backoff[0]
                     self.connections += 1
+                    self._progress = False
+                    opened = loop.time()
                     await self._serve(ws, asked)
+                # Start the backoff afresh only after a connection that worked: one that
+                # brought an event or a finished resume, or stayed up for a while. A server
+                # that accepts and then closes at once (say, with 1013 while it replays a
+                # backlog) must not get a reconnect storm.
+                if self._progress or loop.time() - opened >= self.backoff[1]:
+                    delay = self.backoff[0]
                 # The server closed the connection (for example 1001 or 1012 on restart).
                 code = ws.close_code
                 if code is not None and (code in REFUSING_CLOSE_CODES or 4000 <= code <= 4999):
@@ -477,8 +489,10 @@ class Subscription:
                     # Put before moving last_id: an event is only "seen" once it is queued.
                     await self._queue.put(event)
                     self.last_id = event.id
+                    self._progress = True
                 elif kind == "recovered" and isinstance(payload, dict):
                     self._recovered(payload, resumed_from)
+                    self._progress = True
                 elif kind == "pong":
                     if self._stale_pongs:
                         self._stale_pongs -= 1

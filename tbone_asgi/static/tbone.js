@@ -80,6 +80,7 @@ export class TBoneClient {
     this._hooks = { state: new Set(), recovered: new Set(), error: new Set() };
     this._ws = null;
     this._retryTimer = null;
+    this._healthy = null; // timer: the open connection has lasted long enough to count
     this._pingTimer = null;
     this._deadTimer = null;
     this._stopped = false;
@@ -237,7 +238,10 @@ export class TBoneClient {
     }
     this._ws = ws;
     ws.onopen = () => {
-      this.attempt = 0;
+      // The backoff starts afresh only once this connection has worked: it brought an event
+      // or a finished resume, or stayed up for backoff.max. A server that accepts and closes
+      // at once (say, with 1013 while it replays a backlog) must not get a reconnect storm.
+      this._healthy = setTimeout(() => this._worked(), this.options.backoff.max);
       // subscribe()/unsubscribe() calls made during the handshake missed the URL.
       const added = this.events.filter((n) => !asked.includes(n));
       const removed = asked.filter((n) => !this.events.includes(n));
@@ -290,6 +294,7 @@ export class TBoneClient {
       case "recovered": {
         const rec = { channel: payload.channel, complete: !!payload.complete, since: resumedFrom };
         this.recoveries.push(rec);
+        this._worked();
         if (!rec.complete) console.warn("tbone: history did not reach back; events may have been missed", rec);
         this._emit("recovered", rec);
         break;
@@ -308,8 +313,14 @@ export class TBoneClient {
     }
   }
 
+  _worked() {
+    clearTimeout(this._healthy);
+    this.attempt = 0;
+  }
+
   _dispatch(event) {
     this.lastId = event.id; // seen: a reconnect resumes after it
+    this._worked();
     const named = this._handlers.get(event.name) || [];
     const every = this._handlers.get("*") || [];
     for (const fn of [...named, ...every]) {
@@ -325,6 +336,7 @@ export class TBoneClient {
   _closed(ws, code, reason) {
     if (ws !== this._ws) return; // an old socket closing late
     this._ws = null;
+    clearTimeout(this._healthy);
     this._stopPing();
     this._stalePongs = 0;
     this._settle(true);

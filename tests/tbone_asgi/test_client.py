@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import sys
@@ -263,3 +264,31 @@ async def test_cli_reports_a_refusal_and_bad_arguments(server: RestartableServer
     code, _, err = await _cli("listen", "http://127.0.0.1:1/ws", "--events", "a")
     assert code == 2
     assert "ws://" in err
+
+
+async def test_no_reconnect_storm_when_every_connection_is_closed_at_once() -> None:
+    # A server that accepts and closes at once with 1013 (as one replaying a backlog bigger
+    # than the connection's outbox would): the backoff must keep growing, not restart.
+    loop = asyncio.get_running_loop()
+    accepted: list[float] = []
+    enough = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        accepted.append(loop.time())
+        if len(accepted) == 6:
+            enough.set()
+        await send({"type": "websocket.close", "code": 1013, "reason": "too slow"})
+
+    async with (
+        RestartableServer(app, lifespan="off") as server,
+        subscribe(server.ws_url(), events=["a"], backoff=(0.01, 0.2)) as sub,
+    ):
+        await asyncio.wait_for(enough.wait(), 10)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(accepted)]
+    # Waits are drawn from [d/2, d] with d = 0.01, 0.02, 0.04, 0.08, 0.16: the fifth is >= 0.08.
+    assert gaps[4] >= 0.08, gaps
+    assert sub.connections >= 5  # the sixth may still be opening on the client side
