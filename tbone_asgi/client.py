@@ -15,10 +15,11 @@ The rules (``docs/client.md`` has the long form; the browser client follows the 
   the client reconnects with exponential backoff and full jitter (restarted only after a
   connection that brought an event or a finished resume, or stayed up for ``backoff[1]``
   seconds), and asks the server for every event after the last id it received
-  (``?since=<id>``; before the first event there is none: pass ``since`` to cover that). The server answers with the
-  missed events, in order, then a ``recovered`` frame; ``complete: false`` means the server's
-  history did not reach back and events may have been missed. Each ``recovered`` frame is
-  recorded in :attr:`Subscription.recoveries` and given to ``on_recovered``.
+  (``?since=<id>``; before the first event there is none: pass ``since`` to cover that).
+  The server answers with the missed events, in order, then a ``recovered`` frame;
+  ``complete: false`` means the server's history did not reach back and events may have been
+  missed. Each ``recovered`` frame is recorded in :attr:`Subscription.recoveries` and given
+  to ``on_recovered``.
 * A refusal is not retried: an HTTP status at the handshake (403 for a refused origin or
   subscription, 404 for a wrong path) or a close with a policy code (1002, 1003, 1007, 1008,
   1009, 1010, or 4000-4999) ends the iteration with :class:`SubscriptionRefused`.
