@@ -42,7 +42,13 @@ from tbone.dispatch.carriers import Carrier
 from tbone.dispatch.channels import Channel, get_channel
 from tbone.dispatch.channels.mem import MemoryChannel
 from tbone.dispatch.events import error_frame
-from tbone.dispatch.protocol import Authorize, Limits, ProtocolSession, Refused
+from tbone.dispatch.protocol import (
+    Authorize,
+    Limits,
+    ProtocolSession,
+    Refused,
+    check_event_names,
+)
 
 __all__ = ["SanicWebSocketCarrier", "add_route", "serve"]
 
@@ -158,9 +164,9 @@ async def serve(
     ``Origin`` is checked (same-origin unless ``allowed_origins``; see ``tbone_asgi.origin``),
     then the connect-time subscriptions (``?events=a,b&since=<id>``, or the fixed ``events``)
     are checked with ``authorize(request, event)``. Sanic has already upgraded the connection
-    when a handler runs, so a refusal here sends an error frame and closes with 1008 (use
-    :func:`add_route` to refuse a bad Origin with HTTP 403 before the upgrade). Then history is
-    sent when ``since`` is given, and each client frame goes to
+    when a handler runs, so a refusal here sends an error frame and closes with 1008;
+    :func:`add_route` makes both checks before the upgrade and answers HTTP 403 instead. Then
+    history is sent when ``since`` is given, and each client frame goes to
     :class:`~tbone.dispatch.protocol.ProtocolSession` until the client leaves, breaks the
     protocol (closed with 1008, or 1009 for a frame over ``limits.max_frame_bytes``), or falls
     too far behind (closed with 1013). Every subscription ends when this returns or is
@@ -171,25 +177,243 @@ async def serve(
     :class:`SanicWebSocketCarrier`. Heartbeats are Sanic's own websocket pings
     (``WEBSOCKET_PING_INTERVAL`` and ``WEBSOCKET_PING_TIMEOUT``, 20 s each by default).
     """
-    channel = _resolve(channel)
-    carrier = SanicWebSocketCarrier(
-        ws, max_messages=max_messages, max_bytes=max_bytes, close_timeout=close_timeout
+    route = _Route(
+        channel, events, authorize, allowed_origins, limits, max_messages, max_bytes, close_timeout
     )
-    if not _origins(allowed_origins).allows(_scope(request)):
+    carrier = route.carrier(ws)
+    if not route.origins.allows(_scope(request)):
         logger.info("refused websocket %s: origin %r", request.path, request.headers.get("origin"))
         await _refuse(carrier, Refused("forbidden_origin", "this Origin may not connect"))
         return
-    session = ProtocolSession(
-        channel, carrier, events=events, authorize=authorize, limits=limits, connection=request
-    )
-    names = [n for value in request.args.getlist("events", []) for n in value.split(",") if n]
-    since = request.args.get("since")
+    session = route.session(request, carrier)
+    names, since = _query(request)
     try:
         await session.start(names, since)
     except Refused as exc:
         logger.info("refused websocket %s: %s", request.path, exc)
         await _refuse(carrier, exc)
         return
+    except BaseException:
+        _abandon(session, carrier)
+        raise
+    await _serve_session(ws, session, carrier)
+
+
+def add_route(
+    app: Any,
+    uri: str,
+    channel: Channel | str,
+    *,
+    name: str | None = None,
+    events: Collection[str] | None = None,
+    authorize: Authorize | None = None,
+    allowed_origins: Collection[str] | None = None,
+    limits: Limits | None = None,
+    max_messages: int | None = None,
+    max_bytes: int | None = None,
+    close_timeout: float = 5.0,
+) -> None:
+    """Register a websocket route at ``uri`` of Sanic ``app`` serving ``channel``'s protocol.
+
+    Unlike :func:`serve` in a handler of your own, the route refuses a connection with
+    HTTP 403 before the upgrade, as the ASGI endpoint does: a request middleware (added once
+    per app) checks the Origin and the connect-time subscriptions (``authorize`` is called once
+    per event), and only then lets Sanic upgrade. The options are those of :func:`serve`;
+    ``name`` is the Sanic route name (default: from ``uri``). Call it while setting the app
+    up, before it starts. Bad options (an ``allowed_origins`` entry, an event name, the
+    channel) raise here, not at the first connection.
+    """
+    if not isinstance(channel, (Channel, str)) or channel == "":
+        raise TypeError(f"channel must be a Channel or a channel name, got {channel!r}")
+    if events is not None:
+        check_event_names(events)
+    route = _Route(
+        channel, events, authorize, allowed_origins, limits, max_messages, max_bytes, close_timeout
+    )
+
+    async def subscribe(request: Any, ws: Any) -> None:
+        handshake: _Handshake | None = getattr(request.ctx, "tbone_handshake", None)
+        if handshake is None:  # the middleware did not run (another middleware answered)
+            await serve(
+                request,
+                ws,
+                channel,
+                events=events,
+                authorize=authorize,
+                allowed_origins=allowed_origins,
+                limits=limits,
+                max_messages=max_messages,
+                max_bytes=max_bytes,
+                close_timeout=close_timeout,
+            )
+            return
+        await handshake.run(ws)
+
+    route_name = name or "tbone_" + "".join(c if c.isalnum() else "_" for c in uri).strip("_")
+    app.add_websocket_route(subscribe, uri, name=route_name, ctx_tbone_route=route)
+    if not getattr(app.ctx, "tbone_preflight", False):
+        app.register_middleware(_preflight, "request")
+        app.ctx.tbone_preflight = True
+
+
+class _Route:
+    """What :func:`serve` and :func:`add_route` are told, checked once."""
+
+    def __init__(
+        self,
+        channel: Channel | str,
+        events: Collection[str] | None,
+        authorize: Authorize | None,
+        allowed_origins: Collection[str] | None,
+        limits: Limits | None,
+        max_messages: int | None,
+        max_bytes: int | None,
+        close_timeout: float,
+    ) -> None:
+        if not isinstance(channel, (Channel, str)) or channel == "":
+            raise TypeError(f"channel must be a Channel or a channel name, got {channel!r}")
+        self.channel = channel
+        self.events = events
+        self.authorize = authorize
+        self.origins = _origins(allowed_origins)
+        self.limits = limits
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.close_timeout = close_timeout
+
+    def carrier(self, ws: Any) -> SanicWebSocketCarrier:
+        return SanicWebSocketCarrier(
+            ws,
+            max_messages=self.max_messages,
+            max_bytes=self.max_bytes,
+            close_timeout=self.close_timeout,
+        )
+
+    def session(self, request: Any, carrier: Carrier) -> ProtocolSession:
+        channel = self.channel
+        if isinstance(channel, str):  # looked up per connection: a channel made at startup wins
+            channel = get_channel(channel) or MemoryChannel(name=channel)
+        return ProtocolSession(
+            channel,
+            carrier,
+            events=self.events,
+            authorize=self.authorize,
+            limits=self.limits,
+            connection=request,
+        )
+
+
+class _Handshake:
+    """One connection of an :func:`add_route` route, from its checks (in the request middleware,
+    before the upgrade) to its end (in the websocket handler).
+
+    ``ProtocolSession.start`` checks everything, then awaits its ``accept`` callback, then
+    subscribes. It runs here as a task whose ``accept`` waits for the handler to bring the
+    upgraded websocket: the checks happen once, before the upgrade, and the subscriptions (and
+    the history of ``since``) go to the real carrier.
+    """
+
+    def __init__(self, route: _Route, request: Any) -> None:
+        self.route = route
+        self.request = request
+        # The session needs a carrier now; the websocket's own replaces it in _accept, before
+        # start() uses it.
+        self.session = route.session(request, _NoConnectionYet(object()))
+        loop = asyncio.get_running_loop()
+        self.checked = asyncio.Event()
+        self.upgraded: asyncio.Future[SanicWebSocketCarrier] = loop.create_future()
+        self.task: asyncio.Task[None] | None = None
+
+    async def check(self) -> Refused | None:
+        """Run the connect-time checks; the Refused that says why, or None to upgrade."""
+        names, since = _query(self.request)
+        task = self.task = asyncio.get_running_loop().create_task(
+            self.session.start(names, since, accept=self._accept)
+        )
+        # If the upgrade never comes (the client left, another middleware answered), the task
+        # ends with TimeoutError after close_timeout; nobody else would read its outcome.
+        task.add_done_callback(_outcome_read)
+        checked = asyncio.ensure_future(self.checked.wait())
+        try:
+            await asyncio.wait({task, checked}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            checked.cancel()
+        if self.checked.is_set():
+            return None
+        error = task.exception()
+        if isinstance(error, Refused):
+            return error
+        if error is not None:
+            raise error
+        return None
+
+    async def _accept(self) -> None:
+        self.checked.set()
+        carrier = await asyncio.wait_for(asyncio.shield(self.upgraded), self.route.close_timeout)
+        self.session.carrier = carrier
+
+    async def run(self, ws: Any) -> None:
+        """In the handler: subscribe with the upgraded ``ws`` and serve until the end."""
+        carrier = self.route.carrier(ws)
+        task = self.task
+        assert task is not None, "check() runs before the upgrade"
+        if not self.upgraded.done():
+            self.upgraded.set_result(carrier)
+        try:
+            await task  # subscribes; with since, sends the history first
+        except Refused as exc:  # since named an id the channel cannot read
+            logger.info("refused websocket %s: %s", self.request.path, exc)
+            await _refuse(carrier, exc)
+            return
+        except BaseException:
+            _abandon(self.session, carrier)
+            raise
+        await _serve_session(ws, self.session, carrier)
+
+
+class _NoConnectionYet(Carrier):
+    async def send_text(self, text: str) -> None:
+        raise ConnectionResetError("not upgraded yet")
+
+    async def close_connection(self, code: int, reason: str) -> None:
+        return None
+
+
+def _abandon(session: ProtocolSession, carrier: Carrier) -> None:
+    # Cancelled (the client left) or failed while subscribing: a resume subscribes before it
+    # reads history, and the session only records what completed, so clear the channel too.
+    session.end()
+    session.channel.unsubscribe_all(carrier)
+
+
+def _outcome_read(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+async def _preflight(request: Any) -> Any:
+    """Request middleware of :func:`add_route`: 403 before the upgrade, or None to go on."""
+    route_ = getattr(request, "route", None)
+    route: _Route | None = getattr(route_.ctx, "tbone_route", None) if route_ is not None else None
+    if route is None:
+        return None
+    if not route.origins.allows(_scope(request)):
+        return _forbidden(request, f"origin {request.headers.get('origin')!r} not allowed")
+    handshake = _Handshake(route, request)
+    refused = await handshake.check()
+    if refused is not None:
+        return _forbidden(request, str(refused))
+    request.ctx.tbone_handshake = handshake
+    return None
+
+
+def _forbidden(request: Any, reason: str) -> Any:
+    logger.info("refused websocket %s: %s", request.path, reason)
+    return response.text(f"websocket refused: {reason}\n", status=403)
+
+
+async def _serve_session(ws: Any, session: ProtocolSession, carrier: SanicWebSocketCarrier) -> None:
+    """Feed client frames to ``session`` until the connection ends; then end the session."""
     try:
         while not carrier.closed:
             try:
@@ -209,64 +433,15 @@ async def serve(
             await carrier.close(1000)  # the client left: stop the writer, finish the close
 
 
-def add_route(
-    app: Any,
-    uri: str,
-    channel: Channel | str,
-    *,
-    name: str | None = None,
-    events: Collection[str] | None = None,
-    authorize: Authorize | None = None,
-    allowed_origins: Collection[str] | None = None,
-    limits: Limits | None = None,
-    max_messages: int | None = None,
-    max_bytes: int | None = None,
-    close_timeout: float = 5.0,
-) -> None:
-    """Register a websocket route at ``uri`` of Sanic ``app`` that :func:`serve` s ``channel``.
-
-    Adds (once per app) a request middleware that answers HTTP 403 before the upgrade when the
-    handshake's Origin is not allowed, so a cross-site page never gets a websocket. The other
-    options are those of :func:`serve`. Call it while setting the app up, before it starts.
-    """
-    origins = _origins(allowed_origins)  # a bad list fails here, not at the first connection
-    if not isinstance(channel, (Channel, str)) or channel == "":
-        raise TypeError(f"channel must be a Channel or a channel name, got {channel!r}")
-
-    async def subscribe(request: Any, ws: Any) -> None:
-        await serve(
-            request,
-            ws,
-            channel,
-            events=events,
-            authorize=authorize,
-            allowed_origins=allowed_origins,
-            limits=limits,
-            max_messages=max_messages,
-            max_bytes=max_bytes,
-            close_timeout=close_timeout,
-        )
-
-    route_name = name or "tbone_" + "".join(c if c.isalnum() else "_" for c in uri).strip("_")
-    app.add_websocket_route(subscribe, uri, name=route_name, ctx_tbone_origins=origins)
-    if not getattr(app.ctx, "tbone_origin_guard", False):
-        app.register_middleware(_origin_guard, "request")
-        app.ctx.tbone_origin_guard = True
-
-
-async def _origin_guard(request: Any) -> Any:
-    route = getattr(request, "route", None)
-    origins = getattr(route.ctx, "tbone_origins", None) if route is not None else None
-    if origins is None or origins.allows(_scope(request)):
-        return None
-    reason = f"origin {request.headers.get('origin')!r} not allowed"
-    logger.info("refused websocket %s: %s", request.path, reason)
-    return response.text(f"websocket refused: {reason}\n", status=403)
+def _query(request: Any) -> tuple[list[str], str | None]:
+    """Events and ``since`` from ``?events=a,b&since=<id>`` (``events`` may repeat)."""
+    names = [n for value in request.args.getlist("events", []) for n in value.split(",") if n]
+    return names, request.args.get("since")
 
 
 def _origins(allowed_origins: Collection[str] | None) -> Any:
-    # The Origin rules live with the ASGI package; imported here so that the carrier alone
-    # needs no Starlette.
+    # The Origin rules live with the ASGI package (the sanic extra installs Starlette for it);
+    # imported here so that the carrier alone needs no Starlette.
     from tbone_asgi.origin import OriginPolicy
 
     return OriginPolicy(allowed_origins)
@@ -280,14 +455,6 @@ def _scope(request: Any) -> dict[str, Any]:
         if key.lower() in ("origin", "host")
     ]
     return {"headers": headers}
-
-
-def _resolve(channel: Channel | str) -> Channel:
-    if isinstance(channel, Channel):
-        return channel
-    if isinstance(channel, str) and channel:
-        return get_channel(channel) or MemoryChannel(name=channel)
-    raise TypeError(f"channel must be a Channel or a channel name, got {channel!r}")
 
 
 async def _refuse(carrier: SanicWebSocketCarrier, exc: Refused) -> None:

@@ -360,12 +360,45 @@ async def test_a_client_that_never_reads_again_is_aborted_after_close_timeout(
     assert_no_tracebacks(caplog)
 
 
+async def test_add_route_checks_connect_time_events_once_before_the_upgrade() -> None:
+    channel = MemoryChannel(name="pubsub")
+    asked: list[tuple[str, str]] = []
+
+    async def authorize(request: Any, event: str) -> bool:
+        asked.append((request.path, event))
+        return event != "secret"
+
+    app = new_sanic_app()
+    add_route(app, "/ws", channel, authorize=authorize)
+    async with sanic_server(app) as base:
+        await refused_with_403(ws_url(base) + "?events=tick,secret")
+        assert asked == [("/ws", "tick"), ("/ws", "secret")]
+        assert channel.stats()["subscriptions"] == 0
+        asked.clear()
+        async with ws_connect(ws_url(base) + "?events=tick,tock") as client:
+            await client.send('{"type": "ping"}')
+            assert json.loads(await asyncio.wait_for(client.recv(), 5)) == {"type": "pong"}
+            assert asked == [("/ws", "tick"), ("/ws", "tock")]  # once each, not again inside
+            await channel.publish("tock", 1)
+            assert json.loads(await asyncio.wait_for(client.recv(), 5))["payload"]["data"] == 1
+
+
+def test_add_route_rejects_bad_options_when_the_app_is_built() -> None:
+    app = new_sanic_app()
+    with pytest.raises(ValueError, match="scheme://host"):
+        add_route(app, "/ws", "pubsub", allowed_origins=["not an origin"])
+    with pytest.raises(ValueError, match="invalid event names"):
+        add_route(app, "/ws", "pubsub", events=["bad name!"])
+    with pytest.raises(TypeError, match="Channel or a channel name"):
+        add_route(app, "/ws", 42)  # type: ignore[arg-type]
+
+
 class TestProtocolOnSanic(ProtocolCases):
-    """Through add_route: a bad Origin gets 403 before the upgrade; Sanic upgrades before a
-    handler runs, so a refused connect-time subscription is an error frame and 1008."""
+    """Through add_route: a bad Origin or a refused connect-time subscription gets HTTP 403
+    before the upgrade, as on ASGI servers."""
 
     origin_refused = staticmethod(refused_with_403)
-    subscription_refused = staticmethod(refused_with_1008)
+    subscription_refused = staticmethod(refused_with_403)
 
     @pytest.fixture
     def start(self) -> Start:
@@ -380,9 +413,11 @@ class TestProtocolOnSanic(ProtocolCases):
 
 
 class TestProtocolOnSanicThroughServe(TestProtocolOnSanic):
-    """serve() called from the user's own handler: the Origin is refused after the upgrade."""
+    """serve() called from the user's own handler, which Sanic calls after the upgrade: a
+    refusal is an error frame and close code 1008."""
 
     origin_refused = staticmethod(refused_with_1008)
+    subscription_refused = staticmethod(refused_with_1008)
 
     @pytest.fixture
     def start(self) -> Start:
