@@ -159,6 +159,7 @@ class ChannelEndpoint:
             max_messages=self.max_messages,
             max_bytes=self.max_bytes,
             close_timeout=self.close_timeout,
+            accepted=False,  # frames (history, with since) wait for the accept below
         )
         session = ProtocolSession(
             channel,

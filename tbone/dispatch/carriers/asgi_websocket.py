@@ -54,8 +54,10 @@ class ASGIWebSocketCarrier(Carrier):
     ``transport``: the ``asyncio.Transport`` behind the connection, when the server exposes it
     in a way :func:`find_transport` does not know; it is used for :meth:`backlog` and aborts.
 
-    Frames offered before the websocket is accepted wait for :meth:`accepted` (the endpoint
-    calls it; for a Starlette ``WebSocket`` that is already connected it is implied).
+    When frames may go out: a Starlette ``WebSocket`` must be accepted before frames are sent
+    to it (one sent earlier fails with a RuntimeError saying so). A raw ``send`` is taken as
+    accepted; pass ``accepted=False`` to hold frames until :meth:`accepted` is called, which
+    is how the endpoint subscribes (and sends history) before it accepts.
     """
 
     disconnect_errors: ClassVar[tuple[type[BaseException], ...]] = _disconnect_errors()
@@ -68,6 +70,7 @@ class ASGIWebSocketCarrier(Carrier):
         max_bytes: int | None = None,
         close_timeout: float = 5.0,
         transport: asyncio.Transport | None = None,
+        accepted: bool = True,
     ) -> None:
         super().__init__(websocket, max_messages=max_messages, max_bytes=max_bytes)
         send: ASGISend | None = getattr(websocket, "_send", None)
@@ -85,7 +88,7 @@ class ASGIWebSocketCarrier(Carrier):
         self._transport = transport
         self._looked_up = transport is not None
         self._accepted = asyncio.Event()
-        if self._starlette and _state_name(websocket.application_state) == "CONNECTED":
+        if accepted and not self._starlette:
             self._accepted.set()
         self._ended = asyncio.Event()
         self._close_sent = asyncio.Event()
@@ -117,6 +120,18 @@ class ASGIWebSocketCarrier(Carrier):
             return False
         return True
 
+    def _check_starlette_state(self) -> None:
+        state = _state_name(self.connection.application_state)
+        if state == "CONNECTED":
+            self._accepted.set()
+        elif state == "DISCONNECTED":
+            raise ConnectionResetError("the websocket is closed")
+        else:
+            raise RuntimeError(
+                f"{self!r}: the websocket is not accepted yet; await websocket.accept() "
+                "before subscribing its carrier"
+            )
+
     def _mark_closed(self, code: int | None) -> None:
         super()._mark_closed(code)
         self._ended.set()
@@ -125,7 +140,10 @@ class ASGIWebSocketCarrier(Carrier):
 
     async def send_text(self, text: str) -> None:
         if not self._accepted.is_set():
-            await self._accepted.wait()
+            if self._starlette:
+                self._check_starlette_state()
+            else:
+                await self._accepted.wait()
         self._sending = True
         try:
             await self._send({"type": "websocket.send", "text": text})
@@ -165,10 +183,13 @@ class ASGIWebSocketCarrier(Carrier):
             self._close_sent.set()
 
     async def _close_connection(self, code: int, reason: str) -> None:
-        if not self._accepted.is_set() or self._disconnected:
-            return  # never accepted (the endpoint answers the handshake), or already gone
-        if self._starlette and _state_name(self.connection.application_state) != "CONNECTED":
-            return
+        if self._disconnected:
+            return  # the server already said the peer is gone
+        if self._starlette:
+            if _state_name(self.connection.application_state) != "CONNECTED":
+                return  # not accepted (the app answers the handshake), or already closed
+        elif not self._accepted.is_set():
+            return  # never accepted: the endpoint answers the handshake itself
         message = {"type": "websocket.close", "code": code, "reason": reason}
         try:
             await asyncio.wait_for(self._send_close(message), self.close_timeout)

@@ -15,6 +15,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
+import websockets
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -138,6 +139,29 @@ async def test_a_gone_peer_is_dropped_without_a_traceback(
         assert pubsub.stats()["dropped"] == 1
         release.set()
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+async def test_a_starlette_websocket_must_be_accepted_first(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pubsub = MemoryChannel(name="pubsub")
+    done = asyncio.Event()
+
+    async def endpoint(websocket: WebSocket) -> None:
+        pubsub.subscribe("a", ASGIWebSocketCarrier(websocket))  # too early
+        await pubsub.publish("a", 1)
+        await wait_until(lambda: pubsub.stats()["subscribers"] == 0)
+        await websocket.close()
+        done.set()
+
+    app = Starlette(routes=[WebSocketRoute("/ws", endpoint)])
+    async with run_uvicorn(app) as server:
+        with pytest.raises(websockets.InvalidStatus):
+            async with connect(server.ws_url("/ws")):
+                pass
+        await asyncio.wait_for(done.wait(), 5)
+    assert "await websocket.accept() before subscribing" in caplog.text
+    assert pubsub.stats()["dropped"] == 1
 
 
 # -- backpressure --------------------------------------------------------------------------------
