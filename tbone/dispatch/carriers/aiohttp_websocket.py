@@ -194,6 +194,12 @@ async def serve(
         await carrier.deliver_text(error_frame(exc.code, exc.reason))
         await carrier.close(1008, exc.code)
         return ws
+    except BaseException:
+        # Cancelled or failed while subscribing: a resume subscribes before it reads history,
+        # and the session only records what completed, so clear the channel too.
+        session.end()
+        channel.unsubscribe_all(carrier)
+        raise
     try:
         async for message in ws:
             if message.type not in (web.WSMsgType.TEXT, web.WSMsgType.BINARY):

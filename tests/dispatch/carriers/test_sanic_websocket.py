@@ -383,6 +383,39 @@ async def test_add_route_checks_connect_time_events_once_before_the_upgrade() ->
             assert json.loads(await asyncio.wait_for(client.recv(), 5))["payload"]["data"] == 1
 
 
+class GatedChannel(MemoryChannel):
+    """A MemoryChannel whose history read waits for the test (a slow backend)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.reading = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def read_history(self, since: str | None) -> Any:
+        self.reading.set()
+        await self.gate.wait()
+        return await super().read_history(since)
+
+
+async def test_a_client_that_leaves_during_its_resume_leaves_no_subscription() -> None:
+    channel = GatedChannel(name="gated")
+    first = await channel.publish("tick", 0)
+    app = new_sanic_app()
+    add_route(app, "/ws", channel)
+    async with sanic_server(app) as base:
+        connecting = asyncio.ensure_future(
+            ws_connect(ws_url(base) + f"?events=tick&since={first.id}")
+        )
+        await asyncio.wait_for(channel.reading.wait(), 5)
+        # resume() subscribes before it reads history: the connection is on the channel now.
+        assert channel.stats()["subscribers"] == 1
+        client = await connecting
+        client.transport.abort()
+        # Sanic cancels the handler; the half-made subscription goes with it, history unread.
+        await wait_until(lambda: channel.stats()["subscribers"] == 0, what="subscription cleared")
+        channel.gate.set()
+
+
 def test_add_route_rejects_bad_options_when_the_app_is_built() -> None:
     app = new_sanic_app()
     with pytest.raises(ValueError, match="scheme://host"):
