@@ -178,6 +178,38 @@ async def test_client_that_vanishes_without_a_close_frame_is_dropped(
     assert_no_tracebacks(caplog)
 
 
+async def test_a_reset_seen_only_by_the_transport_is_a_clean_drop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    channel = MemoryChannel(name="pubsub")
+    transports: list[Any] = []
+    release = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        # Never reads the socket, so aiohttp never sets the response's closed flag: the send
+        # itself meets the closing transport (ClientConnectionResetError).
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        transports.append(request.transport)
+        channel.subscribe(EVENT, AioHttpWebSocketCarrier(ws))
+        await release.wait()
+        return ws
+
+    async with aiohttp_server(seed_app(handler)) as base:
+        client = await ws_connect(ws_url(base))
+        await wait_until(lambda: len(channel.subscribers(EVENT)) == 1)
+        carrier = channel.subscribers(EVENT)[0]
+        client.transport.abort()
+        await wait_until(lambda: transports[0].is_closing(), what="the server saw the reset")
+        assert not carrier.connection.closed
+        await channel.publish(EVENT, 1)
+        await wait_until(lambda: carrier.closed, what="dropped on the failed send")
+        assert channel.stats()["dropped"] == 1
+        release.set()
+    assert_no_tracebacks(caplog)
+
+
 async def test_carrier_refuses_what_is_not_a_websocket_response() -> None:
     with pytest.raises(TypeError, match=r"await ws\.prepare\(request\)"):
         AioHttpWebSocketCarrier(web.Response())  # type: ignore[arg-type]
