@@ -275,7 +275,9 @@ async def test_a_silent_redis_is_detected_within_the_probe_interval(
             detected_in = time.monotonic() - paused_at
         finally:
             server.resume()
-        assert detected_in < 0.5 + 0.3, detected_in  # probe interval + scheduling slack
+        # Within the probe interval, plus slack for a loaded machine; without the probe the
+        # blocked XREAD would wait forever (nothing answers, the socket stays open).
+        assert detected_in < 0.5 + 1.0, detected_in
         assert "TimeoutError" in failure
         stats = channel.stats()
         assert stats["errors"] >= 1
@@ -341,16 +343,16 @@ async def test_redis_restarted_without_its_data(tmp_path: Path, logs: _LogWatch)
 async def test_a_quiet_channel_is_not_mistaken_for_a_dead_link(
     make_channel: Any, logs: _LogWatch
 ) -> None:
-    channel = await make_channel("quiet", block_ms=50, probe_interval=0.2)
+    channel = await make_channel("quiet", block_ms=50, probe_interval=0.5)
     carrier = RecordingCarrier()
     channel.subscribe("e", carrier)
     await channel.ready()
     # Many empty XREAD BLOCK answers in a row, and no failure among them.
     with pytest.raises((asyncio.TimeoutError, TimeoutError)):
-        await logs.wait_for("backend failed", timeout=0.6)
+        await logs.wait_for("backend failed", timeout=1.0)
     stats = channel.stats()
     assert (stats["errors"], stats["reconnects"]) == (0, 0)
-    assert stats["last_answer_s"] < 0.2
+    assert stats["last_answer_s"] < 0.5
     event = await channel.publish("e", "still here")
     assert _payloads(await carrier.wait_for(1))[0]["id"] == event.id
 
