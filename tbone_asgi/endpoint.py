@@ -177,7 +177,12 @@ class ChannelEndpoint:
         try:
             await session.start(events, since, accept=accept)
         except Refused as exc:
-            await _deny(scope, send, str(exc))
+            if carrier.accepted_yet:
+                # Only the channel can tell that it cannot read `since`, after the accept.
+                logger.info("closing websocket %s with 1008: %s", scope.get("path"), exc)
+                await carrier.close(1008, str(exc)[:120])
+            else:
+                await _deny(scope, send, str(exc))
             return
         try:
             await self._serve(session, carrier, receive)

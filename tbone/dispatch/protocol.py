@@ -213,6 +213,10 @@ class ProtocolSession:
         the checks, before subscribing) lets the glue accept the websocket at the right time:
         with ``since`` the history is sent at once, and a frame must not precede the accept.
         With ``since``, the client gets the missed events, then a ``recovered`` frame.
+
+        One check needs the channel itself: a ``since`` it cannot read is found while resuming,
+        after ``accept``. :class:`Refused` (``bad_since``) is raised then too, with nothing
+        left subscribed; the glue closes the accepted connection (the ASGI endpoint: 1008).
         """
         if isinstance(events, str):
             events = [events] if events else []
@@ -382,6 +386,8 @@ class ProtocolSession:
             self.subscribed[name] = None
 
     async def _resume(self, names: list[str], since: str) -> None:
+        if self.carrier.closed:  # too slow or gone meanwhile: nothing to resume for
+            return
         new = [name for name in names if name not in self.subscribed]
         try:
             await self.channel.resume(self.carrier, names, since)

@@ -193,3 +193,15 @@ async def test_channel_route_inside_a_mount() -> None:
         assert await client.sync() == []
         await channel.publish("a", "mounted")
         assert (await client.recv())["payload"]["data"] == "mounted"
+
+
+async def test_a_since_the_channel_cannot_read_closes_1008_after_accept() -> None:
+    channel = MemoryChannel(name="pubsub")
+    app = Starlette(routes=[channel_route("/ws", "pubsub")])
+    async with run_uvicorn(app) as server, connect(server.ws_url("/ws?events=a&since=abc")) as ws:
+        with pytest.raises(websockets.ConnectionClosed) as info:
+            await Client(ws).recv()
+        assert info.value.rcvd is not None
+        assert info.value.rcvd.code == 1008
+        assert info.value.rcvd.reason.startswith("bad_since")
+        assert channel.stats()["subscriptions"] == 0

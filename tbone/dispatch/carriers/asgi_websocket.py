@@ -102,6 +102,11 @@ class ASGIWebSocketCarrier(Carrier):
         """The websocket was accepted: frames waiting for that may now go out."""
         self._accepted.set()
 
+    @property
+    def accepted_yet(self) -> bool:
+        """True once frames may go out (see :meth:`accepted`)."""
+        return self._accepted.is_set()
+
     async def wait_ended(self) -> None:
         """Return once the carrier is closed (too slow, failed send, or :meth:`close`)."""
         await self._ended.wait()
