@@ -336,6 +336,9 @@ class _Handshake:
         checked = asyncio.ensure_future(self.checked.wait())
         try:
             await asyncio.wait({task, checked}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # the request was cancelled: the client left mid-check
+            task.cancel()
+            raise
         finally:
             checked.cancel()
         if self.checked.is_set():
@@ -372,6 +375,8 @@ class _Handshake:
 
 
 class _NoConnectionYet(Carrier):
+    """Stands in for the websocket's carrier while the connection is checked; never used."""
+
     async def send_text(self, text: str) -> None:
         raise ConnectionResetError("not upgraded yet")
 
