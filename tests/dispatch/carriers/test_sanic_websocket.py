@@ -56,6 +56,12 @@ def seed_app() -> Any:
     return app
 
 
+def test_the_seeds_app_attribute_is_refused_by_sanic_hence_ctx() -> None:
+    app = new_sanic_app()
+    with pytest.raises(AttributeError, match=r"ctx\.pubsub"):
+        app.pubsub = MemoryChannel(name="pubsub")
+
+
 def docs_app() -> Any:
     """The working form in docs/carriers.md: the unsubscribe runs when the client leaves."""
     app = new_sanic_app()
