@@ -27,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 from tbone.dispatch.carriers.asgi_websocket import ASGIWebSocketCarrier
 from tbone.dispatch.channels import Channel, get_channel
 from tbone.dispatch.channels.mem import MemoryChannel
+from tbone.dispatch.events import error_frame
 from tbone.dispatch.protocol import (
     Authorize,
     Limits,
@@ -178,8 +179,11 @@ class ChannelEndpoint:
             await session.start(events, since, accept=accept)
         except Refused as exc:
             if carrier.accepted_yet:
-                # Only the channel can tell that it cannot read `since`, after the accept.
+                # Only the channel can tell that it cannot read `since`, after the accept: say
+                # why in an error frame (as the Sanic and aiohttp glue do), then close.
                 logger.info("closing websocket %s with 1008: %s", scope.get("path"), exc)
+                carrier.offer(error_frame(exc.code, exc.reason))
+                await carrier.flush(self.close_timeout)
                 await carrier.close(1008, str(exc)[:120])
             else:
                 await _deny(scope, send, str(exc))

@@ -199,6 +199,8 @@ async def test_a_since_the_channel_cannot_read_closes_1008_after_accept() -> Non
     channel = MemoryChannel(name="pubsub")
     app = Starlette(routes=[channel_route("/ws", "pubsub")])
     async with run_uvicorn(app) as server, connect(server.ws_url("/ws?events=a&since=abc")) as ws:
+        error = await Client(ws).recv()
+        assert error["payload"]["code"] == "bad_since"
         with pytest.raises(websockets.ConnectionClosed) as info:
             await Client(ws).recv()
         assert info.value.rcvd is not None
