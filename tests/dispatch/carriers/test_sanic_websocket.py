@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("sanic")
-
+# Sanic is a test dependency (the "all" extra): a missing one fails the run, never skips it.
 from tbone.dispatch import MemoryChannel
 from tbone.dispatch.carriers.sanic_websocket import SanicWebSocketCarrier, add_route, serve
 from tbone.dispatch.testing import RecordingCarrier
