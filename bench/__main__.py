@@ -1,6 +1,6 @@
 """``python -m bench [NAME ...] [--quick]``: run benchmarks and print their tables.
 
-Names: signals, channel, fanout, idle, redis (default: all, in that order). ``--quick`` runs
+Names: signals, channel, fanout, idle, slow, redis (default: all, in that order). ``--quick`` runs
 tiny sizes (seconds in all: what the smoke test uses); ``--runs`` overrides the number of runs.
 """
 
@@ -48,6 +48,14 @@ def _idle(quick: bool, runs: int | None) -> str:
     return idle.run(runs=runs or 1)
 
 
+def _slow(quick: bool, runs: int | None) -> str:
+    from bench import slow
+
+    if quick:
+        return slow.run(stuck=3, events=50, timeout=2.0, settle=0.0)
+    return slow.run()
+
+
 def _redis(quick: bool, runs: int | None) -> str:
     from bench import redis
 
@@ -61,6 +69,7 @@ BENCHMARKS: dict[str, Callable[[bool, int | None], str]] = {
     "channel": _channel,
     "fanout": _fanout,
     "idle": _idle,
+    "slow": _slow,
     "redis": _redis,
 }
 

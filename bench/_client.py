@@ -10,6 +10,9 @@ JSON line on stdout:
   ...}``: the publish-to-receive latency of each frame (from the ``t`` the server stamped at
   publish, ``time.time()``) and the time the last frame arrived;
 * ``{"quit": true}`` (or end of input) -> close every connection and exit.
+
+With ``--stuck`` the connections never read: after a few frames the websockets library stops
+reading the socket, as a client that hung or went to sleep would.
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ def _emit(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-async def _main(url: str, n: int, concurrency: int, timeout: float) -> None:
+async def _main(url: str, n: int, concurrency: int, timeout: float, stuck: bool) -> None:
     from websockets.asyncio.client import connect
 
     try:
@@ -85,10 +88,16 @@ async def _main(url: str, n: int, concurrency: int, timeout: float) -> None:
     async def open_one() -> None:
         async with gate:
             ws = await connect(
-                url, compression=None, ping_interval=None, max_size=None, open_timeout=60
+                url,
+                compression=None,
+                ping_interval=None,
+                max_size=None,
+                open_timeout=60,
+                close_timeout=1 if stuck else 10,
             )
         sockets.append(ws)
-        readers.append(asyncio.get_running_loop().create_task(_reader(ws, state, loads)))
+        if not stuck:  # a stuck client never reads: websockets stops reading the socket
+            readers.append(asyncio.get_running_loop().create_task(_reader(ws, state, loads)))
 
     start = time.perf_counter()
     await asyncio.gather(*(open_one() for _ in range(n)))
@@ -113,7 +122,11 @@ async def _main(url: str, n: int, concurrency: int, timeout: float) -> None:
             }
         )
         state["round"] = None
-    await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    if stuck:  # a hung client never completes a close handshake: drop the connections
+        for ws in sockets:
+            ws.transport.abort()
+    else:
+        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
     for task in readers:
         task.cancel()
     await asyncio.gather(*readers, return_exceptions=True)
@@ -125,8 +138,9 @@ def main() -> None:
     parser.add_argument("n", type=int)
     parser.add_argument("--concurrency", type=int, default=100, help="handshakes at a time")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per round")
+    parser.add_argument("--stuck", action="store_true", help="connect, then never read")
     args = parser.parse_args()
-    asyncio.run(_main(args.url, args.n, args.concurrency, args.timeout))
+    asyncio.run(_main(args.url, args.n, args.concurrency, args.timeout, args.stuck))
 
 
 if __name__ == "__main__":

@@ -96,12 +96,14 @@ class Server:
         result: dict[str, Any] = json.loads(body)
         return result
 
-    def stats(self, reset_peak: bool = False) -> dict[str, Any]:
+    def stats(self, reset_peak: bool = False, objects: bool = False) -> dict[str, Any]:
         """CPU seconds, RSS, peak RSS and subscribers of the server process.
 
-        With ``reset_peak`` the next call's peak RSS is the peak since this call (Linux).
+        With ``reset_peak`` the next call's peak RSS is the peak since this call (Linux); with
+        ``objects`` the answer also counts live objects (after a full garbage collection).
         """
-        return self.request("GET", "/stats?reset=1" if reset_peak else "/stats")
+        query = "&".join(q for q, on in (("reset=1", reset_peak), ("objects=1", objects)) if on)
+        return self.request("GET", f"/stats?{query}" if query else "/stats")
 
     def wait_clients(self, n: int, timeout: float = 120.0) -> dict[str, Any]:
         """Wait until ``n`` subscribers are connected; return the stats at that moment."""
@@ -127,9 +129,14 @@ class Server:
 
 
 class Clients:
-    """``n`` websocket connections to ``url`` spread over ``procs`` client processes."""
+    """``n`` websocket connections to ``url`` spread over ``procs`` client processes.
 
-    def __init__(self, url: str, n: int, procs: int, timeout: float = 60.0) -> None:
+    ``stuck`` connections never read (see ``bench._client``); they cannot be armed.
+    """
+
+    def __init__(
+        self, url: str, n: int, procs: int, timeout: float = 60.0, stuck: bool = False
+    ) -> None:
         self.n = n
         self.procs: list[subprocess.Popen[str]] = []
         share = math.ceil(n / procs)
@@ -137,7 +144,10 @@ class Clients:
         start = time.perf_counter()
         for count in counts:
             self.procs.append(
-                _spawn(["-m", "bench._client", url, str(count), "--timeout", str(timeout)])
+                _spawn(
+                    ["-m", "bench._client", url, str(count), "--timeout", str(timeout)]
+                    + (["--stuck"] if stuck else [])
+                )
             )
         self.connected = sum(self._read(p)["connected"] for p in self.procs)
         self.connect_seconds = time.perf_counter() - start

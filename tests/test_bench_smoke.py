@@ -82,3 +82,11 @@ def test_redis_delivers_every_frame_across_two_workers() -> None:
     out = run_bench("redis")
     servers = {r[0]: r[5] for r in rows(out)}
     assert servers == {"tbone": "100.0%", "broadcaster": "100.0%"}, out
+
+
+def test_slow_subscribers_are_measured_on_every_server() -> None:
+    out = run_bench("slow")
+    body = {r[0]: r for r in rows(out)}
+    assert set(body) == {"raw", "broadcaster", "tbone"}, out
+    # Every kind published everything: 50 small events fit in the kernel's socket buffers.
+    assert {r[1] for r in body.values()} == {"50"}, out
