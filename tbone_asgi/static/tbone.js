@@ -259,7 +259,9 @@ export class TBoneClient {
   close(code = 1000, reason = "") {
     this._stopped = true;
     clearTimeout(this._retryTimer);
+    clearTimeout(this._healthy);
     this._stopPing();
+    this._settle(true); // a pending ping() or subscribe() learns the connection is gone
     const ws = this._ws;
     this._ws = null;
     if (ws) ws.close(code, reason);

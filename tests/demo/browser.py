@@ -7,6 +7,7 @@ browser there is a broken setup, not a reason to pass.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -33,8 +34,10 @@ def chromium_path() -> str:
     return found
 
 
+@contextlib.asynccontextmanager
 async def launch_chromium() -> AsyncIterator[Any]:
-    """Yield a launched Playwright ``Browser``; closes it and the driver afterwards."""
+    """``async with launch_chromium() as browser``: a Playwright ``Browser``, closed (with its
+    driver) when the block ends, also when the block raises."""
     executable = chromium_path()
     from playwright.async_api import async_playwright
 

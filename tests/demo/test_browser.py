@@ -26,7 +26,7 @@ WAIT = 10_000  # ms: the longest any one step may take
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
-    async for launched in launch_chromium():
+    async with launch_chromium() as launched:
         yield launched
 
 

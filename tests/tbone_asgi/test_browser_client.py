@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -9,8 +11,9 @@ import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tbone.dispatch import MemoryChannel
 from tbone_asgi import channel_route
@@ -58,16 +61,15 @@ async def page(channel: MemoryChannel) -> AsyncIterator[Any]:
             Mount("/static/tbone", StaticFiles(packages=[("tbone_asgi", "static")])),
         ]
     )
-    async with RestartableServer(app) as server:
-        async for browser in launch_chromium():
-            tab = await browser.new_page()
-            problems: list[str] = []
-            tab.on("pageerror", lambda exc, problems=problems: problems.append(str(exc)))
-            await tab.goto(server.url)
-            await tab.wait_for_function("window.loaded === true", timeout=WAIT)
-            yield tab
-            await tab.close()
-            assert problems == []
+    problems: list[str] = []
+    async with RestartableServer(app) as server, launch_chromium() as browser:
+        tab = await browser.new_page()
+        tab.on("pageerror", lambda exc: problems.append(str(exc)))
+        await tab.goto(server.url)
+        await tab.wait_for_function("window.loaded === true", timeout=WAIT)
+        yield tab
+        await tab.close()
+    assert problems == []
 
 
 async def got(page: Any, count: int) -> list[list[Any]]:
@@ -149,3 +151,42 @@ async def test_bad_arguments_throw_with_the_fix(page: Any) -> None:
     )
     assert url.endswith("/ws?token=t&events=a,b&since=5-2")
     assert url.startswith("ws://127.0.0.1:")
+
+
+async def test_a_silent_connection_is_dropped_and_reconnected() -> None:
+    # A server that accepts but never answers a ping (a half-dead link, as the browser sees
+    # it): the client must give up on it after pongTimeout and connect again.
+    accepted: list[int] = []
+    again = asyncio.Event()
+
+    async def silent(websocket: WebSocket) -> None:
+        await websocket.accept()
+        accepted.append(1)
+        if len(accepted) == 2:
+            again.set()
+        with contextlib.suppress(WebSocketDisconnect):
+            while True:
+                await websocket.receive_text()  # read and ignore every frame, pings included
+
+    async def index(request: Request) -> HTMLResponse:
+        return HTMLResponse(PAGE)
+
+    app = Starlette(
+        routes=[
+            Route("/", index),
+            WebSocketRoute("/ws", silent),
+            Mount("/static/tbone", StaticFiles(packages=[("tbone_asgi", "static")])),
+        ]
+    )
+    async with RestartableServer(app) as server, launch_chromium() as browser:
+        tab = await browser.new_page()
+        await tab.goto(server.url)
+        await tab.wait_for_function("window.loaded === true", timeout=WAIT)
+        await tab.evaluate(
+            "window.open({pingInterval: 200, pongTimeout: 300, backoff: {initial: 50}})"
+        )
+        await asyncio.wait_for(again.wait(), 10)
+        states = await tab.evaluate("window.states")
+        assert states[:2] == ["open", "reconnecting"]
+        await tab.evaluate("window.client.close()")
+        await tab.close()
