@@ -6,9 +6,19 @@ walks through it.
 
 from __future__ import annotations
 
-from demo.app import create_app
+from typing import Any
+
+from demo.web import create_app
 
 __all__ = ["app", "create_app"]
 
-#: The app ``uvicorn demo:app`` serves (its channel comes from ``TBONE_CHANNEL_URL``).
-app = create_app()
+
+def __getattr__(name: str) -> Any:
+    # ``demo.app`` (the ASGI app ``uvicorn demo:app`` serves) is built on first access, not at
+    # import: importing ``demo.items`` or ``demo.create_app`` (as the tests do) creates no
+    # channel and reads no environment. Its channel comes from ``TBONE_CHANNEL_URL``.
+    if name == "app":
+        app = create_app()
+        globals()["app"] = app
+        return app
+    raise AttributeError(f"module 'demo' has no attribute {name!r}")

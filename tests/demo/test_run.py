@@ -113,7 +113,7 @@ async def test_an_unknown_backend_url_fails_at_startup_with_the_fix() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
-        "import demo",
+        "from demo import app",
         cwd=ROOT,
         env={**os.environ, "TBONE_CHANNEL_URL": "kafka://localhost"},
         stderr=asyncio.subprocess.PIPE,
