@@ -179,6 +179,14 @@ def _check_events(events: Iterable[str] | None) -> list[str]:
     return names
 
 
+def _call(callback: Callable[[Any], Any], value: Any) -> None:
+    # A failing callback is the caller's bug: log it, and keep the connection and its events.
+    try:
+        callback(value)
+    except Exception:
+        logger.exception("%r raised; the subscription goes on", callback)
+
+
 def _check_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.netloc:
@@ -214,6 +222,8 @@ class Subscription:
         self.events = _check_events(events)
         if retries is not None and retries < 0:
             raise ValueError(f"retries must be None (forever) or >= 0, got {retries}")
+        if queue_size < 1:
+            raise ValueError(f"queue_size must be at least 1, got {queue_size}")
         if not 0 < backoff[0] <= backoff[1]:
             raise ValueError(f"backoff must be (first, max) with 0 < first <= max, got {backoff}")
         self.retries = retries
@@ -395,6 +405,17 @@ class Subscription:
         return urlunsplit(parts._replace(query=urlencode(query, safe=",")))
 
     async def _run(self) -> None:
+        try:
+            await self._connect_loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # A bug (ours, or a callback's) must end the iteration with its error, not leave
+            # the consumer waiting forever on a queue nobody fills.
+            logger.exception("%s: the subscription failed", self.url)
+            await self._end(exc)
+
+    async def _connect_loop(self) -> None:
         loop = asyncio.get_running_loop()
         failures = 0
         delay = self.backoff[0]
@@ -505,7 +526,7 @@ class Subscription:
                     self.errors.append(payload)
                     logger.warning("%s: server error frame: %s", self.url, payload)
                     if self.on_error is not None:
-                        self.on_error(payload)
+                        _call(self.on_error, payload)
 
     def _recovered(self, payload: dict[str, Any], since: str | None) -> None:
         rec = Recovered(str(payload.get("channel")), bool(payload.get("complete")), since or "")
@@ -517,7 +538,7 @@ class Subscription:
                 since,
             )
         if self.on_recovered is not None:
-            self.on_recovered(rec)
+            _call(self.on_recovered, rec)
 
     def _decode(self, message: str | bytes) -> dict[str, Any] | None:
         try:

@@ -208,6 +208,10 @@ def test_bad_arguments_are_refused_with_a_fix() -> None:
         Subscription("ws://127.0.0.1:1/ws", ["no spaces"])
     with pytest.raises(ValueError, match="retries"):
         Subscription("ws://127.0.0.1:1/ws", retries=-1)
+    with pytest.raises(ValueError, match="queue_size"):
+        Subscription("ws://127.0.0.1:1/ws", queue_size=0)
+    with pytest.raises(ValueError, match="backoff"):
+        Subscription("ws://127.0.0.1:1/ws", backoff=(1.0, 0.5))
 
 
 def test_the_connect_url_carries_events_and_since() -> None:
@@ -292,3 +296,22 @@ async def test_no_reconnect_storm_when_every_connection_is_closed_at_once() -> N
     # Waits are drawn from [d/2, d] with d = 0.01, 0.02, 0.04, 0.08, 0.16: the fifth is >= 0.08.
     assert gaps[4] >= 0.08, gaps
     assert sub.connections >= 5  # the sixth may still be opening on the client side
+
+
+async def test_a_failing_callback_is_logged_and_the_events_go_on(
+    channel: MemoryChannel, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(_: object) -> None:
+        raise RuntimeError("bug in the caller's callback")
+
+    app = Starlette(routes=[channel_route("/ws", channel, authorize=lambda c, e: e != "no")])
+    async with (
+        RestartableServer(app) as server,
+        subscribe(server.ws_url(), events=["a"], on_error=broken) as sub,
+    ):
+        await ready(sub)
+        with pytest.raises(SubscribeFailed):
+            await sub.subscribe(["no"])
+        event = await channel.publish("a", 1)
+        assert [e.id for e in await take(sub, 1)] == [event.id]
+    assert "bug in the caller's callback" in caplog.text
