@@ -52,6 +52,23 @@ class RunningServer:
         """``ws://127.0.0.1:<port><path>``."""
         return f"ws://{self.host}:{self.port}{path}"
 
+    def write_buffer_sizes(self) -> list[int]:
+        """Bytes waiting in each server-side transport of this server's open connections.
+
+        Works for every server running in this loop: it reads the loop's table of transports
+        (a private attribute of asyncio's selector loop, stable since Python 3.4) and keeps
+        those whose local port is the server's. Test introspection only.
+        """
+        table = getattr(asyncio.get_running_loop(), "_transports", None) or {}
+        sizes = []
+        for transport in list(table.values()):
+            if transport is None or transport.is_closing():
+                continue
+            local = transport.get_extra_info("sockname")
+            if isinstance(local, tuple) and local[1] == self.port:
+                sizes.append(transport.get_write_buffer_size())
+        return sizes
+
     def connections(self) -> list[Any]:
         """uvicorn's live protocol objects (each has a ``transport``); [] for Hypercorn."""
         if self.server is None:
