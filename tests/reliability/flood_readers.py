@@ -1,0 +1,76 @@
+"""Readers for the slow-consumer tests, in a process of their own (so they do not take the
+server's CPU): ``python -m tests.reliability.flood_readers <ws-url> <readers> <phase-events>``.
+
+Opens that many aiohttp websocket clients, prints ``connected``, reads ``tick`` events
+(``{"seq": n, "t": <time.time() at publish>}``) until the ``end`` event, then prints one JSON
+line: every reader's event count and whether its sequence was complete and in order, and the
+latency percentiles (publish to read, in ms) of the events of even phases (``quiet``: no slow
+client) and odd phases (``slow``: a slow client connected at the start of the phase), a phase
+being ``phase-events`` consecutive events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+import aiohttp
+
+__all__ = ["main"]
+
+DEADLINE = 90.0  # seconds the readers may run in all
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else 0.0
+
+
+async def main(url: str, readers: int, phase_events: int) -> None:
+    quiet: list[float] = []
+    slow: list[float] = []
+
+    async def read(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
+        seqs: list[int] = []
+        async for message in ws:
+            if message.type != aiohttp.WSMsgType.TEXT:
+                break
+            frame = json.loads(message.data)
+            if frame.get("type") != "event":
+                continue
+            if frame["payload"]["name"] == "end":
+                break
+            data = frame["payload"]["data"]
+            seq = data["seq"]
+            (slow if (seq // phase_events) % 2 else quiet).append(time.time() - data["t"])
+            seqs.append(seq)
+        return {"count": len(seqs), "in_order": seqs == list(range(len(seqs)))}
+
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
+        gate = asyncio.Semaphore(50)  # bounded handshake concurrency
+
+        async def connect() -> aiohttp.ClientWebSocketResponse:
+            async with gate:
+                return await session.ws_connect(url, autoping=True, max_msg_size=0)
+
+        sockets = await asyncio.gather(*(connect() for _ in range(readers)))
+        print("connected", flush=True)
+        results = await asyncio.wait_for(asyncio.gather(*(read(ws) for ws in sockets)), DEADLINE)
+        for ws in sockets:
+            await ws.close()
+    summary = {
+        "readers": results,
+        "quiet_p50_ms": _percentile(quiet, 0.50),
+        "quiet_p99_ms": _percentile(quiet, 0.99),
+        "slow_p50_ms": _percentile(slow, 0.50),
+        "slow_p99_ms": _percentile(slow, 0.99),
+    }
+    print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))

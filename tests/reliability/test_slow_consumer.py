@@ -1,0 +1,236 @@
+"""One client stops reading while many others read a steady stream: uvicorn, aiohttp, Sanic.
+
+For each server, two runs of the same stream to the same readers (a separate process,
+``flood_readers.py``): one without and one with a client that stops reading. The slow client
+must be closed with 1013 once what waits for it (the carrier's outbox plus the server's write
+buffer) passes the carrier's ``max_bytes``; the readers' p99 latency must stay within 2x of
+the run without it (plus a small absolute allowance for timer noise); and the server's memory
+must stay bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from starlette.applications import Starlette
+
+from tbone.dispatch import MemoryChannel
+from tbone_asgi import channel_route
+from tests.reliability.test_leaks import _rss
+from tests.reliability.test_redis_faults import _line
+from tests.support import asgi_server, web_servers
+from tests.support.asgi_server import run_uvicorn
+from tests.support.web_servers import (
+    aiohttp_server,
+    new_sanic_app,
+    sanic_server,
+    small_buffer_socket,
+    wait_until,
+    ws_connect,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+READERS = 200
+PHASE = 2.5  # seconds per phase: quiet, slow, quiet, slow
+PHASES = 4
+LIMIT = 32 * 1024  # the carriers' max_bytes in these runs
+OUTBOX = 1000  # and their max_messages (the default)
+# The server sockets' send buffer (the kernel doubles it). Left to autotuning, Linux lets it
+# grow to tcp_wmem's maximum (4 MiB): a slow client would then hold megabytes in the kernel
+# before any reached the carrier's backlog, and the test would take minutes at these rates.
+SERVER_SNDBUF = 16 * 1024
+MEMORY_BOUND = 32 * 1024 * 1024  # RSS the server process may gain during a run
+# events per second -> frame padding (frames are ~100 bytes more): ~50 and ~110 KB/s per reader.
+# A client that stops reading is closed once LIMIT plus the kernel's buffers (~64 KB here) are
+# full: after 1 to 2 seconds at these rates, which is also how long a reader may stall.
+RATES = {100: 400, 1000: 0}
+
+Serve = Callable[[MemoryChannel], AbstractAsyncContextManager[str]]
+_runs = itertools.count()
+
+
+@asynccontextmanager
+async def _uvicorn(channel: MemoryChannel) -> AsyncIterator[str]:
+    app = Starlette(routes=[channel_route("/ws", channel, max_messages=OUTBOX, max_bytes=LIMIT)])
+    async with run_uvicorn(app) as server:
+        yield server.ws_url("/ws?events=tick,end")
+
+
+@asynccontextmanager
+async def _aiohttp(channel: MemoryChannel) -> AsyncIterator[str]:
+    from tbone.dispatch.carriers.aiohttp_websocket import AioHttpWebSocketCarrier
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        carrier = AioHttpWebSocketCarrier(ws, max_messages=OUTBOX, max_bytes=LIMIT)
+        channel.subscribe("tick", carrier)
+        channel.subscribe("end", carrier)
+        try:
+            async for _ in ws:
+                pass
+        finally:
+            channel.unsubscribe_all(carrier)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", handler)
+    async with aiohttp_server(app) as base:
+        yield base.replace("http://", "ws://") + "/ws"
+
+
+@asynccontextmanager
+async def _sanic(channel: MemoryChannel) -> AsyncIterator[str]:
+    from tbone.dispatch.carriers.sanic_websocket import SanicWebSocketCarrier
+
+    app = new_sanic_app("flood")
+
+    async def handler(request: Any, ws: Any) -> None:
+        carrier = SanicWebSocketCarrier(ws, max_messages=OUTBOX, max_bytes=LIMIT)
+        channel.subscribe("tick", carrier)
+        channel.subscribe("end", carrier)
+        try:
+            while True:
+                await ws.recv()
+        finally:
+            channel.unsubscribe_all(carrier)
+
+    app.add_websocket_route(handler, "/ws")
+    async with sanic_server(app) as base:
+        yield base.replace("http://", "ws://") + "/ws"
+
+
+@pytest.fixture
+def small_server_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every server socket of the test gets a fixed SERVER_SNDBUF (accepted sockets inherit it)."""
+
+    def small(sock: socket.socket) -> socket.socket:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SERVER_SNDBUF)
+        return sock
+
+    bind, listen = asgi_server.bind_free_socket, web_servers.listening_socket
+    monkeypatch.setattr(asgi_server, "bind_free_socket", lambda *a, **k: small(bind(*a, **k)))
+    monkeypatch.setattr(web_servers, "listening_socket", lambda: small(listen()))
+
+
+async def _flood(serve: Serve, readers: int, rate: int, pad: int) -> dict[str, Any]:
+    """One stream of PHASES phases; a new slow client connects at the start of odd phases."""
+    channel = MemoryChannel(name=f"flood-{next(_runs)}", history=10)
+    loop = asyncio.get_running_loop()
+    per_phase = int(rate * PHASE)
+    padding = "x" * pad
+    slow_clients: list[Any] = []
+    closes: list[float] = []
+    async with serve(channel) as url:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.reliability.flood_readers",
+            url,
+            str(readers),
+            str(per_phase),
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+
+        async def stop_reading() -> None:
+            # A small receive buffer and a 4-frame queue: it stops reading after a few KB.
+            client = await ws_connect(
+                url, compression=None, max_queue=4, sock=small_buffer_socket(url)
+            )
+            slow_clients.append(client)
+
+        try:
+            assert await _line(process, 60) == "connected"
+            await wait_until(lambda: channel.stats()["subscribers"] == readers, 30, "readers")
+            rss_before = peak = _rss()
+            connecting: asyncio.Future[None] | None = None
+            phase_start = start = loop.time()
+            for seq in range(per_phase * PHASES):
+                phase, offset = divmod(seq, per_phase)
+                if offset == 0:
+                    phase_start = loop.time()
+                    if phase % 2:
+                        # In a task: the stream goes on while it connects.
+                        connecting = asyncio.ensure_future(stop_reading())
+                    elif phase:
+                        assert channel.stats()["closed_slow"] == phase // 2, (
+                            f"the slow client of phase {phase - 1} was not closed within "
+                            f"{PHASE}s: {channel.stats()}"
+                        )
+                delay = start + seq / rate - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)  # the stream's pace (not synchronisation)
+                await channel.publish("tick", {"seq": seq, "t": time.time(), "pad": padding})
+                if seq % 50 == 0:
+                    peak = max(peak, _rss())
+                if len(closes) < channel.stats()["closed_slow"]:
+                    closes.append(loop.time() - phase_start)
+            published_in = loop.time() - start
+            assert connecting is not None
+            await connecting
+            await channel.publish("end")
+            summary: dict[str, Any] = json.loads(await _line(process, 90))
+            assert await asyncio.wait_for(process.wait(), 30) == 0
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            for client in slow_clients:
+                client.transport.abort()
+        summary.update(
+            closed_slow=channel.stats()["closed_slow"],
+            closes=closes,
+            published_in=published_in,
+            rss_growth=peak - rss_before,
+        )
+    await channel.close(forget=True)
+    return summary
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("small_server_buffers")
+@pytest.mark.parametrize("rate", sorted(RATES))
+@pytest.mark.parametrize("server", ["uvicorn", "aiohttp", "sanic"])
+async def test_a_client_that_stops_reading(
+    server: str, rate: int, figure: Callable[[str, Any], Any]
+) -> None:
+    serve: Serve = {"uvicorn": _uvicorn, "aiohttp": _aiohttp, "sanic": _sanic}[server]
+    readers = READERS if rate <= 100 else READERS // 10
+    run = await _flood(serve, readers, rate, RATES[rate])
+    events = int(rate * PHASE) * PHASES
+    # Every reader got every event, in order: nobody but the slow clients was closed.
+    assert [r["count"] for r in run["readers"]] == [events] * readers
+    assert all(r["in_order"] for r in run["readers"])
+    assert run["closed_slow"] == PHASES // 2
+    assert len(run["closes"]) == PHASES // 2
+    assert run["rss_growth"] < MEMORY_BOUND, run["rss_growth"]
+    # Phases with a slow client against phases without, in the same stream: 2x, plus 20 ms
+    # for timer and scheduling noise on a shared machine.
+    assert run["slow_p99_ms"] <= 2 * run["quiet_p99_ms"] + 20, run
+    label = f"{server} {readers} readers x {rate} ev/s"
+    figure(
+        f"{label}: p50/p99 ms without a slow client",
+        f"{run['quiet_p50_ms']:.1f}/{run['quiet_p99_ms']:.1f}",
+    )
+    figure(f"{label}: p50/p99 ms with one", f"{run['slow_p50_ms']:.1f}/{run['slow_p99_ms']:.1f}")
+    figure(
+        f"{label}: slow clients closed with 1013 after s",
+        "/".join(f"{c:.2f}" for c in run["closes"]),
+    )
+    figure(f"{label}: server RSS growth MiB", run["rss_growth"] / 2**20)
+    figure(f"{label}: stream published in s (target {PHASE * PHASES})", run["published_in"])
