@@ -164,6 +164,37 @@ async def test_a_starlette_websocket_must_be_accepted_first(
     assert pubsub.stats()["dropped"] == 1
 
 
+@pytest.mark.parametrize(
+    ("server_name", "sent"),
+    [("uvicorn-default", False), ("uvicorn-wsproto", False), ("hypercorn", True)],
+)
+async def test_sending_after_the_client_closed_is_quiet(
+    server_name: str, sent: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """uvicorn answers a send after the close with an OSError or a RuntimeError (both mean
+    gone: False); Hypercorn drops it silently (True), so only reading tells the app there."""
+    results: list[bool] = []
+    done = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        assert (await receive())["type"] == "websocket.disconnect"
+        carrier = ASGIWebSocketCarrier(send)
+        results.append(await carrier.deliver_text('{"type":"pong"}'))
+        await carrier.close(1000)  # closing again is quiet too
+        done.set()
+
+    async with SERVERS[server_name](app) as server:
+        async with connect(server.ws_url("/ws")):
+            pass  # a clean close from the client
+        await asyncio.wait_for(done.wait(), 5)
+    assert results == [sent]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
 # -- backpressure --------------------------------------------------------------------------------
 
 FRAME = "x" * 4000  # clients turn compression off, so these are 4 KB on the wire
