@@ -184,7 +184,7 @@ class ChannelEndpoint:
                 logger.info("closing websocket %s with 1008: %s", scope.get("path"), exc)
                 carrier.offer(error_frame(exc.code, exc.reason))
                 await carrier.flush(self.close_timeout)
-                await carrier.close(1008, str(exc)[:120])
+                await carrier.close(1008, close_reason(str(exc)))
             else:
                 await _deny(scope, send, str(exc))
             return
@@ -253,4 +253,12 @@ async def _deny(scope: Mapping[str, Any], send: Send, reason: str) -> None:
     it, but uvicorn 0.54 logs a spurious "returned without completing handshake" error for it.)
     """
     logger.info("refused websocket %s: %s", scope.get("path"), reason)
-    await send({"type": "websocket.close", "code": 1008, "reason": reason[:120]})
+    await send({"type": "websocket.close", "code": 1008, "reason": close_reason(reason)})
+
+
+def close_reason(text: str) -> str:
+    """``text`` cut to the 123 UTF-8 bytes a websocket close reason may hold (RFC 6455 5.5)."""
+    raw = text.encode("utf-8", "replace")
+    if len(raw) <= 123:
+        return text
+    return raw[:120].decode("utf-8", "ignore") + "..."

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import websockets
@@ -195,10 +196,14 @@ async def test_channel_route_inside_a_mount() -> None:
         assert (await client.recv())["payload"]["data"] == "mounted"
 
 
-async def test_a_since_the_channel_cannot_read_closes_1008_after_accept() -> None:
+@pytest.mark.parametrize("since", ["abc", quote("é" * 150)])
+async def test_a_since_the_channel_cannot_read_closes_1008_after_accept(since: str) -> None:
     channel = MemoryChannel(name="pubsub")
     app = Starlette(routes=[channel_route("/ws", "pubsub")])
-    async with run_uvicorn(app) as server, connect(server.ws_url("/ws?events=a&since=abc")) as ws:
+    async with (
+        run_uvicorn(app) as server,
+        connect(server.ws_url(f"/ws?events=a&since={since}")) as ws,
+    ):
         error = await Client(ws).recv()
         assert error["payload"]["code"] == "bad_since"
         with pytest.raises(websockets.ConnectionClosed) as info:
@@ -207,3 +212,13 @@ async def test_a_since_the_channel_cannot_read_closes_1008_after_accept() -> Non
         assert info.value.rcvd.code == 1008
         assert info.value.rcvd.reason.startswith("bad_since")
         assert channel.stats()["subscriptions"] == 0
+
+
+def test_close_reasons_fit_a_close_frame() -> None:
+    from tbone_asgi.endpoint import close_reason
+
+    assert close_reason("short") == "short"
+    long = close_reason("bad_since: " + "é" * 200)
+    assert len(long.encode()) <= 123
+    assert long.startswith("bad_since: é")
+    assert long.endswith("...")
