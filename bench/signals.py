@@ -5,6 +5,9 @@ signal ``iterations`` times per run; the table shows the median over the runs of
 receiver (send time / receivers). The implementations run in turn inside each run, so drift
 from other processes on the machine hits them alike.
 
+Receivers are plain functions connected the default way (``connect(fn)``: weakly held by all
+three libraries).
+
 * tbone: ``await Signal.send(sender, **kw)``;
 * blinker: ``await Signal.send_async(sender, **kw)``; sync receivers need a ``_sync_wrapper``:
   we give it the cheapest possible one (an ``async def`` that calls the receiver), not a thread;
@@ -27,6 +30,10 @@ Send = Callable[[], Awaitable[Any]]
 IMPLS = ("tbone", "blinker", "django")
 
 
+# Receivers are connected the default way (weakly held), so the benchmark keeps them alive.
+_alive: list[Callable[..., Any]] = []
+
+
 def _receivers(kind: str, n: int) -> list[Callable[..., Any]]:
     out: list[Callable[..., Any]] = []
     for _ in range(n):
@@ -42,6 +49,7 @@ def _receivers(kind: str, n: int) -> list[Callable[..., Any]]:
                 return 1
 
             out.append(sreceiver)
+    _alive.extend(out)
     return out
 
 
@@ -50,7 +58,7 @@ def _tbone(kind: str, n: int) -> Send:
 
     signal = Signal("bench")
     for fn in _receivers(kind, n):
-        signal.connect(fn, weak=False)
+        signal.connect(fn)
     return lambda: signal.send(None, value=1)
 
 
@@ -59,7 +67,7 @@ def _blinker(kind: str, n: int) -> Send:
 
     signal = blinker.Signal("bench")
     for fn in _receivers(kind, n):
-        signal.connect(fn, weak=False)
+        signal.connect(fn)
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Coroutine[Any, Any, Any]]:
         async def call(*args: Any, **kwargs: Any) -> Any:
@@ -79,7 +87,7 @@ def _django(kind: str, n: int) -> Send:
 
     signal = Signal()
     for fn in _receivers(kind, n):
-        signal.connect(fn, weak=False)
+        signal.connect(fn)
     return lambda: signal.asend(None, value=1)
 
 
@@ -148,4 +156,7 @@ def run(
     budget: float = 0.05,
 ) -> str:
     """Run the benchmark and return its table (Markdown)."""
-    return asyncio.run(_measure(runs, calls, sizes, budget)).render()
+    try:
+        return asyncio.run(_measure(runs, calls, sizes, budget)).render()
+    finally:
+        _alive.clear()
