@@ -66,7 +66,7 @@ def test_channel_table_shows_each_variant() -> None:
 def test_fanout_delivers_every_frame_on_every_server() -> None:
     out = run_bench("fanout")
     assert "left out" not in out, out  # tbone_asgi is part of the tree: it must be measured
-    servers = {r[2]: r[9] for r in rows(out)}
+    servers = {r[2]: r[10] for r in rows(out)}
     assert servers == {"raw": "100.0%", "broadcaster": "100.0%", "tbone": "100.0%"}, out
 
 
