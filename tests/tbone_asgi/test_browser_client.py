@@ -190,3 +190,40 @@ async def test_a_silent_connection_is_dropped_and_reconnected() -> None:
         assert states[:2] == ["open", "reconnecting"]
         await tab.evaluate("window.client.close()")
         await tab.close()
+
+
+async def test_no_reconnect_storm_when_every_connection_is_closed_at_once() -> None:
+    # Accept, then close at once with 1013 (what a server replaying a backlog bigger than the
+    # connection's outbox does): the delays must keep growing, not restart at every open.
+    async def closing(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.close(code=1013, reason="too slow")
+
+    async def index(request: Request) -> HTMLResponse:
+        return HTMLResponse(PAGE)
+
+    app = Starlette(
+        routes=[
+            Route("/", index),
+            WebSocketRoute("/ws", closing),
+            Mount("/static/tbone", StaticFiles(packages=[("tbone_asgi", "static")])),
+        ]
+    )
+    async with RestartableServer(app) as server, launch_chromium() as browser:
+        tab = await browser.new_page()
+        await tab.goto(server.url)
+        await tab.wait_for_function("window.loaded === true", timeout=WAIT)
+        await tab.evaluate(
+            """() => {
+              window.delays = [];
+              const client = window.tbone.connect("/ws", { backoff: { initial: 20, max: 400 } });
+              client.onState((c) => c.delay !== undefined && window.delays.push(c.delay));
+              window.client = client;
+            }"""
+        )
+        await tab.wait_for_function("window.delays.length >= 5", timeout=WAIT)
+        delays = await tab.evaluate("window.delays")
+        await tab.evaluate("window.client.close()")
+        await tab.close()
+    # Drawn from [d/2, d] with d = 20, 40, 80, 160, 320 ms: the fifth is at least 160.
+    assert delays[4] >= 160, delays
