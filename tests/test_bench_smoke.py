@@ -80,7 +80,7 @@ def test_idle_measures_each_server() -> None:
 def test_redis_delivers_every_frame_across_two_workers() -> None:
     require_redis_server()
     out = run_bench("redis")
-    servers = {r[0]: r[5] for r in rows(out)}
+    servers = {r[0]: r[7] for r in rows(out)}
     assert servers == {"tbone": "100.0%", "broadcaster": "100.0%"}, out
 
 
