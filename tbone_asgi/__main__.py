@@ -111,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("# %(message)s"))
     client_log = logging.getLogger("tbone_asgi.client")
+    level = client_log.level
     client_log.addHandler(handler)
     client_log.setLevel(logging.INFO)
     events = [e.strip() for e in args.events.split(",") if e.strip()]
@@ -130,6 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 0
+    finally:
+        # main() may run more than once in one process (tests): leave logging as it was.
+        client_log.removeHandler(handler)
+        client_log.setLevel(level)
 
 
 if __name__ == "__main__":

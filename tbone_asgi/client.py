@@ -551,13 +551,6 @@ class Subscription:
             return None
         return frame
 
-    async def _send(self, frame: dict[str, Any]) -> None:
-        ws = self._ws
-        if ws is None:
-            return  # asked for when the next connection opens (events are in the URL)
-        with contextlib.suppress(ConnectionClosed):  # the reconnect asks again
-            await ws.send(json.dumps(frame))
-
     async def _end(self, error: BaseException | None) -> None:
         # The consumer may be behind: wait for room rather than drop the ending.
         await self._queue.put(_End(error))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 import json
 import os
@@ -16,6 +17,7 @@ from starlette.applications import Starlette
 
 from tbone.dispatch import MemoryChannel
 from tbone_asgi import channel_route
+from tbone_asgi.__main__ import listen, main
 from tbone_asgi.client import (
     Recovered,
     SubscribeFailed,
@@ -315,3 +317,88 @@ async def test_a_failing_callback_is_logged_and_the_events_go_on(
         event = await channel.publish("a", 1)
         assert [e.id for e in await take(sub, 1)] == [event.id]
     assert "bug in the caller's callback" in caplog.text
+
+
+async def test_changes_made_while_disconnected_apply_at_the_next_connection(
+    server: RestartableServer, channel: MemoryChannel
+) -> None:
+    async with subscribe(server.ws_url(), events=["a"], backoff=FAST) as sub:
+        await ready(sub)
+        first = await channel.publish("a", 1)
+        assert [e.id for e in await take(sub, 1)] == [first.id]
+        await server.stop()
+        await sub.wait_disconnected()
+        with pytest.raises(ConnectionError):
+            await sub.ping()
+        await sub.subscribe(["b"])  # nothing to wait for: asked for at the next connection
+        await sub.unsubscribe(["a"])
+        assert sub.events == ["b"]
+        missed = await channel.publish("b", 2)
+        await channel.publish("a", "no longer wanted")
+        await server.start()
+        assert [e.id for e in await take(sub, 1)] == [missed.id]
+        await sub.ping()
+        live = await channel.publish("b", 3)
+        assert [e.id for e in await take(sub, 1)] == [live.id]
+
+
+async def test_garbage_from_the_server_is_skipped_and_5xx_is_retried() -> None:
+    attempts: list[int] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        attempts.append(1)
+        if len(attempts) == 1:  # a server that is not ready yet: retried, not a refusal
+            await send({"type": "websocket.http.response.start", "status": 503, "headers": []})
+            await send({"type": "websocket.http.response.body", "body": b"starting"})
+            return
+        await send({"type": "websocket.accept"})
+        for text in ("not json", "[1, 2]", '{"type": "from the future"}'):
+            await send({"type": "websocket.send", "text": text})
+        frame = {"type": "event", "payload": {"name": "a", "data": 1, "id": "7", "channel": "x"}}
+        await send({"type": "websocket.send", "text": json.dumps(frame)})
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+
+    async with (
+        RestartableServer(app, lifespan="off") as server,
+        subscribe(server.ws_url(), events=["a"], backoff=FAST) as sub,
+    ):
+        [event] = await take(sub, 1)
+    assert (event.name, event.data, event.id, event.channel) == ("a", 1, "7", "x")
+    assert len(attempts) == 2
+    assert sub.connections == 1
+
+
+async def test_listen_in_process_prints_lines_and_notes(
+    server: RestartableServer, channel: MemoryChannel
+) -> None:
+    first = await channel.publish("a", {"n": 1})
+    second = await channel.publish("a", {"n": 2})
+    out, err = io.StringIO(), io.StringIO()
+    code = await listen(server.ws_url(), ["a"], since=first.id, count=1, out=out, err=err)
+    assert code == 0
+    assert json.loads(out.getvalue()) == {
+        "name": "a",
+        "data": {"n": 2},
+        "id": second.id,
+        "channel": "client-test",
+    }
+    assert await listen(server.ws_url(), ["a"], count=0, out=out, err=err) == 0
+
+
+async def test_listen_in_process_reports_a_lost_server() -> None:
+    server = RestartableServer(Starlette())
+    await server.start()
+    url = server.ws_url()
+    await server.stop()
+    err = io.StringIO()
+    assert await listen(url, ["a"], retries=0, out=io.StringIO(), err=err) == 1
+    assert "could not connect after 1 attempts" in err.getvalue()
+
+
+def test_main_rejects_a_bad_url_with_status_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["listen", "http://127.0.0.1:1/ws", "--events", "a"]) == 2
+    assert "ws://" in capsys.readouterr().err
