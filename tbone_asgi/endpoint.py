@@ -3,7 +3,7 @@
 :func:`tbone_asgi.channel_route` and :class:`tbone_asgi.ChannelMiddleware` both hand websocket
 connections to it. For one connection, in order:
 
-1. The handshake's ``Origin`` is checked (:mod:`tbone_asgi.origin`); a refused one gets HTTP 403
+1. The handshake's ``Origin`` is checked (:mod:`tbone.dispatch.origin`); a refused one gets HTTP 403
    before accept.
 2. Connect-time subscriptions (``?events=a,b&since=<id>``, or the route's ``events``) are
    checked with ``authorize``; a refusal gets HTTP 403 with the reason, before accept.
@@ -27,21 +27,19 @@ from starlette.types import Receive, Scope, Send
 from tbone.dispatch.carriers.asgi_websocket import ASGIWebSocketCarrier
 from tbone.dispatch.channels import Channel, get_channel
 from tbone.dispatch.channels.mem import MemoryChannel
-from tbone.dispatch.events import error_frame
+from tbone.dispatch.origin import OriginPolicy, header
 from tbone.dispatch.protocol import (
     Authorize,
     Limits,
     ProtocolSession,
     Refused,
     check_event_names,
+    close_reason,
 )
-from tbone_asgi.origin import OriginPolicy, header
 
 __all__ = ["ChannelEndpoint", "resolve_channel"]
 
 logger = logging.getLogger("tbone_asgi")
-
-_CLOSE_REASONS = {1008: "policy violation", 1009: "frame too big"}
 
 # Open connections per channel in this process, for ChannelEndpoint.max_connections.
 _open: dict[Channel, int] = {}
@@ -64,7 +62,7 @@ class ChannelEndpoint:
     Options (all keyword): ``events`` (the fixed events every client gets, others refused),
     ``authorize(connection, event)`` (sync or async; ``connection`` is a Starlette
     ``HTTPConnection`` with headers, cookies, query params, and ``user``/``session`` when
-    those middlewares run), ``allowed_origins`` (see :mod:`tbone_asgi.origin`), ``limits``
+    those middlewares run), ``allowed_origins`` (see :mod:`tbone.dispatch.origin`), ``limits``
     (:class:`~tbone.dispatch.protocol.Limits`), ``max_messages``/``max_bytes`` (the
     connection's outbox, counting what the server still buffers), ``close_timeout`` and
     ``max_connections`` (10,000: open connections per channel in this process, counted across
@@ -182,9 +180,7 @@ class ChannelEndpoint:
                 # Only the channel can tell that it cannot read `since`, after the accept: say
                 # why in an error frame (as the Sanic and aiohttp glue do), then close.
                 logger.info("closing websocket %s with 1008: %s", scope.get("path"), exc)
-                carrier.offer(error_frame(exc.code, exc.reason))
-                await carrier.flush(self.close_timeout)
-                await carrier.close(1008, close_reason(str(exc)))
+                await session.reject(exc, flush_timeout=self.close_timeout)
             else:
                 await _deny(scope, send, str(exc))
             return
@@ -221,9 +217,8 @@ class ChannelEndpoint:
                 data = text if text is not None else message.get("bytes") or b""
                 code = await session.receive(data)
                 if code is not None:
-                    session.end()
-                    await carrier.flush(self.close_timeout)  # the error frames explain why
-                    await carrier.close(code, _CLOSE_REASONS.get(code, ""))
+                    # The error frames that explain why go out first.
+                    await session.close(code, flush_timeout=self.close_timeout)
                     return
         finally:
             ended.cancel()
@@ -254,11 +249,3 @@ async def _deny(scope: Mapping[str, Any], send: Send, reason: str) -> None:
     """
     logger.info("refused websocket %s: %s", scope.get("path"), reason)
     await send({"type": "websocket.close", "code": 1008, "reason": close_reason(reason)})
-
-
-def close_reason(text: str) -> str:
-    """``text`` cut to the 123 UTF-8 bytes a websocket close reason may hold (RFC 6455 5.5)."""
-    raw = text.encode("utf-8", "replace")
-    if len(raw) <= 123:
-        return text
-    return raw[:120].decode("utf-8", "ignore") + "..."

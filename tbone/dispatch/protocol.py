@@ -47,12 +47,14 @@ if TYPE_CHECKING:
 __all__ = [
     "CLOSE_MESSAGE_TOO_BIG",
     "CLOSE_POLICY_VIOLATION",
+    "CLOSE_REASONS",
     "MAX_EVENT_NAME",
     "Authorize",
     "Limits",
     "ProtocolSession",
     "Refused",
     "check_event_names",
+    "close_reason",
     "valid_event_name",
 ]
 
@@ -61,6 +63,9 @@ logger = logging.getLogger("tbone.dispatch.protocol")
 #: Websocket close codes the protocol uses (RFC 6455, section 7.4.1).
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_MESSAGE_TOO_BIG = 1009
+
+#: The reason sent with each close code the protocol uses.
+CLOSE_REASONS = {CLOSE_POLICY_VIOLATION: "policy violation", CLOSE_MESSAGE_TOO_BIG: "frame too big"}
 
 #: The longest event name a client may name.
 MAX_EVENT_NAME = 200
@@ -285,11 +290,31 @@ class ProtocolSession:
     # -- disconnect --------------------------------------------------------------------------
 
     def end(self) -> None:
-        """Unsubscribe the connection from every event of this session. Safe to call again."""
+        """Unsubscribe the connection from the channel entirely. Safe to call again.
+
+        Also clears a subscription that a resume made before it was cut short (the client
+        left while history was read), which ``subscribed`` does not list yet.
+        """
         self.ended = True
-        subscribed, self.subscribed = self.subscribed, {}
-        for name in subscribed:
-            self.channel.unsubscribe(name, self.carrier)
+        self.subscribed = {}
+        self.channel.unsubscribe_all(self.carrier)
+
+    async def close(
+        self, code: int, reason: str | None = None, *, flush_timeout: float = 5.0
+    ) -> None:
+        """End the session and close the connection with ``code``.
+
+        Frames already queued (the error frames that explain a 1008) are sent first, waiting
+        at most ``flush_timeout`` seconds; ``reason`` defaults to the code's usual one.
+        """
+        self.end()
+        await self.carrier.flush(flush_timeout)
+        await self.carrier.close(code, close_reason(reason or CLOSE_REASONS.get(code, "")))
+
+    async def reject(self, refused: Refused, *, flush_timeout: float = 5.0) -> None:
+        """Refuse after the handshake was accepted: an error frame, then close 1008."""
+        self.carrier.offer(error_frame(refused.code, refused.reason))
+        await self.close(CLOSE_POLICY_VIOLATION, refused.code, flush_timeout=flush_timeout)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -425,6 +450,14 @@ class ProtocolSession:
             logger.exception("%r: authorize(%r) failed; refusing the subscription", self, name)
             return False
         return verdict is True
+
+
+def close_reason(text: str) -> str:
+    """``text`` cut to the 123 UTF-8 bytes a websocket close reason may hold (RFC 6455 5.5)."""
+    raw = text.encode("utf-8", "replace")
+    if len(raw) <= 123:
+        return text
+    return raw[:120].decode("utf-8", "ignore") + "..."
 
 
 def _valid_id(since: object) -> bool:

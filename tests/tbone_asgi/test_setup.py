@@ -215,7 +215,7 @@ async def test_a_since_the_channel_cannot_read_closes_1008_after_accept(since: s
 
 
 def test_close_reasons_fit_a_close_frame() -> None:
-    from tbone_asgi.endpoint import close_reason
+    from tbone.dispatch.protocol import close_reason
 
     assert close_reason("short") == "short"
     long = close_reason("bad_since: " + "é" * 200)

@@ -63,6 +63,7 @@ class Carrier:
         self._queued_bytes = 0
         self._writer: asyncio.Task[None] | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._drained: asyncio.Future[None] | None = None  # set by flush(), resolved when idle
         self._channels: dict[Channel, None] = {}  # channels this connection is subscribed on
 
     # -- what subclasses implement ---------------------------------------------------------
@@ -175,11 +176,36 @@ class Carrier:
                     # What is buffered below us counts against the same limit.
                     self._overflow()
                     return
+            if self._drained is not None:
+                self._signal_drained()
             if self.closed or not self._channels:
                 self._writer = None
                 return
             waiter = self._waiter = loop.create_future()
             await waiter
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait until the outbox is empty and no send is under way, at most ``timeout`` s.
+
+        True when everything queued was handed to the connection; False on timeout or if the
+        carrier closed meanwhile. Used before a deliberate close, so the frames that explain
+        it (error frames) are not dropped with the outbox.
+        """
+        writer_busy = self._writer is not None and self._waiter is None
+        if self.closed or not (self._outbox or writer_busy):
+            return not self.closed
+        if self._drained is None or self._drained.done():
+            self._drained = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._drained), timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            return False
+        return not self.closed
+
+    def _signal_drained(self) -> None:
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
 
     # -- channels ----------------------------------------------------------------------------
 
@@ -244,6 +270,7 @@ class Carrier:
         self.close_code = code
         self._outbox.clear()
         self._queued_bytes = 0
+        self._signal_drained()
 
     def _detach_all(self) -> None:
         channels, self._channels = list(self._channels), {}

@@ -42,14 +42,12 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 from tbone.dispatch.carriers import Carrier
 from tbone.dispatch.channels import Channel, get_channel
 from tbone.dispatch.channels.mem import MemoryChannel
-from tbone.dispatch.events import error_frame
+from tbone.dispatch.origin import OriginPolicy
 from tbone.dispatch.protocol import Authorize, Limits, ProtocolSession, Refused
 
 __all__ = ["AioHttpWebSocketCarrier", "serve"]
 
 logger = logging.getLogger("tbone.dispatch.carriers.aiohttp")
-
-_CLOSE_REASONS = {1008: "policy violation", 1009: "frame too big"}
 
 
 class AioHttpWebSocketCarrier(Carrier):
@@ -141,7 +139,7 @@ async def serve(
     """Serve the subscribe protocol for ``channel`` on ``request``; return the response.
 
     In order: the ``Origin`` is checked (same-origin unless ``allowed_origins``; see
-    ``tbone_asgi.origin``), then the connect-time subscriptions (``?events=a,b&since=<id>``,
+    ``tbone.dispatch.origin``), then the connect-time subscriptions (``?events=a,b&since=<id>``,
     or the fixed ``events``) are checked with ``authorize(request, event)``. A refusal returns
     HTTP 403 with the reason, before the upgrade. Then the websocket is prepared, history is
     sent when ``since`` is given, and each client frame goes to
@@ -155,10 +153,6 @@ async def serve(
     does not answer within half of it is closed, so a vanished client is dropped within
     1.5 x ``heartbeat`` (None: no pings).
     """
-    # The Origin rules live with the ASGI package; imported here so that importing the
-    # carrier alone needs no Starlette.
-    from tbone_asgi.origin import OriginPolicy
-
     if isinstance(channel, str):
         channel = get_channel(channel) or MemoryChannel(name=channel)
     elif not isinstance(channel, Channel):
@@ -189,16 +183,12 @@ async def serve(
     except Refused as exc:
         if not ws.prepared:
             return _refuse(request, str(exc))
-        # Refused after the upgrade (history could not be read for ``since``): say why, now,
-        # since closing drops what waits in the outbox.
-        await carrier.deliver_text(error_frame(exc.code, exc.reason))
-        await carrier.close(1008, exc.code)
+        # Refused after the upgrade (history could not be read for ``since``): say why.
+        logger.info("refused websocket %s: %s", request.path, exc)
+        await session.reject(exc, flush_timeout=close_timeout)
         return ws
     except BaseException:
-        # Cancelled or failed while subscribing: a resume subscribes before it reads history,
-        # and the session only records what completed, so clear the channel too.
-        session.end()
-        channel.unsubscribe_all(carrier)
+        session.end()  # also clears what a resume cut short had subscribed
         raise
     try:
         async for message in ws:
@@ -206,8 +196,7 @@ async def serve(
                 continue  # aiohttp ends the loop itself on close and error frames
             code = await session.receive(message.data)
             if code is not None:
-                session.end()
-                await carrier.close(code, _CLOSE_REASONS.get(code, ""))
+                await session.close(code, flush_timeout=close_timeout)
                 break
     finally:
         session.end()

@@ -93,8 +93,6 @@ class ASGIWebSocketCarrier(Carrier):
         self._ended = asyncio.Event()
         self._close_sent = asyncio.Event()
         self._disconnected = False
-        self._sending = False
-        self._flushed: asyncio.Future[None] | None = None
 
     # -- lifecycle seen by the endpoint ------------------------------------------------------
 
@@ -149,37 +147,12 @@ class ASGIWebSocketCarrier(Carrier):
                 self._check_starlette_state()
             else:
                 await self._accepted.wait()
-        self._sending = True
         try:
             await self._send({"type": "websocket.send", "text": text})
         except RuntimeError as exc:
             # Servers raise RuntimeError for a send after the close frame went out (the peer
             # closed first, or we did): for us that is a peer that left.
             raise ConnectionResetError(f"websocket already closing: {exc}") from exc
-        finally:
-            self._sending = False
-            if not self._outbox and self._flushed is not None and not self._flushed.done():
-                self._flushed.set_result(None)
-
-    async def flush(self, timeout: float) -> bool:
-        """Wait until every queued frame was handed to the server; False after ``timeout``.
-
-        Used before closing for a protocol violation, so the client gets the error frames
-        that explain the close.
-        """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while (self._outbox or self._sending) and not self.closed:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            if self._flushed is None or self._flushed.done():
-                self._flushed = loop.create_future()
-            try:
-                await asyncio.wait_for(asyncio.shield(self._flushed), remaining)
-            except (asyncio.TimeoutError, TimeoutError):
-                return False
-        return not self.closed
 
     async def close_connection(self, code: int, reason: str) -> None:
         try:

@@ -41,7 +41,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 from tbone.dispatch.carriers import Carrier
 from tbone.dispatch.channels import Channel, get_channel
 from tbone.dispatch.channels.mem import MemoryChannel
-from tbone.dispatch.events import error_frame
+from tbone.dispatch.origin import OriginPolicy
 from tbone.dispatch.protocol import (
     Authorize,
     Limits,
@@ -53,8 +53,6 @@ from tbone.dispatch.protocol import (
 __all__ = ["SanicWebSocketCarrier", "add_route", "serve"]
 
 logger = logging.getLogger("tbone.dispatch.carriers.sanic")
-
-_CLOSE_REASONS = {1008: "policy violation", 1009: "frame too big"}
 
 
 class SanicWebSocketCarrier(Carrier):
@@ -161,7 +159,7 @@ async def serve(
     """Serve the subscribe protocol for ``channel`` on Sanic websocket ``ws``; return when done.
 
     Call it from a websocket handler (``async def handler(request, ws)``). In order: the
-    ``Origin`` is checked (same-origin unless ``allowed_origins``; see ``tbone_asgi.origin``),
+    ``Origin`` is checked (same-origin unless ``allowed_origins``; see ``tbone.dispatch.origin``),
     then the connect-time subscriptions (``?events=a,b&since=<id>``, or the fixed ``events``)
     are checked with ``authorize(request, event)``. Sanic has already upgraded the connection
     when a handler runs, so a refusal here sends an error frame and closes with 1008;
@@ -181,20 +179,21 @@ async def serve(
         channel, events, authorize, allowed_origins, limits, max_messages, max_bytes, close_timeout
     )
     carrier = route.carrier(ws)
+    session = route.session(request, carrier)
     if not route.origins.allows(_scope(request)):
         logger.info("refused websocket %s: origin %r", request.path, request.headers.get("origin"))
-        await _refuse(carrier, Refused("forbidden_origin", "this Origin may not connect"))
+        refused = Refused("forbidden_origin", "this Origin may not connect")
+        await session.reject(refused, flush_timeout=carrier.close_timeout)
         return
-    session = route.session(request, carrier)
     names, since = _query(request)
     try:
         await session.start(names, since)
     except Refused as exc:
         logger.info("refused websocket %s: %s", request.path, exc)
-        await _refuse(carrier, exc)
+        await session.reject(exc, flush_timeout=carrier.close_timeout)
         return
     except BaseException:
-        _abandon(session, carrier)
+        session.end()  # also clears what a resume cut short had subscribed
         raise
     await _serve_session(ws, session, carrier)
 
@@ -275,7 +274,7 @@ class _Route:
         self.channel = channel
         self.events = events
         self.authorize = authorize
-        self.origins = _origins(allowed_origins)
+        self.origins = OriginPolicy(allowed_origins)
         self.limits = limits
         self.max_messages = max_messages
         self.max_bytes = max_bytes
@@ -366,10 +365,10 @@ class _Handshake:
             await task  # subscribes; with since, sends the history first
         except Refused as exc:  # since named an id the channel cannot read
             logger.info("refused websocket %s: %s", self.request.path, exc)
-            await _refuse(carrier, exc)
+            await self.session.reject(exc, flush_timeout=carrier.close_timeout)
             return
         except BaseException:
-            _abandon(self.session, carrier)
+            self.session.end()  # also clears what a resume cut short had subscribed
             raise
         await _serve_session(ws, self.session, carrier)
 
@@ -382,13 +381,6 @@ class _NoConnectionYet(Carrier):
 
     async def close_connection(self, code: int, reason: str) -> None:
         return None
-
-
-def _abandon(session: ProtocolSession, carrier: Carrier) -> None:
-    # Cancelled (the client left) or failed while subscribing: a resume subscribes before it
-    # reads history, and the session only records what completed, so clear the channel too.
-    session.end()
-    session.channel.unsubscribe_all(carrier)
 
 
 def _outcome_read(task: asyncio.Task[None]) -> None:
@@ -429,8 +421,7 @@ async def _serve_session(ws: Any, session: ProtocolSession, carrier: SanicWebSoc
                 continue
             code = await session.receive(message)
             if code is not None:
-                session.end()
-                await carrier.close(code, _CLOSE_REASONS.get(code, ""))
+                await session.close(code, flush_timeout=carrier.close_timeout)
                 return
     finally:
         session.end()
@@ -444,14 +435,6 @@ def _query(request: Any) -> tuple[list[str], str | None]:
     return names, request.args.get("since")
 
 
-def _origins(allowed_origins: Collection[str] | None) -> Any:
-    # The Origin rules live with the ASGI package (the sanic extra installs Starlette for it);
-    # imported here so that the carrier alone needs no Starlette.
-    from tbone_asgi.origin import OriginPolicy
-
-    return OriginPolicy(allowed_origins)
-
-
 def _scope(request: Any) -> dict[str, Any]:
     """The part of an ASGI scope the Origin check reads, from a Sanic request."""
     headers = [
@@ -460,9 +443,3 @@ def _scope(request: Any) -> dict[str, Any]:
         if key.lower() in ("origin", "host")
     ]
     return {"headers": headers}
-
-
-async def _refuse(carrier: SanicWebSocketCarrier, exc: Refused) -> None:
-    # Sent now, not queued: closing drops what waits in the outbox.
-    await carrier.deliver_text(error_frame(exc.code, exc.reason))
-    await carrier.close(1008, exc.code)
