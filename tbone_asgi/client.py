@@ -142,6 +142,9 @@ class Recovered:
 
     ``complete`` is False when the server's history did not reach back to ``since``: events
     may have been missed (the server restarted with in-memory history, or it was trimmed).
+    It is also False, with ``channel`` empty, when the server could not read ``since`` at all
+    (a ``bad_since`` error: say, the channel's backend changed): the client then starts again
+    from the current events.
     """
 
     channel: str
@@ -254,6 +257,7 @@ class Subscription:
         self._ack_errors: list[dict[str, Any]] = []
         self._stale_pongs = 0  # pongs still due for pings that timed out
         self._progress = False  # the current connection brought an event or a resume's end
+        self._bad_since = False  # the server could not read our since on this connection
         self._task: asyncio.Task[None] | None = None
         self._ended = False
 
@@ -434,6 +438,7 @@ class Subscription:
                     failures = 0
                     self.connections += 1
                     self._progress = False
+                    self._bad_since = False
                     opened = loop.time()
                     await self._serve(ws, asked)
                 # Start the backoff afresh only after a connection that worked: one that
@@ -444,6 +449,12 @@ class Subscription:
                     delay = self.backoff[0]
                 # The server closed the connection (for example 1001 or 1012 on restart).
                 code = ws.close_code
+                if code == 1008 and self._bad_since and self.last_id is not None:
+                    # The server cannot read our id (another backend, or a bad since= given
+                    # to us): history cannot be checked, so say so and start from now.
+                    self._recovered({"channel": "", "complete": False}, self.last_id)
+                    self.last_id = None
+                    continue
                 if code is not None and (code in REFUSING_CLOSE_CODES or 4000 <= code <= 4999):
                     await self._end(
                         SubscriptionRefused(self.url, code=code, reason=ws.close_reason or "")
@@ -521,6 +532,8 @@ class Subscription:
                     elif self._pong is not None and not self._pong.done():
                         self._pong.set_result(None)
                 elif kind == "error" and isinstance(payload, dict):
+                    if payload.get("code") == "bad_since":
+                        self._bad_since = True
                     if self._pong is not None:
                         self._ack_errors.append(payload)
                     self.errors.append(payload)

@@ -237,6 +237,7 @@ export class TBoneClient {
       throw err;
     }
     this._ws = ws;
+    this._badSince = false;
     ws.onopen = () => {
       // The backoff starts afresh only once this connection has worked: it brought an event
       // or a finished resume, or stayed up for backoff.max. A server that accepts and closes
@@ -303,6 +304,7 @@ export class TBoneClient {
       }
       case "error":
         console.warn("tbone: server error frame", payload);
+        if (payload && payload.code === "bad_since") this._badSince = true;
         if (this._pending) this._pending.errors.push(payload);
         this._emit("error", payload);
         break;
@@ -343,6 +345,17 @@ export class TBoneClient {
     this._stalePongs = 0;
     this._settle(true);
     if (this._stopped) return;
+    if (code === 1008 && this._badSince && this.lastId != null) {
+      // The server cannot read our id (another backend, or a bad `since` option): history
+      // cannot be checked, so say so and start again from the current events.
+      const rec = { channel: null, complete: false, since: this.lastId };
+      this.recoveries.push(rec);
+      this._emit("recovered", rec);
+      this.lastId = null;
+      this._setState("reconnecting", { delay: 0, code, reason });
+      this._retryTimer = setTimeout(() => this.connect(), 0);
+      return;
+    }
     if (REFUSING_CLOSE_CODES.has(code) || (code >= 4000 && code <= 4999)) {
       this._setState("failed", { code, reason });
       return;

@@ -227,3 +227,18 @@ async def test_no_reconnect_storm_when_every_connection_is_closed_at_once() -> N
         await tab.close()
     # Drawn from [d/2, d] with d = 20, 40, 80, 160, 320 ms: the fifth is at least 160.
     assert delays[4] >= 160, delays
+
+
+async def test_an_unreadable_since_is_a_gap_not_the_end(page: Any, channel: MemoryChannel) -> None:
+    await page.evaluate("window.open({events: ['a'], since: 'not-an-id'})")
+    await page.wait_for_function(
+        "window.client.recoveries.length === 1 && window.client.state === 'open'"
+        " && window.client.lastId === null",
+        timeout=WAIT,
+    )
+    assert await page.evaluate("window.client.recoveries") == [
+        {"channel": None, "complete": False, "since": "not-an-id"}
+    ]
+    await page.evaluate("window.client.ping()")
+    event = await channel.publish("a", 1)
+    assert (await got(page, 1))[0][2] == event.id

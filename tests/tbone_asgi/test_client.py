@@ -402,3 +402,24 @@ async def test_listen_in_process_reports_a_lost_server() -> None:
 def test_main_rejects_a_bad_url_with_status_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["listen", "http://127.0.0.1:1/ws", "--events", "a"]) == 2
     assert "ws://" in capsys.readouterr().err
+
+
+async def test_an_unreadable_since_is_a_gap_not_the_end(
+    server: RestartableServer, channel: MemoryChannel
+) -> None:
+    # An id the channel cannot read (from another backend, say): the server closes with 1008
+    # after a bad_since error. The client reports a gap and starts again from now.
+    async with subscribe(server.ws_url(), events=["a"], since="not-an-id", backoff=FAST) as sub:
+        await asyncio.wait_for(_first_recovery(sub), 10)
+        assert sub.recoveries == [Recovered("", False, "not-an-id")]
+        await ready(sub)
+        event = await channel.publish("a", 1)
+        assert [e.id for e in await take(sub, 1)] == [event.id]
+    assert [e["code"] for e in sub.errors] == ["bad_since"]
+
+
+async def _first_recovery(sub: Subscription) -> None:
+    recovered = asyncio.Event()
+    sub.on_recovered = lambda _: recovered.set()
+    if not sub.recoveries:
+        await recovered.wait()
