@@ -1,18 +1,23 @@
 """A websocket client process for the fan-out benchmarks: ``python -m bench._client URL N``.
 
-It opens N connections with the ``websockets`` library (compression off, as every server
-here is measured without it), then follows line commands on stdin and answers each with one
-JSON line on stdout:
+It opens N connections and follows line commands on stdin, answering each with one JSON line
+on stdout:
 
 * at start: ``{"connected": N, "seconds": ...}`` once every connection is open;
 * ``{"expect": K}`` -> ``{"armed": true}`` at once, then, when every connection has received
   K event frames (or ``timeout`` passed), ``{"received": ..., "latency_us": [...], "last":
-  ...}``: the publish-to-receive latency of each frame (from the ``t`` the server stamped at
-  publish, ``time.time()``) and the time the last frame arrived;
+  ..., "cpu": ...}``: the publish-to-receive latency of each frame (from the ``t`` the server
+  stamped at publish, ``time.time()``), the time the last frame arrived and the CPU seconds
+  this client process used in the round;
 * ``{"quit": true}`` (or end of input) -> close every connection and exit.
 
-With ``--stuck`` the connections never read: after a few frames the websockets library stops
-reading the socket, as a client that hung or went to sleep would.
+Each connection is the ``websockets`` library's sans-I/O ``ClientProtocol`` (it does the
+handshake, framing, masking, pings and the close handshake) driven by a plain asyncio
+protocol, with compression off as every server here is measured without it. That costs the
+client a third of what the library's asyncio client does per frame, which matters: clients
+share the machine's cores with the server, and the less they take, the more the latency
+measures the server. With ``--stuck`` the connections stop reading once open, as a client
+that hung would: the server's writes then pile up.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bench._server import raise_fd_limit
@@ -42,27 +48,67 @@ class _Round:
             self.done.set()
 
 
-async def _reader(ws: Any, state: dict[str, _Round | None], loads: Any) -> None:
-    count = 0
-    current: _Round | None = None
-    async for message in ws:
-        now = time.time()
-        frame = loads(message)
-        if frame.get("type") != "event":
-            continue
-        r = state["round"]
-        if r is None:
-            continue
-        if r is not current:  # a new round began: count from zero
-            current, count = r, 0
-        count += 1
-        r.received += 1
-        r.latency.append(now - frame["payload"]["data"]["t"])
-        r.last = now
-        if count == r.expect:
-            r.pending -= 1
-            if r.pending == 0:
-                r.done.set()
+class _Connection(asyncio.Protocol):
+    """One websocket: the websockets library's ClientProtocol over an asyncio transport."""
+
+    def __init__(self, url: str, on_text: Callable[[_Connection, Any], None]) -> None:
+        from websockets.client import ClientProtocol
+        from websockets.uri import parse_uri
+
+        self.protocol = ClientProtocol(parse_uri(url), max_size=None)
+        self.on_text = on_text
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+        self.count = 0  # event frames of the current round
+        self.round: _Round | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.protocol.send_request(self.protocol.connect())
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        from websockets.frames import Frame, Opcode
+        from websockets.http11 import Response
+
+        self.protocol.receive_data(data)
+        for event in self.protocol.events_received():
+            if isinstance(event, Frame):
+                if event.opcode is Opcode.TEXT:
+                    self.on_text(self, event.data)
+            elif isinstance(event, Response) and not self.opened.done():
+                if self.protocol.handshake_exc is not None:
+                    self.opened.set_exception(self.protocol.handshake_exc)
+                else:
+                    self.opened.set_result(None)
+        self._flush()
+
+    def _flush(self) -> None:
+        assert self.transport is not None
+        for data in self.protocol.data_to_send():
+            if data:
+                self.transport.write(data)
+            else:  # the protocol asks to half-close after the close handshake
+                self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(exc or ConnectionError("closed during the handshake"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    async def close(self, timeout: float) -> None:
+        """Close with 1000 and wait (at most ``timeout``) for the server's answer."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.protocol.send_close(1000)
+        self._flush()
+        try:
+            await asyncio.wait_for(asyncio.shield(self.closed), timeout)
+        except asyncio.TimeoutError:
+            self.transport.abort()
 
 
 def _emit(obj: dict[str, Any]) -> None:
@@ -71,8 +117,6 @@ def _emit(obj: dict[str, Any]) -> None:
 
 
 async def _main(url: str, n: int, concurrency: int, timeout: float, stuck: bool) -> None:
-    from websockets.asyncio.client import connect
-
     try:
         import orjson
 
@@ -80,29 +124,47 @@ async def _main(url: str, n: int, concurrency: int, timeout: float, stuck: bool)
     except ImportError:  # pragma: no cover
         loads = json.loads
     raise_fd_limit()
+    loop = asyncio.get_running_loop()
     state: dict[str, _Round | None] = {"round": None}
+
+    def on_text(conn: _Connection, data: Any) -> None:
+        now = time.time()
+        r = state["round"]
+        if r is None:
+            return
+        frame = loads(data)
+        if frame.get("type") != "event":
+            return
+        if conn.round is not r:  # a new round began: count from zero
+            conn.round, conn.count = r, 0
+        conn.count += 1
+        r.received += 1
+        r.latency.append(now - frame["payload"]["data"]["t"])
+        r.last = now
+        if conn.count == r.expect:
+            r.pending -= 1
+            if r.pending == 0:
+                r.done.set()
+
+    from websockets.uri import parse_uri
+
+    uri = parse_uri(url)
     gate = asyncio.Semaphore(concurrency)
-    sockets: list[Any] = []
-    readers: list[asyncio.Task[None]] = []
+    connections: list[_Connection] = []
 
     async def open_one() -> None:
         async with gate:
-            ws = await connect(
-                url,
-                compression=None,
-                ping_interval=None,
-                max_size=None,
-                open_timeout=60,
-                close_timeout=1 if stuck else 10,
+            _, conn = await loop.create_connection(
+                lambda: _Connection(url, on_text), uri.host, uri.port
             )
-        sockets.append(ws)
-        if not stuck:  # a stuck client never reads: websockets stops reading the socket
-            readers.append(asyncio.get_running_loop().create_task(_reader(ws, state, loads)))
+            await asyncio.wait_for(conn.opened, 60)
+        connections.append(conn)
+        if stuck and conn.transport is not None:
+            conn.transport.pause_reading()
 
     start = time.perf_counter()
     await asyncio.gather(*(open_one() for _ in range(n)))
-    _emit({"connected": len(sockets), "seconds": time.perf_counter() - start})
-    loop = asyncio.get_running_loop()
+    _emit({"connected": len(connections), "seconds": time.perf_counter() - start})
     while True:
         line = await loop.run_in_executor(None, sys.stdin.readline)
         if not line:
@@ -110,7 +172,8 @@ async def _main(url: str, n: int, concurrency: int, timeout: float, stuck: bool)
         command = json.loads(line)
         if "expect" not in command:
             break
-        r = state["round"] = _Round(len(sockets), int(command["expect"]))
+        r = state["round"] = _Round(len(connections), int(command["expect"]))
+        cpu = time.process_time()
         _emit({"armed": True})
         with contextlib.suppress(asyncio.TimeoutError):  # reported as fewer frames received
             await asyncio.wait_for(r.done.wait(), timeout)
@@ -119,17 +182,16 @@ async def _main(url: str, n: int, concurrency: int, timeout: float, stuck: bool)
                 "received": r.received,
                 "latency_us": [round(x * 1e6) for x in r.latency],
                 "last": r.last,
+                "cpu": time.process_time() - cpu,
             }
         )
         state["round"] = None
     if stuck:  # a hung client never completes a close handshake: drop the connections
-        for ws in sockets:
-            ws.transport.abort()
+        for conn in connections:
+            if conn.transport is not None:
+                conn.transport.abort()
     else:
-        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
-    for task in readers:
-        task.cancel()
-    await asyncio.gather(*readers, return_exceptions=True)
+        await asyncio.gather(*(conn.close(10) for conn in connections))
 
 
 def main() -> None:

@@ -57,7 +57,7 @@ def _stop(proc: subprocess.Popen[str]) -> None:
     if proc.poll() is None:
         proc.terminate()
         try:
-            proc.wait(15)
+            proc.wait(5)  # a server blocked on a stuck client may never finish shutting down
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
@@ -177,12 +177,13 @@ class Clients:
             self._read(proc)
 
     def collect(self) -> dict[str, Any]:
-        """Wait for every client's round; merged ``received``, ``latency_us`` and ``last``."""
+        """Wait for every client's round: merged ``received``, ``latency_us``, ``last``, ``cpu``."""
         results = [self._read(p) for p in self.procs]
         return {
             "received": sum(r["received"] for r in results),
             "latency_us": [x for r in results for x in r["latency_us"]],
             "last": max(r["last"] for r in results),
+            "cpu": sum(r["cpu"] for r in results),
         }
 
     def close(self) -> None:
