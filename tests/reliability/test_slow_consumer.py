@@ -1,11 +1,12 @@
 """One client stops reading while many others read a steady stream: uvicorn, aiohttp, Sanic.
 
-For each server, two runs of the same stream to the same readers (a separate process,
-``flood_readers.py``): one without and one with a client that stops reading. The slow client
-must be closed with 1013 once what waits for it (the carrier's outbox plus the server's write
-buffer) passes the carrier's ``max_bytes``; the readers' p99 latency must stay within 2x of
-the run without it (plus a small absolute allowance for timer noise); and the server's memory
-must stay bounded.
+For each server, one stream to many readers (a separate process, ``flood_readers.py``) in six
+phases: quiet, slow, quiet, slow, quiet, slow. At the start of each slow phase a new client
+connects and stops reading. It must be closed with 1013 within its phase, once what waits for
+it (the carrier's outbox plus the server's write buffer) passes the carrier's ``max_bytes``;
+the readers' p99 latency in slow phases must stay within 2x of the quiet phases (the median
+phase of each kind, so one scheduling stall of a shared machine does not decide it, plus a
+small absolute allowance for timer noise); and the server's memory must stay bounded.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import itertools
 import json
 import os
 import socket
+import statistics
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -43,8 +45,7 @@ from tests.support.web_servers import (
 
 ROOT = Path(__file__).resolve().parents[2]
 READERS = 200
-PHASE = 2.5  # seconds per phase: quiet, slow, quiet, slow
-PHASES = 4
+PHASES = 6
 LIMIT = 32 * 1024  # the carriers' max_bytes in these runs
 OUTBOX = 1000  # and their max_messages (the default)
 # The server sockets' send buffer (the kernel doubles it). Left to autotuning, Linux lets it
@@ -52,10 +53,11 @@ OUTBOX = 1000  # and their max_messages (the default)
 # before any reached the carrier's backlog, and the test would take minutes at these rates.
 SERVER_SNDBUF = 16 * 1024
 MEMORY_BOUND = 32 * 1024 * 1024  # RSS the server process may gain during a run
-# events per second -> frame padding (frames are ~100 bytes more): ~50 and ~110 KB/s per reader.
-# A client that stops reading is closed once LIMIT plus the kernel's buffers (~64 KB here) are
-# full: after 1 to 2 seconds at these rates, which is also how long a reader may stall.
-RATES = {100: 400, 1000: 0}
+# events per second -> (frame padding, seconds per phase). Frames are ~100 bytes more than the
+# padding: ~50 and ~110 KB/s per reader. A client that stops reading is closed once LIMIT plus
+# the kernel's buffers (~64 KB here) are full: after about 1.8 and 0.6 seconds at these rates,
+# which is also how long a reader may stall before it counts as slow.
+RATES = {100: (400, 2.5), 1000: (0, 1.0)}
 
 Serve = Callable[[MemoryChannel], AbstractAsyncContextManager[str]]
 _runs = itertools.count()
@@ -125,11 +127,12 @@ def small_server_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(web_servers, "listening_socket", lambda: small(listen()))
 
 
-async def _flood(serve: Serve, readers: int, rate: int, pad: int) -> dict[str, Any]:
+async def _flood(serve: Serve, readers: int, rate: int) -> dict[str, Any]:
     """One stream of PHASES phases; a new slow client connects at the start of odd phases."""
     channel = MemoryChannel(name=f"flood-{next(_runs)}", history=10)
     loop = asyncio.get_running_loop()
-    per_phase = int(rate * PHASE)
+    pad, phase_seconds = RATES[rate]
+    per_phase = int(rate * phase_seconds)
     padding = "x" * pad
     slow_clients: list[Any] = []
     closes: list[float] = []
@@ -170,7 +173,7 @@ async def _flood(serve: Serve, readers: int, rate: int, pad: int) -> dict[str, A
                     elif phase:
                         assert channel.stats()["closed_slow"] == phase // 2, (
                             f"the slow client of phase {phase - 1} was not closed within "
-                            f"{PHASE}s: {channel.stats()}"
+                            f"{phase_seconds}s: {channel.stats()}"
                         )
                 delay = start + seq / rate - loop.time()
                 if delay > 0:
@@ -202,6 +205,25 @@ async def _flood(serve: Serve, readers: int, rate: int, pad: int) -> dict[str, A
     return summary
 
 
+def _problems(run: dict[str, Any], readers: int, events: int) -> list[str]:
+    """What is wrong with one run (an empty list when it meets every rule)."""
+    problems = []
+    counts = [r["count"] for r in run["readers"]]
+    # Every reader got every event, in order: nobody but the slow clients was closed.
+    if counts != [events] * readers or not all(r["in_order"] for r in run["readers"]):
+        problems.append(f"readers short or out of order: min {min(counts)} of {events}")
+    if run["closed_slow"] != PHASES // 2 or len(run["closes"]) != PHASES // 2:
+        problems.append(f"closed as slow: {run['closed_slow']}, expected {PHASES // 2}")
+    if run["rss_growth"] >= MEMORY_BOUND:
+        problems.append(f"server RSS grew by {run['rss_growth']} bytes")
+    # Phases with a slow client against phases without, in the same stream: 2x, plus 20 ms
+    # for timer and scheduling noise.
+    quiet, slow = statistics.median(run["p99_ms"][0::2]), statistics.median(run["p99_ms"][1::2])
+    if slow > 2 * quiet + 20:
+        problems.append(f"p99 {slow:.1f} ms with a slow client, {quiet:.1f} ms without")
+    return problems
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("small_server_buffers")
 @pytest.mark.parametrize("rate", sorted(RATES))
@@ -211,26 +233,39 @@ async def test_a_client_that_stops_reading(
 ) -> None:
     serve: Serve = {"uvicorn": _uvicorn, "aiohttp": _aiohttp, "sanic": _sanic}[server]
     readers = READERS if rate <= 100 else READERS // 10
-    run = await _flood(serve, readers, rate, RATES[rate])
-    events = int(rate * PHASE) * PHASES
-    # Every reader got every event, in order: nobody but the slow clients was closed.
-    assert [r["count"] for r in run["readers"]] == [events] * readers
-    assert all(r["in_order"] for r in run["readers"])
-    assert run["closed_slow"] == PHASES // 2
-    assert len(run["closes"]) == PHASES // 2
-    assert run["rss_growth"] < MEMORY_BOUND, run["rss_growth"]
-    # Phases with a slow client against phases without, in the same stream: 2x, plus 20 ms
-    # for timer and scheduling noise on a shared machine.
-    assert run["slow_p99_ms"] <= 2 * run["quiet_p99_ms"] + 20, run
+    phase_seconds = RATES[rate][1]
+    events = int(rate * phase_seconds) * PHASES
     label = f"{server} {readers} readers x {rate} ev/s"
+    # Two cores shared with other jobs: a stall of the machine longer than a reader's allowance
+    # (see RATES) closes readers as slow, and one in a slow phase skews its latency. Such noise
+    # does not repeat on demand, a real fault does: a failed run is tried once more.
+    failures: list[str] = []
+    for _attempt in range(2):
+        try:
+            run = await _flood(serve, readers, rate)
+        except AssertionError as exc:
+            failures.append(str(exc)[:500])
+            continue
+        problems = _problems(run, readers, events)
+        if not problems:
+            break
+        failures.append("; ".join(problems))
+    else:
+        pytest.fail(f"{label}: both runs failed: {failures}")
+    figure(f"{label}: runs needed", len(failures) + 1)
     figure(
         f"{label}: p50/p99 ms without a slow client",
-        f"{run['quiet_p50_ms']:.1f}/{run['quiet_p99_ms']:.1f}",
+        f"{statistics.median(run['p50_ms'][0::2]):.1f}/"
+        f"{statistics.median(run['p99_ms'][0::2]):.1f}",
     )
-    figure(f"{label}: p50/p99 ms with one", f"{run['slow_p50_ms']:.1f}/{run['slow_p99_ms']:.1f}")
+    figure(
+        f"{label}: p50/p99 ms with one",
+        f"{statistics.median(run['p50_ms'][1::2]):.1f}/"
+        f"{statistics.median(run['p99_ms'][1::2]):.1f}",
+    )
     figure(
         f"{label}: slow clients closed with 1013 after s",
         "/".join(f"{c:.2f}" for c in run["closes"]),
     )
     figure(f"{label}: server RSS growth MiB", run["rss_growth"] / 2**20)
-    figure(f"{label}: stream published in s (target {PHASE * PHASES})", run["published_in"])
+    figure(f"{label}: stream published in s (target {phase_seconds * PHASES})", run["published_in"])
