@@ -280,14 +280,16 @@ class Channel(metaclass=_ChannelMeta):
             raise
         if self._resuming.get(live) is not state:  # closed or unsubscribed meanwhile
             return past.complete
+        state.set_history(past.events, since if past.complete else None)
         for ev in past.events:
-            if ev.name in names:
-                live.offer(ev.frame, ev.size)
+            if ev.name in names and not await _replay(live, ev):
+                self._resuming.pop(live, None)
+                return past.complete  # the client stopped reading (closed 1013) or left
+        if self._resuming.get(live) is not state:
+            return past.complete
         live.offer(recovered_frame(self.name, past.complete))
-        # From here on, live events that history already gave are skipped.
-        for ev in state.release(past.events, since if past.complete else None):
-            if not state.intercept(ev):
-                live.offer(ev.frame, ev.size)
+        for ev in state.release():
+            live.offer(ev.frame, ev.size)
         return past.complete
 
     # -- running -----------------------------------------------------------------------------
@@ -416,48 +418,93 @@ class Channel(metaclass=_ChannelMeta):
         }
 
 
+async def _replay(carrier: Carrier, event: Event) -> bool:
+    """Offer one history event, letting the writer drain first when the outbox is half full.
+
+    History may hold more than an outbox takes at once (a client back after a long absence):
+    offering it all in one go would close every such client with 1013, again at each retry.
+    Pacing on the writer sends it all to a client that reads; one that does not read within
+    the flush wait is closed as too slow, as it would be live. False once the carrier closed.
+    """
+    if (
+        carrier.queued >= carrier.max_messages // 2
+        or carrier._queued_bytes + event.size > carrier.max_bytes // 2
+    ):
+        await carrier.flush(REPLAY_FLUSH_TIMEOUT)
+    return carrier.offer(event.frame, event.size)
+
+
+#: Seconds a resuming client may take to read half an outbox of history before the replay
+#: goes on regardless (and closes it with 1013 if the outbox overflows).
+REPLAY_FLUSH_TIMEOUT = 10.0
+
+
 class _Resume:
-    """A resuming carrier's live events: buffered while history is read, then filtered.
+    """A resuming carrier's live events, held back until history has been replayed.
 
     The consumer delivers in backend order, and history is a run of that same order ending at
-    its last event ``last``; live events up to ``last`` were sent from history already.
+    its last event: live events up to it were (or will be) sent from history and are dropped;
+    later ones wait until the replay and the ``recovered`` frame are out. Phases: reading
+    history (every live event waits), replaying (duplicates dropped, new events wait, at most
+    ``max_messages`` of them), live (the filter ends at the first new event).
     """
 
-    __slots__ = ("buffer", "carrier", "channel", "last_key", "seen")
+    __slots__ = ("buffer", "carrier", "channel", "filtering", "last_key", "seen")
 
     def __init__(self, channel: Channel, carrier: Carrier) -> None:
         self.channel = channel
         self.carrier = carrier
         self.buffer: list[Event] | None = []
+        self.filtering: bool | None = None  # None until history is known
         self.last_key: Any = None
         self.seen: set[str] = set()
 
-    def release(self, past: list[Event], since: str | None) -> list[Event]:
-        waiting, self.buffer = self.buffer or [], None
+    def set_history(self, past: list[Event], since: str | None) -> None:
+        """History was read: from now on, live events it already holds are dropped."""
         last = past[-1].id if past else since
         key = None if last is None else self.channel.order_key(last)
         if key is not None:
             self.last_key = key
         elif past or since is not None:
-            # A consumer lagging behind ``since`` delivers it (and history) late: skip those.
+            # No id order: skip by id. A consumer lagging behind ``since`` delivers it (and
+            # history) late: skip those too.
             self.seen = {e.id for e in past}
             if since is not None:
                 self.seen.add(since)
-        else:
+        self.filtering = key is not None or bool(self.seen)
+        waiting, self.buffer = self.buffer or [], []
+        for event in waiting:
+            self.intercept(event)
+
+    def release(self) -> list[Event]:
+        """The replay is out: return the new events that waited; later ones go out directly."""
+        waiting, self.buffer = self.buffer or [], None
+        if not self.filtering:
             self._done()
         return waiting
 
     def intercept(self, event: Event) -> bool:
-        """True when ``event`` must not be offered now (buffered or already sent)."""
-        if self.buffer is not None:
+        """True when ``event`` must not be offered now (waiting, or already sent)."""
+        if self.filtering is None:
+            assert self.buffer is not None
             self.buffer.append(event)
             return True
-        if self.last_key is not None:
-            if self.channel.order_key(event.id) <= self.last_key:
+        if self.filtering:
+            if self.last_key is not None:
+                duplicate = self.channel.order_key(event.id) <= self.last_key
+            else:
+                duplicate = event.id in self.seen
+            if duplicate:
                 return True
-        elif event.id in self.seen:
+            self.filtering = False  # past the end of history: everything after is new
+        if self.buffer is not None:
+            self.buffer.append(event)
+            if len(self.buffer) > self.carrier.max_messages:
+                # New events outran a replay the client reads too slowly: what the outbox
+                # would not hold either closes it as too slow.
+                self.carrier._overflow()
             return True
-        self._done()  # past the end of history: from now on, everything goes out
+        self._done()
         return False
 
     def _done(self) -> None:

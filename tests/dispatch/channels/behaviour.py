@@ -221,3 +221,18 @@ class ChannelBehaviour:
         await channel.ready()
         await channel.publish("e", "again")
         assert _payloads(await carrier.wait_for(1))[0]["data"] == "again"
+
+    async def test_resume_of_more_than_an_outbox_holds_is_paced(
+        self, make_channel: MakeChannel, name: str
+    ) -> None:
+        # A client back after a long absence: history holds 5x what its outbox takes at once.
+        channel = await make_channel(name, history=100)
+        await channel.ready()
+        since = await channel.publish("e", "seen")
+        missed = [await channel.publish("e", i) for i in range(50)]
+        carrier = RecordingCarrier(max_messages=10, delay=0.001)
+        assert await channel.resume(carrier, ["e"], since=since.id) is True
+        frames = await carrier.wait_for(51)
+        assert [f["payload"]["id"] for f in frames[:50]] == [e.id for e in missed]
+        assert frames[50]["type"] == "recovered"
+        assert carrier.closed_with is None
