@@ -22,6 +22,8 @@ metric                                type     from ``stats()``
 ``tbone_channel_errors_total``        counter  ``errors`` (backend failures)
 ``tbone_channel_consumer_running``    gauge    1 while ``consumer`` is ``running``, else 0
 ``tbone_channel_reader_lag_seconds``  gauge    ``lag_ms`` / 1000, for backends reporting it
+``..._reader_last_answer_seconds``    gauge    ``last_answer_s`` (Redis), for dead-link alerts
+``tbone_channel_gaps_total``          counter  ``gaps`` (MongoDB), for backends reporting it
 ====================================  =======  =============================================
 
 A counter or gauge a backend does not report (say ``lag_ms`` of a MemoryChannel, or None
@@ -107,6 +109,20 @@ METRICS: tuple[tuple[str, str, str, str, float], ...] = (
         "lag_ms",
         "Age of the newest event of the reader's last batch when it arrived.",
         0.001,
+    ),
+    (
+        "tbone_channel_reader_last_answer_seconds",
+        "gauge",
+        "last_answer_s",
+        "Seconds since the backend last answered the reader.",
+        1.0,
+    ),
+    (
+        "tbone_channel_gaps_total",
+        "counter",
+        "gaps",
+        "Times the read position had rolled out of the backend's history.",
+        1.0,
     ),
 )
 

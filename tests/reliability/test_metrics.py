@@ -88,6 +88,7 @@ async def test_counters_over_uvicorn(redis_server: RedisServer) -> None:
             assert samples[("tbone_channel_published_total", "stream")] == 1
             assert samples[("tbone_channel_subscribers", "stream")] == 1
             assert 0 <= samples[("tbone_channel_reader_lag_seconds", "stream")] < 5
+            assert 0 <= samples[("tbone_channel_reader_last_answer_seconds", "stream")] < 5
             # A MemoryChannel reports no reader lag: absent, not a made-up 0.
             assert ("tbone_channel_reader_lag_seconds", "feed") not in samples
 
@@ -141,3 +142,17 @@ def test_a_failing_stats_is_left_out(caplog: pytest.LogCaptureFixture) -> None:
     assert ("tbone_channel_subscribers", "fine") in samples
     assert not any(channel == "broken" for _, channel in samples)
     assert "stats() failed" in caplog.text
+
+
+def test_backend_counters_are_served_where_reported() -> None:
+    class WithGaps(MemoryChannel):
+        def stats(self) -> dict[str, object]:
+            return {**super().stats(), "gaps": 2, "last_answer_s": None}
+
+    WithGaps(name="gappy")
+    MemoryChannel(name="plain")
+    samples = parse(render_metrics())
+    assert samples[("tbone_channel_gaps_total", "gappy")] == 2
+    assert ("tbone_channel_gaps_total", "plain") not in samples
+    # None means "not known yet": no sample rather than a made-up number.
+    assert ("tbone_channel_reader_last_answer_seconds", "gappy") not in samples
