@@ -122,7 +122,7 @@ def run(
             "paced p99 vs raw",
         ],
         note=(
-            "N clients (websockets library, compression off) in separate processes; K events "
+            "N clients (websockets sans-I/O, compression off) in separate processes; K events "
             "of ~200 bytes per run, published as fast as each server accepts them. " + note
         ).strip(),
     )
