@@ -122,7 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# python -m bench {command}".rstrip() + "\n\n" + machine() + "\n", flush=True)
     for name in names:
         start = time.perf_counter()
-        print(BENCHMARKS[name](args.quick, args.runs), flush=True)
+        try:
+            table = BENCHMARKS[name](args.quick, args.runs)
+        except ImportError as exc:
+            raise ImportError(
+                f"benchmark {name!r} needs {exc.name or exc}: pip install 'tbone-asgi[bench]'"
+            ) from exc
+        print(table, flush=True)
         print(f"({name}: {time.perf_counter() - start:.1f} s)\n", flush=True)
     return 0
 

@@ -6,7 +6,7 @@ import math
 import statistics
 from collections.abc import Sequence
 
-__all__ = ["Table", "median", "percentile", "ratio"]
+__all__ = ["Table", "fmt", "median", "percentile", "ratio"]
 
 
 def median(values: Sequence[float]) -> float:

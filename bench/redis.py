@@ -147,6 +147,9 @@ def run(*, n: int = 1000, runs: int = 3, events: int = 100) -> str:
     if "tbone" not in available_kinds()[0]:
         del kinds["tbone"]
         table.note += " tbone left out: tbone_asgi.channel_route is missing."
+    if shutil.which("redis-server") is None:
+        table.note += " Not run: redis-server is not installed (apt-get install redis-server)."
+        return table.render()
     samples: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
     with RedisServer() as redis_server, ExitStack() as stack:
         setups: dict[str, tuple[Server, list[Clients]]] = {}
