@@ -247,9 +247,9 @@ def _broadcaster_app(url: str = "memory://") -> Any:
 
 
 def _tbone_app(backend: str = "memory", url: str = "") -> Any:
-    from tbone.dispatch import Channel, close_all_channels
+    from tbone.dispatch import Channel
     from tbone.dispatch.channels.mem import MemoryChannel
-    from tbone_asgi import channel_route
+    from tbone_asgi import channel_route, channels_lifespan
 
     channel: Channel
     if backend == "redis":
@@ -259,14 +259,6 @@ def _tbone_app(backend: str = "memory", url: str = "") -> Any:
     else:
         channel = MemoryChannel(name="bench")  # the shipped defaults
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Any) -> AsyncIterator[None]:
-        channel.kickoff()
-        try:
-            yield
-        finally:
-            await close_all_channels()
-
     async def publish(seq: int) -> None:
         await channel.publish("tick", event_data(seq))
 
@@ -274,7 +266,7 @@ def _tbone_app(backend: str = "memory", url: str = "") -> Any:
         publish,
         lambda: int(channel.stats()["subscribers"]),
         [channel_route("/ws", channel, events=["tick"])],
-        lifespan,
+        channels_lifespan(channel),  # the documented way: start with the app, close with it
     )
 
 
