@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -179,3 +180,65 @@ async def aiohttp_server(app: web.Application) -> AsyncIterator[str]:
         yield url
     finally:
         await runner.cleanup()
+
+
+def assert_no_tracebacks(caplog: Any) -> None:
+    """Nothing logged at ERROR and no traceback: an ordinary disconnect is not an error."""
+    noisy = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert noisy == [], [r.getMessage() for r in noisy]
+    assert "Traceback" not in caplog.text
+
+
+async def one_client_stops_reading(
+    url: str,
+    channel: Any,
+    carriers: list[Any],
+    carrier_of: Callable[[list[Any], Any], Any],
+    event: str,
+) -> int:
+    """A fast and a non-reading client on ``url``, whose server subscribes each to ``event``.
+
+    Publishes 4 KB frames in batches the fast client keeps up with until the slow one's
+    carrier is closed, then checks: it was closed with 1013 and counted; the fast client got
+    every event in order and is still subscribed; the slow client, reading again, finds a
+    gapless prefix and then the 1013 close. Returns the peak backlog() seen for the slow one.
+    """
+    import json
+
+    blob = "x" * 4000
+    # No compression: the bytes on the wire are the bytes we publish.
+    async with (
+        ws_connect(url, compression=None) as fast,
+        ws_connect(url, compression=None, max_queue=4, sock=small_buffer_socket(url)) as slow,
+    ):
+        await wait_until(lambda: len(carriers) == 2)
+        slow_carrier = carrier_of(carriers, slow)
+        fast_carrier = carrier_of(carriers, fast)
+        received: list[int] = []
+        peak = sent = 0
+
+        async def publish(count: int, pad: str) -> None:
+            nonlocal sent
+            for _ in range(count):
+                await channel.publish(event, {"n": sent, "blob": pad})
+                sent += 1
+            while len(received) < sent:
+                frame = json.loads(await asyncio.wait_for(fast.recv(), 5))
+                received.append(frame["payload"]["data"]["n"])
+
+        # Bounded: 3,000 frames of 4 KB is far more than any buffer here holds.
+        while not slow_carrier.closed and sent < 3000:
+            await publish(20, blob)
+            peak = max(peak, slow_carrier.backlog())
+        assert slow_carrier.closed, f"slow client still open after {sent} events"
+        assert slow_carrier.close_code == 1013
+        assert channel.stats()["closed_slow"] == 1
+        await publish(5, "")
+        assert received == list(range(sent))
+        assert channel.subscribers(event) == [fast_carrier]
+        texts, closed = await read_until_closed(slow)
+        got = [json.loads(t)["payload"]["data"]["n"] for t in texts]
+        assert got == list(range(len(got)))
+        assert closed.rcvd is not None
+        assert closed.rcvd.code == 1013
+    return peak

@@ -19,7 +19,8 @@ from tbone.dispatch.testing import RecordingCarrier
 from tests.support.protocol_cases import ProtocolCases, Start, refused_with_403
 from tests.support.web_servers import (
     aiohttp_server,
-    read_until_closed,
+    assert_no_tracebacks,
+    one_client_stops_reading,
     small_buffer_socket,
     wait_until,
     ws_connect,
@@ -57,12 +58,6 @@ def seed_app(handler: Any = websocket_handler) -> web.Application:
 
 async def recv_json(ws: Any, n: int) -> list[Any]:
     return [json.loads(await ws.receive_str(timeout=5)) for _ in range(n)]
-
-
-def assert_no_tracebacks(caplog: pytest.LogCaptureFixture) -> None:
-    noisy = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
-    assert noisy == [], [r.getMessage() for r in noisy]
-    assert "Traceback" not in caplog.text
 
 
 def carrier_of(carriers: list[AioHttpWebSocketCarrier], client: Any) -> AioHttpWebSocketCarrier:
@@ -239,52 +234,11 @@ async def test_a_client_that_stops_reading_is_closed_with_1013_and_others_get_ev
             pass
         return ws
 
-    blob = "x" * 4000
-    # No compression: the bytes on the wire are the bytes we publish.
-    async with (
-        aiohttp_server(seed_app(handler)) as base,
-        ws_connect(ws_url(base), compression=None) as fast,
-        ws_connect(
-            ws_url(base), compression=None, max_queue=4, sock=small_buffer_socket(base)
-        ) as slow,
-    ):
-        await wait_until(lambda: len(carriers) == 2)
-        slow_carrier = carrier_of(carriers, slow)
-        fast_carrier = carrier_of(carriers, fast)
-        received: list[int] = []
-        peak = 0
-        sent = 0
-        # Publish in batches the fast client keeps up with, until the slow one is closed
-        # (bounded: 3,000 frames of 4 KB is far more than any buffer here holds).
-        while not slow_carrier.closed and sent < 3000:
-            for _ in range(20):
-                await channel.publish(EVENT, {"n": sent, "blob": blob})
-                sent += 1
-            while len(received) < sent:
-                frame = json.loads(await asyncio.wait_for(fast.recv(), 5))
-                received.append(frame["payload"]["data"]["n"])
-            peak = max(peak, slow_carrier.backlog())
-        assert slow_carrier.closed, f"slow client still open after {sent} events"
-        assert slow_carrier.close_code == 1013
-        assert channel.stats()["closed_slow"] == 1
-        # aiohttp's send never waited: the backlog really built up in its transport, and it
-        # never passed the limit (server memory stays bounded).
-        assert limit // 2 < peak <= limit + 8 * 1024
-        # The fast client got every event, in order, and is still subscribed.
-        for _ in range(5):
-            await channel.publish(EVENT, {"n": sent, "blob": ""})
-            sent += 1
-        while len(received) < sent:
-            frame = json.loads(await asyncio.wait_for(fast.recv(), 5))
-            received.append(frame["payload"]["data"]["n"])
-        assert received == list(range(sent))
-        assert channel.subscribers(EVENT) == [fast_carrier]
-        # The slow client, reading again, finds a gapless prefix and then the 1013 close.
-        texts, closed = await read_until_closed(slow)
-        got = [json.loads(t)["payload"]["data"]["n"] for t in texts]
-        assert got == list(range(len(got)))
-        assert closed.rcvd is not None
-        assert closed.rcvd.code == 1013
+    async with aiohttp_server(seed_app(handler)) as base:
+        peak = await one_client_stops_reading(ws_url(base), channel, carriers, carrier_of, EVENT)
+    # aiohttp's send never waited: the backlog really built up in its transport, and it never
+    # passed the limit (server memory stays bounded).
+    assert limit // 2 < peak <= limit + 8 * 1024
     assert_no_tracebacks(caplog)
 
 

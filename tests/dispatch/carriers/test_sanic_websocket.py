@@ -22,8 +22,9 @@ from tests.support.protocol_cases import (
     refused_with_1008,
 )
 from tests.support.web_servers import (
+    assert_no_tracebacks,
     new_sanic_app,
-    read_until_closed,
+    one_client_stops_reading,
     sanic_server,
     small_buffer_socket,
     wait_until,
@@ -95,12 +96,6 @@ def carrier_of(carriers: list[SanicWebSocketCarrier], client: Any) -> SanicWebSo
         c for c in carriers if c.connection.io_proto.transport.get_extra_info("peername")[1] == port
     ]
     return found
-
-
-def assert_no_tracebacks(caplog: pytest.LogCaptureFixture) -> None:
-    noisy = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
-    assert noisy == [], [r.getMessage() for r in noisy]
-    assert "Traceback" not in caplog.text
 
 
 async def test_seed_example_delivers_events_in_order_to_every_client(
@@ -251,52 +246,10 @@ async def test_a_client_that_stops_reading_is_closed_with_1013_and_others_get_ev
             await ws.recv()
 
     app.add_websocket_route(handler, "/ws")
-    blob = "x" * 4000
-    # No compression: the bytes on the wire are the bytes we publish.
-    async with (
-        sanic_server(app) as base,
-        ws_connect(ws_url(base), compression=None) as fast,
-        ws_connect(
-            ws_url(base), compression=None, max_queue=4, sock=small_buffer_socket(base)
-        ) as slow,
-    ):
-        await wait_until(lambda: len(carriers) == 2)
-        slow_carrier = carrier_of(carriers, slow)
-        fast_carrier = carrier_of(carriers, fast)
-        received: list[int] = []
-        peak = 0
-        sent = 0
-        # Publish in batches the fast client keeps up with, until the slow one is closed
-        # (bounded: 3,000 frames of 4 KB is far more than any buffer here holds).
-        while not slow_carrier.closed and sent < 3000:
-            for _ in range(20):
-                await channel.publish(EVENT, {"n": sent, "blob": blob})
-                sent += 1
-            while len(received) < sent:
-                frame = json.loads(await asyncio.wait_for(fast.recv(), 5))
-                received.append(frame["payload"]["data"]["n"])
-            peak = max(peak, slow_carrier.backlog())
-        assert slow_carrier.closed, f"slow client still open after {sent} events"
-        assert slow_carrier.close_code == 1013
-        assert channel.stats()["closed_slow"] == 1
-        # Server memory stays bounded: the transport never held more than the limit.
-        assert peak <= limit + 8 * 1024
-        # The fast client got every event, in order, and is still subscribed.
-        for _ in range(5):
-            await channel.publish(EVENT, {"n": sent, "blob": ""})
-            sent += 1
-        while len(received) < sent:
-            received.append(
-                json.loads(await asyncio.wait_for(fast.recv(), 5))["payload"]["data"]["n"]
-            )
-        assert received == list(range(sent))
-        assert channel.subscribers(EVENT) == [fast_carrier]
-        # The slow client, reading again, finds a gapless prefix and then the 1013 close.
-        texts, closed = await read_until_closed(slow)
-        got = [json.loads(t)["payload"]["data"]["n"] for t in texts]
-        assert got == list(range(len(got)))
-        assert closed.rcvd is not None
-        assert closed.rcvd.code == 1013
+    async with sanic_server(app) as base:
+        peak = await one_client_stops_reading(ws_url(base), channel, carriers, carrier_of, EVENT)
+    # Server memory stays bounded: the transport never held more than the limit.
+    assert peak <= limit + 8 * 1024
     assert_no_tracebacks(caplog)
 
 
