@@ -20,10 +20,14 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from tests.support.asgi_server import wait_until
+
 __all__ = [
     "aiohttp_server",
+    "assert_no_tracebacks",
     "listening_socket",
     "new_sanic_app",
+    "one_client_stops_reading",
     "read_until_closed",
     "sanic_server",
     "small_buffer_socket",
@@ -52,19 +56,6 @@ def listening_socket() -> socket.socket:
     sock.listen(128)
     sock.setblocking(False)
     return sock
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
-    """Wait until ``predicate()`` is true, checking every 5 ms; TimeoutError after ``timeout``.
-
-    For server-side state that has no event to await (a handler's channel subscriptions, a
-    carrier's closed flag): the condition is checked, not a fixed delay.
-    """
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not true within {timeout}s: {what or predicate!r}")
-        await asyncio.sleep(0.005)
 
 
 async def _wait_serving(url: str, timeout: float = 10.0) -> None:
