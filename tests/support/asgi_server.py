@@ -177,9 +177,7 @@ async def run_hypercorn(
             sock.close()
 
 
-async def wait_until(
-    condition: Callable[[], object], timeout: float = 5.0, *, what: str = ""
-) -> None:
+async def wait_until(condition: Callable[[], object], timeout: float = 5.0, what: str = "") -> None:
     """Return once ``condition()`` is true; raise ``TimeoutError`` after ``timeout`` seconds.
 
     For state that nothing signals (a server's connection count, channel stats). Checks every
