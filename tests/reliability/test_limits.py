@@ -9,7 +9,9 @@ subscribe frame, 100 subscriptions per connection, 50 frames/s sustained with a 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -20,8 +22,14 @@ from tbone.dispatch.carriers import Carrier
 from tbone.dispatch.protocol import Limits
 from tbone_asgi import ChannelEndpoint, channel_route
 from tbone_asgi import endpoint as endpoint_module
+from tests.support import asgi_server
 from tests.support.asgi_server import RunningServer, run_uvicorn
-from tests.support.web_servers import read_until_closed, wait_until, ws_connect
+from tests.support.web_servers import (
+    read_until_closed,
+    small_buffer_socket,
+    wait_until,
+    ws_connect,
+)
 
 
 @pytest.fixture
@@ -128,16 +136,36 @@ async def test_connections_per_channel() -> None:
             assert await _answer(again, {"type": "ping"}) == {"type": "pong"}
 
 
-async def test_outbox_limit_closes_with_1013() -> None:
+def _handed_over(channel: MemoryChannel, published: int) -> bool:
+    stats = channel.stats()
+    return bool(stats["delivered"] >= published or stats["closed_slow"])
+
+
+async def test_outbox_limit_closes_with_1013(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A small kernel send buffer on the server's sockets (accepted sockets inherit it): with
+    # Linux's autotuning the kernel alone would absorb megabytes before any send waits.
+    bind = asgi_server.bind_free_socket
+
+    def small_buffers(*args: Any, **kwargs: Any) -> socket.socket:
+        sock = bind(*args, **kwargs)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+        return sock
+
+    monkeypatch.setattr(asgi_server, "bind_free_socket", small_buffers)
     channel = MemoryChannel(name="limits")
     app = Starlette(routes=[channel_route("/ws", channel, max_messages=5)])
     async with run_uvicorn(app) as running:
-        async with ws_connect(running.ws_url("/ws?events=a")) as ws:
+        url = running.ws_url("/ws?events=a")
+        async with ws_connect(url, max_queue=4, sock=small_buffer_socket(url)) as ws:
             assert await _answer(ws, {"type": "ping"}) == {"type": "pong"}
-            # 50 publishes without yielding: the consumer hands them over in one go, before
-            # the writer task can send one, so the outbox of 5 overflows.
-            for n in range(50):
-                await channel.publish("a", n)
+            # A client that stops reading: once the server's buffers are full its sends wait,
+            # and frames queue in the outbox until the 6th overflows it (bounded: 3,000 x 4 KB).
+            for n in range(1, 3001):
+                await channel.publish("a", {"n": n, "pad": "x" * 4000})
+                if n % 10 == 0:
+                    await wait_until(partial(_handed_over, channel, n))
+                    if channel.stats()["closed_slow"]:
+                        break
             _, closed = await read_until_closed(ws)
         assert closed.rcvd is not None
         assert closed.rcvd.code == 1013

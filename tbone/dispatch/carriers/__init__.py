@@ -8,8 +8,10 @@ rules:
 * ``await deliver(data)`` / ``await deliver_text(text)`` send now and return True when the
   text was handed to the connection, False when the peer is gone. They never raise for a
   closed peer.
-* Channels do not await sends: they :meth:`~Carrier.offer` pre-encoded frames to a bounded
-  outbox that one writer task per connection drains in order. A connection that falls too far
+* Channels do not await sends: they :meth:`~Carrier.offer` pre-encoded frames. A frame with
+  nothing ahead of it is sent at once (most sends complete without waiting: the server
+  buffers the bytes); the rest wait in a bounded outbox that one writer task per connection
+  drains in order, and that task also finishes a send that had to wait. A connection that falls too far
   behind (outbox over ``max_messages`` or ``max_bytes``, counting what the server still buffers
   for it, see :meth:`~Carrier.backlog`) is closed with code 1013 and unsubscribed everywhere; so
   is one whose send fails. Other subscribers never wait for it.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tbone.dispatch import jsonenc
@@ -59,11 +62,17 @@ class Carrier:
         self.max_bytes = max_bytes or self.default_max_bytes
         self.closed = False
         self.close_code: int | None = None
-        self._outbox: deque[tuple[str, int]] = deque()
+        # Frames and their sizes in two deques: no tuple per frame, which at thousands of
+        # subscribers would be thousands of objects per event for the garbage collector.
+        self._outbox: deque[str] = deque()
+        self._sizes: deque[int] = deque()
         self._queued_bytes = 0
         self._writer: asyncio.Task[None] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._drained: asyncio.Future[None] | None = None  # set by flush(), resolved when idle
+        self._buffered = 0  # at most what the server holds for the peer (see _sent)
+        # A send started in offer() that had to wait, for the writer task to finish.
+        self._inflight: tuple[Coroutine[Any, Any, None], Any, int] | None = None
         self._channels: dict[Channel, None] = {}  # channels this connection is subscribed on
 
     # -- what subclasses implement ---------------------------------------------------------
@@ -122,9 +131,12 @@ class Carrier:
 
     # -- the outbox --------------------------------------------------------------------------
 
-    def offer(self, text: str, size: int | None = None) -> bool:
-        """Queue a frame for the writer task without waiting. Never blocks, never raises.
+    def offer(self, text: str, size: int | None = None, *, now: bool = True) -> bool:
+        """Hand a frame to the connection without waiting. Never blocks, never raises.
 
+        When nothing else waits for the connection the send starts at once (and the writer
+        task finishes it if it must wait); otherwise, or with ``now=False`` (the caller has
+        more frames coming: the writer sends them in one go), the frame joins the outbox.
         Returns False when the carrier is closed or the frame overflowed its limits, in which
         case the connection is being closed with 1013 and removed from every channel.
         ``size`` is the frame's size in bytes (``len(text)`` when not given).
@@ -137,12 +149,55 @@ class Carrier:
         if len(outbox) >= self.max_messages or self._queued_bytes + size > self.max_bytes:
             self._overflow()
             return False
-        outbox.append((text, size))
+        idle = self._writer is None or self._waiter is not None
+        if now and idle and not outbox and self._inflight is None:
+            # Nothing waits before this frame and no send is under way: start the send here.
+            # Most sends complete without suspending (the server buffers the bytes), so the
+            # frame goes out with no task switch and no object left for the collector; one
+            # that must wait is finished by the writer task, in order.
+            return self._send_now(text, size)
+        outbox.append(text)
+        self._sizes.append(size)
         self._queued_bytes += size
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._write_loop())
         else:
             self._wake()
+        return True
+
+    def _send_now(self, text: str, size: int) -> bool:
+        coro = self.send_text(text)
+        try:
+            step = coro.send(None)
+        except StopIteration:
+            return self._sent(size)
+        except self.disconnect_errors:
+            self._gone()
+            return False
+        except Exception:
+            logger.exception("%r: send failed; dropping the connection", self)
+            self._gone()
+            return False
+        self._inflight = (coro, step, size)
+        self._queued_bytes += size  # waiting for the peer: it counts against the limit
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        else:
+            self._wake()
+        return True
+
+    def _sent(self, size: int) -> bool:
+        # What the server holds for this peer is at most what it held when last asked plus
+        # what was sent since: only when that bound passes the limit is it asked again (a call
+        # into the transport per frame would cost more than the rest of the delivery).
+        self._buffered += size
+        if self._queued_bytes + self._buffered > self.max_bytes:
+            self._buffered = self.backlog()
+            if self._queued_bytes + self._buffered > self.max_bytes:
+                # The server took the frames but cannot pass them on: the peer stopped
+                # reading. What is buffered below us counts against the same limit.
+                self._overflow()
+                return False
         return True
 
     @property
@@ -157,13 +212,14 @@ class Carrier:
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        outbox = self._outbox
+        outbox, sizes = self._outbox, self._sizes
+        send = self.send_text
         while True:
-            while outbox:
-                text, size = outbox.popleft()
-                self._queued_bytes -= size
+            inflight = self._inflight
+            if inflight is not None:
+                coro, step, size = inflight
                 try:
-                    await self.send_text(text)
+                    await _Continue(coro, step)
                 except self.disconnect_errors:
                     self._gone()
                     return
@@ -171,10 +227,25 @@ class Carrier:
                     logger.exception("%r: send failed; dropping the connection", self)
                     self._gone()
                     return
-                if self._queued_bytes + self.backlog() > self.max_bytes:
-                    # The server took the frame but cannot pass it on: the peer stopped reading.
-                    # What is buffered below us counts against the same limit.
-                    self._overflow()
+                finally:
+                    self._inflight = None
+                    self._queued_bytes = max(0, self._queued_bytes - size)  # 0 once closed
+                if not self._sent(size):
+                    return
+            while outbox:
+                text = outbox.popleft()
+                size = sizes.popleft()
+                self._queued_bytes -= size
+                try:
+                    await send(text)
+                except self.disconnect_errors:
+                    self._gone()
+                    return
+                except Exception:
+                    logger.exception("%r: send failed; dropping the connection", self)
+                    self._gone()
+                    return
+                if not self._sent(size):
                     return
             if self._drained is not None:
                 self._signal_drained()
@@ -269,6 +340,7 @@ class Carrier:
         self.closed = True
         self.close_code = code
         self._outbox.clear()
+        self._sizes.clear()
         self._queued_bytes = 0
         self._signal_drained()
 
@@ -283,11 +355,44 @@ class Carrier:
     async def _stop_writer(self) -> None:
         writer, self._writer = self._writer, None
         self._wake()
-        if writer is None or writer is asyncio.current_task() or writer.done():
-            return
-        writer.cancel()
-        # asyncio.wait() does not raise the writer's CancelledError, only our own.
-        await asyncio.wait([writer])
+        if writer is not None and writer is not asyncio.current_task() and not writer.done():
+            writer.cancel()
+            # asyncio.wait() does not raise the writer's CancelledError, only our own.
+            await asyncio.wait([writer])
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:  # started in offer(), never taken over: end it here
+            inflight[0].close()
+
+
+class _Continue:
+    """Awaitable that finishes, inside the awaiting task, a coroutine started elsewhere.
+
+    ``offer()`` runs a send's first step itself; when that step suspends on ``step`` (a future,
+    or None for a bare yield), the writer task awaits this to drive the rest: it yields what the
+    coroutine yields and passes back what the task sends or throws, as a Task would.
+    """
+
+    __slots__ = ("coro", "step")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], step: Any) -> None:
+        self.coro = coro
+        self.step = step
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro, step = self.coro, self.step
+        while True:
+            try:
+                value = yield step
+            except BaseException as exc:  # cancellation (or anything thrown in) goes on in
+                try:
+                    step = coro.throw(exc)
+                except StopIteration:
+                    return
+                continue
+            try:
+                step = coro.send(value)
+            except StopIteration:
+                return
 
 
 # The one live carrier per connection: every channel a connection subscribes on shares its

@@ -72,9 +72,13 @@ class MemoryChannel(Channel):
             queue = self._queue = asyncio.Queue(self.queue_size)
         self.mark_ready()
         while True:
-            yield await queue.get()
+            event = await queue.get()
+            self.more_ready = not queue.empty()
+            yield event
             while not queue.empty():
-                yield queue.get_nowait()
+                event = queue.get_nowait()
+                self.more_ready = not queue.empty()
+                yield event
 
     async def read_history(self, since: str | None) -> History:
         kept = list(self._kept)

@@ -315,9 +315,11 @@ class RedisChannel(Channel):
                 self._behind = len(entries) >= self.read_count
                 position = _text(entries[-1][0])
                 self._lag_ms = max(0, int(time.time() * 1000) - _id_key(position)[0])
-                for entry_id, fields in entries:
+                last = len(entries) - 1
+                for index, (entry_id, fields) in enumerate(entries):
                     event = self._decode(entry_id, fields)
                     if event is not None:
+                        self.more_ready = index < last
                         yield event
         finally:
             self._reader_state = "down"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -103,3 +104,40 @@ async def test_the_base_class_needs_send_text() -> None:
         await bare.close_connection(1000, "")
     assert bare.backlog() == 0
     assert "Carrier" in repr(bare)
+
+
+async def test_a_send_that_completes_at_once_needs_no_writer_task() -> None:
+    carrier = RecordingCarrier()
+    channel = MemoryChannel(name="inline")
+    channel.subscribe("e", carrier)
+    for i in range(3):
+        assert carrier.offer(f'"{i}"') is True
+    assert carrier.texts == ['"0"', '"1"', '"2"']  # sent inside offer(), in order
+    assert carrier._writer is None
+
+
+async def test_a_send_that_must_wait_is_finished_in_order_by_the_writer() -> None:
+    carrier = RecordingCarrier()
+    channel = MemoryChannel(name="inflight")
+    channel.subscribe("e", carrier)
+    carrier.block()
+    assert carrier.offer('"first"') is True  # started here, suspended on the gate
+    assert carrier.offer('"second"') is True  # queued behind it
+    assert carrier.offer('"third"', now=False) is True
+    assert carrier.texts == []
+    assert carrier._writer is not None
+    carrier.unblock()
+    assert await carrier.wait_for(3) == ["first", "second", "third"]
+
+
+async def test_closing_during_a_suspended_send_leaves_nothing_running() -> None:
+    carrier = RecordingCarrier()
+    channel = MemoryChannel(name="cut")
+    channel.subscribe("e", carrier)
+    carrier.block()
+    before = asyncio.all_tasks()
+    carrier.offer('"stuck"')
+    await carrier.close(1001, "bye")
+    assert carrier._inflight is None
+    assert asyncio.all_tasks() - before == set()
+    assert carrier.closed_with == (1001, "bye")
