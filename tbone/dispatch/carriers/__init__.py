@@ -11,10 +11,10 @@ rules:
 * Channels do not await sends: they :meth:`~Carrier.offer` pre-encoded frames. A frame with
   nothing ahead of it is sent at once (most sends complete without waiting: the server
   buffers the bytes); the rest wait in a bounded outbox that one writer task per connection
-  drains in order, and that task also finishes a send that had to wait. A connection that falls too far
-  behind (outbox over ``max_messages`` or ``max_bytes``, counting what the server still buffers
-  for it, see :meth:`~Carrier.backlog`) is closed with code 1013 and unsubscribed everywhere; so
-  is one whose send fails. Other subscribers never wait for it.
+  drains in order, and that task also finishes a send that had to wait. A connection that
+  falls too far behind (outbox over ``max_messages`` or ``max_bytes``, counting what the
+  server still buffers for it, see :meth:`~Carrier.backlog`) is closed with code 1013 and
+  unsubscribed everywhere; so is one whose send fails. Other subscribers never wait for it.
 """
 
 from __future__ import annotations
