@@ -120,12 +120,8 @@ class Carrier:
             return False
         try:
             await self.send_text(text)
-        except self.disconnect_errors:
-            self._gone()
-            return False
-        except Exception:
-            logger.exception("%r: send failed; dropping the connection", self)
-            self._gone()
+        except Exception as exc:
+            self._send_failed(exc)
             return False
         return True
 
@@ -171,12 +167,8 @@ class Carrier:
             step = coro.send(None)
         except StopIteration:
             return self._sent(size)
-        except self.disconnect_errors:
-            self._gone()
-            return False
-        except Exception:
-            logger.exception("%r: send failed; dropping the connection", self)
-            self._gone()
+        except Exception as exc:
+            self._send_failed(exc)
             return False
         self._inflight = (coro, step, size)
         self._queued_bytes += size  # waiting for the peer: it counts against the limit
@@ -220,12 +212,8 @@ class Carrier:
                 coro, step, size = inflight
                 try:
                     await _Continue(coro, step)
-                except self.disconnect_errors:
-                    self._gone()
-                    return
-                except Exception:
-                    logger.exception("%r: send failed; dropping the connection", self)
-                    self._gone()
+                except Exception as exc:
+                    self._send_failed(exc)
                     return
                 finally:
                     self._inflight = None
@@ -238,12 +226,8 @@ class Carrier:
                 self._queued_bytes -= size
                 try:
                     await send(text)
-                except self.disconnect_errors:
-                    self._gone()
-                    return
-                except Exception:
-                    logger.exception("%r: send failed; dropping the connection", self)
-                    self._gone()
+                except Exception as exc:
+                    self._send_failed(exc)
                     return
                 if not self._sent(size):
                     return
@@ -329,6 +313,13 @@ class Carrier:
         )
         _closing.add(task)
         task.add_done_callback(_closing.discard)
+
+    def _send_failed(self, exc: Exception) -> None:
+        # A peer that went away is ordinary (no traceback); anything else is logged. Either
+        # way the connection is dropped from every channel.
+        if not isinstance(exc, self.disconnect_errors):
+            logger.error("%r: send failed; dropping the connection", self, exc_info=exc)
+        self._gone()
 
     def _gone(self) -> None:
         for channel in self._channels:
