@@ -64,7 +64,9 @@ class ChannelEndpoint:
     ``HTTPConnection`` with headers, cookies, query params, and ``user``/``session`` when
     those middlewares run), ``allowed_origins`` (see :mod:`tbone.dispatch.origin`), ``limits``
     (:class:`~tbone.dispatch.protocol.Limits`), ``max_messages``/``max_bytes`` (the
-    connection's outbox, counting what the server still buffers), ``close_timeout`` and
+    connection's outbox: past half of either it reads from the channel's window) and
+    ``slow_timeout`` (seconds it may stay behind without sending before it is closed with
+    1013; see :class:`~tbone.dispatch.carriers.Carrier`), ``close_timeout`` and
     ``max_connections`` (10,000: open connections per channel in this process, counted across
     endpoints; one more is accepted and closed at once with 1013, try again later, so clients
     back off and retry instead of treating it as a refusal).
@@ -80,6 +82,7 @@ class ChannelEndpoint:
         limits: Limits | None = None,
         max_messages: int | None = None,
         max_bytes: int | None = None,
+        slow_timeout: float | None = None,
         close_timeout: float = 5.0,
         max_connections: int = 10_000,
     ) -> None:
@@ -98,6 +101,7 @@ class ChannelEndpoint:
         self.limits = limits or Limits()
         self.max_messages = max_messages
         self.max_bytes = max_bytes
+        self.slow_timeout = slow_timeout
         self.close_timeout = close_timeout
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, got {max_connections}")
@@ -157,6 +161,7 @@ class ChannelEndpoint:
             send,
             max_messages=self.max_messages,
             max_bytes=self.max_bytes,
+            slow_timeout=self.slow_timeout,
             close_timeout=self.close_timeout,
             accepted=False,  # frames (history, with since) wait for the accept below
         )

@@ -12,7 +12,7 @@ from tbone.dispatch.channels import (
     get_channel,
 )
 from tbone.dispatch.channels.mem import MemoryChannel
-from tbone.dispatch.events import Event, History
+from tbone.dispatch.events import Event, History, MessageTooLarge
 from tbone.dispatch.signals import Signal, receiver
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "Event",
     "History",
     "MemoryChannel",
+    "MessageTooLarge",
     "Signal",
     "clear_registry",
     "close_all_channels",

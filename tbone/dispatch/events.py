@@ -15,7 +15,15 @@ from typing import Any
 
 from tbone.dispatch import jsonenc
 
-__all__ = ["Event", "History", "error_frame", "pong_frame", "recovered_frame"]
+__all__ = [
+    "Event",
+    "History",
+    "MessageTooLarge",
+    "error_frame",
+    "event_frame",
+    "pong_frame",
+    "recovered_frame",
+]
 
 
 class Event:
@@ -80,19 +88,78 @@ class Event:
         return self._size
 
 
+def event_frame(name: str, payload: bytes, id: str, channel: str) -> bytes:
+    """The event frame for data already encoded as JSON (``payload``), without re-encoding it.
+
+    Byte for byte what :attr:`Event.frame` gives for the decoded data: backends that store
+    the JSON text (Redis, MongoDB) and MemoryChannel build frames with it.
+    """
+    return b"".join(
+        (
+            b'{"type":"event","payload":{"name":',
+            jsonenc.dumps_bytes(name),
+            b',"data":',
+            payload,
+            b',"id":',
+            jsonenc.dumps_bytes(id),
+            b',"channel":',
+            jsonenc.dumps_bytes(channel),
+            b"}}",
+        )
+    )
+
+
+def stored_event(name: str, data: Any, payload: bytes, id: str, channel: str) -> Event:
+    """An Event whose frame is built from its stored JSON ``payload`` (see :func:`event_frame`)."""
+    event = Event(name, data, id, channel)
+    frame = event_frame(name, payload, id, channel)
+    event._size = len(frame)
+    event._frame = frame.decode()
+    return event
+
+
+class MessageTooLarge(ValueError):
+    """An event is over its channel's ``max_message_bytes``; nothing was stored.
+
+    Raised by ``publish`` on every channel, before the backend is contacted. Carries
+    ``channel``, ``event``, ``size`` (the event name plus its JSON data, in UTF-8 bytes) and
+    ``limit``.
+    """
+
+    def __init__(
+        self, channel: str, event: str, size: int, limit: int, *, fix: str | None = None
+    ) -> None:
+        self.channel = channel
+        self.event = event
+        self.size = size
+        self.limit = limit
+        fix = fix or (
+            "raise the channel's max_message_bytes, keeping it at most half of the "
+            "subscribers' outbox (Carrier max_bytes, 1 MiB by default)"
+        )
+        super().__init__(
+            f"event {event!r} on channel {channel!r} is {size} bytes encoded, over the limit of "
+            f"{limit} bytes; nothing was published. Publish a smaller payload (for example the "
+            f"id of a record clients can fetch), or {fix}."
+        )
+
+
 class History:
     """What a channel still holds after a given id: ``events`` and whether that is ``complete``.
 
     ``complete`` is False when the channel's history no longer reaches back to the id asked
     for (it was trimmed, or the id belongs to an earlier life of the channel), so events may
-    have been missed. Iterating a History iterates its events.
+    have been missed. ``more`` is True when this is one page of a longer history (the events
+    after the last one here are read with another call). Iterating a History iterates its
+    events.
     """
 
-    __slots__ = ("complete", "events")
+    __slots__ = ("complete", "events", "more")
 
-    def __init__(self, events: Sequence[Event], complete: bool) -> None:
+    def __init__(self, events: Sequence[Event], complete: bool, *, more: bool = False) -> None:
         self.events = list(events)
         self.complete = complete
+        self.more = more
 
     def __iter__(self) -> Any:
         return iter(self.events)
@@ -101,7 +168,8 @@ class History:
         return len(self.events)
 
     def __repr__(self) -> str:
-        return f"History(events={len(self.events)}, complete={self.complete})"
+        more = ", more=True" if self.more else ""
+        return f"History(events={len(self.events)}, complete={self.complete}{more})"
 
 
 def recovered_frame(channel: str, complete: bool) -> str:

@@ -25,6 +25,11 @@ Rules:
   returns a close code: 1009 for a frame over ``Limits.max_frame_bytes``, 1008 after
   ``Limits.max_errors`` bad frames in a row or when the client sends faster than
   ``Limits.max_messages_per_second``.
+* A resume (``since``) replays at most ``Limits.max_replay_events`` events and
+  ``Limits.max_replay_bytes`` (then ``complete`` is false), and a connection may resume at
+  most ``Limits.max_resumes_per_minute`` times a minute (then: error ``too_many_resumes``).
+* A history the backend cannot read now (it is down) is the error ``unavailable``: the
+  frame's subscriptions are not made; at connect the connection is closed with 1013.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ __all__ = [
     "CLOSE_MESSAGE_TOO_BIG",
     "CLOSE_POLICY_VIOLATION",
     "CLOSE_REASONS",
+    "CLOSE_TRY_AGAIN_LATER",
     "MAX_EVENT_NAME",
     "Authorize",
     "Limits",
@@ -63,9 +69,14 @@ logger = logging.getLogger("tbone.dispatch.protocol")
 #: Websocket close codes the protocol uses (RFC 6455, section 7.4.1).
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_MESSAGE_TOO_BIG = 1009
+CLOSE_TRY_AGAIN_LATER = 1013
 
 #: The reason sent with each close code the protocol uses.
-CLOSE_REASONS = {CLOSE_POLICY_VIOLATION: "policy violation", CLOSE_MESSAGE_TOO_BIG: "frame too big"}
+CLOSE_REASONS = {
+    CLOSE_POLICY_VIOLATION: "policy violation",
+    CLOSE_MESSAGE_TOO_BIG: "frame too big",
+    CLOSE_TRY_AGAIN_LATER: "try again later",
+}
 
 #: The longest event name a client may name.
 MAX_EVENT_NAME = 200
@@ -110,6 +121,11 @@ class Limits:
     * ``max_messages_per_second`` (50): the sustained rate of client frames, a token bucket
       holding ``burst`` frames (default: one second's worth); a client that empties it is
       closed with 1008.
+    * ``max_replay_events`` (10,000) and ``max_replay_bytes`` (16 MiB): the most one resume
+      replays; a longer history ends with ``recovered`` ``complete: false``.
+    * ``max_resumes_per_minute`` (10): resumes (``since``, at connect or in a subscribe) one
+      connection may make, a token bucket of that many; one more is the error
+      ``too_many_resumes`` and subscribes nothing.
     """
 
     max_frame_bytes: int = 64 * 1024
@@ -118,9 +134,18 @@ class Limits:
     max_errors: int = 10
     max_messages_per_second: float = 50.0
     burst: float | None = None
+    max_replay_events: int = 10_000
+    max_replay_bytes: int = 16 * 1024 * 1024
+    max_resumes_per_minute: float = 10.0
 
     def __post_init__(self) -> None:
-        for field in ("max_frame_bytes", "max_events_per_subscribe", "max_subscriptions"):
+        for field in (
+            "max_frame_bytes",
+            "max_events_per_subscribe",
+            "max_subscriptions",
+            "max_replay_events",
+            "max_replay_bytes",
+        ):
             if getattr(self, field) < 1:
                 raise ValueError(f"Limits.{field} must be at least 1, got {getattr(self, field)}")
         if self.max_errors < 1:
@@ -132,29 +157,45 @@ class Limits:
             )
         if self.burst is not None and not self.burst >= 1:
             raise ValueError(f"Limits.burst must be at least 1 frame, got {self.burst}")
+        if not self.max_resumes_per_minute >= 1:
+            raise ValueError(
+                "Limits.max_resumes_per_minute must be at least 1, got "
+                f"{self.max_resumes_per_minute}; use float('inf') for no limit"
+            )
 
 
 class Refused(Exception):
     """A connect-time subscription was refused; reject the connection (ASGI: HTTP 403).
 
     ``code`` is the error code a client would get in an error frame (``forbidden``,
-    ``bad_event``, ``not_offered``, ``bad_since``, ``too_many_subscriptions``), ``event`` the
-    event concerned (or None), ``reason`` a sentence for logs and the client.
+    ``bad_event``, ``not_offered``, ``bad_since``, ``too_many_subscriptions``,
+    ``unavailable``), ``event`` the event concerned (or None), ``reason`` a sentence for logs
+    and the client. ``close_code``: the close code when the connection was already accepted
+    (1008, or 1013 when the backend could not answer: the client should come back later).
     """
 
-    def __init__(self, code: str, reason: str, event: str | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        reason: str,
+        event: str | None = None,
+        *,
+        close_code: int = CLOSE_POLICY_VIOLATION,
+    ) -> None:
         self.code = code
         self.reason = reason
         self.event = event
+        self.close_code = close_code
         super().__init__(f"{code}: {reason}")
 
 
 class _BadFrame(Exception):
     """One client frame the session answers with an error frame (internal)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, close_code: int = CLOSE_POLICY_VIOLATION) -> None:
         self.code = code
         self.message = message
+        self.close_code = close_code
         super().__init__(f"{code}: {message}")
 
 
@@ -194,9 +235,10 @@ class ProtocolSession:
         self.errors = 0  # bad frames in a row
         self.ended = False
         rate = self.limits.max_messages_per_second
-        self._capacity = self.limits.burst if self.limits.burst is not None else max(1.0, rate)
-        self._tokens = self._capacity
-        self._refilled = time.monotonic()
+        burst = self.limits.burst if self.limits.burst is not None else max(1.0, rate)
+        self._frames = _Bucket(burst, rate)
+        resumes = self.limits.max_resumes_per_minute
+        self._resumes = _Bucket(resumes, resumes / 60.0)
 
     def __repr__(self) -> str:
         return f"<ProtocolSession {self.channel.name!r} events={list(self.subscribed)}>"
@@ -255,7 +297,7 @@ class ProtocolSession:
         try:
             await self._resume(names, since)
         except _BadFrame as exc:
-            raise Refused(exc.code, exc.message) from None
+            raise Refused(exc.code, exc.message, close_code=exc.close_code) from None
 
     # -- client frames -----------------------------------------------------------------------
 
@@ -268,7 +310,7 @@ class ProtocolSession:
         """
         if self.ended:
             return None
-        if not self._take_token():
+        if not self._frames.take():
             logger.info(
                 "%r: over %s frames/s; closing with 1008", self, self.limits.max_messages_per_second
             )
@@ -314,19 +356,9 @@ class ProtocolSession:
     async def reject(self, refused: Refused, *, flush_timeout: float = 5.0) -> None:
         """Refuse after the handshake was accepted: an error frame, then close 1008."""
         self.carrier.offer(error_frame(refused.code, refused.reason))
-        await self.close(CLOSE_POLICY_VIOLATION, refused.code, flush_timeout=flush_timeout)
+        await self.close(refused.close_code, refused.code, flush_timeout=flush_timeout)
 
     # -- internals ---------------------------------------------------------------------------
-
-    def _take_token(self) -> bool:
-        now = time.monotonic()
-        rate = self.limits.max_messages_per_second
-        self._tokens = min(self._capacity, self._tokens + (now - self._refilled) * rate)
-        self._refilled = now
-        if self._tokens < 1.0:
-            return False
-        self._tokens -= 1.0
-        return True
 
     async def _handle(self, message: str | bytes) -> None:
         try:
@@ -413,16 +445,41 @@ class ProtocolSession:
     async def _resume(self, names: list[str], since: str) -> None:
         if self.carrier.closed:  # too slow or gone meanwhile: nothing to resume for
             return
+        if not self._resumes.take():
+            limit = self.limits.max_resumes_per_minute
+            raise _BadFrame(
+                "too_many_resumes",
+                f"at most {limit:g} resumes (subscribe with since) per minute per connection "
+                "(Limits.max_resumes_per_minute); subscribe without since, or wait",
+            )
         new = [name for name in names if name not in self.subscribed]
         try:
-            await self.channel.resume(self.carrier, names, since)
+            await self.channel.resume(
+                self.carrier,
+                names,
+                since,
+                max_events=self.limits.max_replay_events,
+                max_bytes=self.limits.max_replay_bytes,
+            )
         except ValueError as exc:
             # An id this channel cannot read: undo what resume() subscribed before reading.
-            for name in new:
-                self.channel.unsubscribe(name, self.carrier)
+            self._undo(new)
             raise _BadFrame("bad_since", f"{_short(exc)}; send an id from an event frame") from None
+        except Exception as exc:
+            # The backend could not answer (down, timed out): nothing of this frame stays.
+            self._undo(new)
+            logger.warning("%r: history could not be read: %s: %s", self, type(exc).__name__, exc)
+            raise _BadFrame(
+                "unavailable",
+                "history could not be read now; subscribe again with since, a little later",
+                close_code=CLOSE_TRY_AGAIN_LATER,
+            ) from None
         for name in names:
             self.subscribed[name] = None
+
+    def _undo(self, names: Iterable[str]) -> None:
+        for name in names:
+            self.channel.unsubscribe(name, self.carrier)
 
     def _check_name(self, name: object, *, fixed: bool = True) -> _BadFrame | None:
         if not valid_event_name(name):
@@ -450,6 +507,29 @@ class ProtocolSession:
             logger.exception("%r: authorize(%r) failed; refusing the subscription", self, name)
             return False
         return verdict is True
+
+
+class _Bucket:
+    """A token bucket of ``size`` tokens, refilled at ``rate`` a second (inf: no limit)."""
+
+    __slots__ = ("rate", "size", "stamp", "tokens")
+
+    def __init__(self, size: float, rate: float) -> None:
+        self.size = size
+        self.rate = rate
+        self.tokens = size
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        if self.rate == float("inf"):
+            return True
+        now = time.monotonic()
+        self.tokens = min(self.size, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
 
 
 def close_reason(text: str) -> str:

@@ -43,11 +43,13 @@ class RecordingCarrier(Carrier):
         fail_after: int | None = None,
         max_messages: int | None = None,
         max_bytes: int | None = None,
+        slow_timeout: float | None = None,
     ) -> None:
         super().__init__(
             connection if connection is not None else _Connection(),
             max_messages=max_messages,
             max_bytes=max_bytes,
+            slow_timeout=slow_timeout,
         )
         self.texts: list[str] = []
         self.delay = delay

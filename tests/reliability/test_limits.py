@@ -136,12 +136,14 @@ async def test_connections_per_channel() -> None:
             assert await _answer(again, {"type": "ping"}) == {"type": "pong"}
 
 
-def _handed_over(channel: MemoryChannel, published: int) -> bool:
+def _handed_over(channel: MemoryChannel, last: str) -> bool:
     stats = channel.stats()
-    return bool(stats["delivered"] >= published or stats["closed_slow"])
+    return bool(stats["last_id"] == last or stats["closed_slow"])
 
 
-async def test_outbox_limit_closes_with_1013(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_client_behind_without_sending_for_slow_timeout_is_closed_1013(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # A small kernel send buffer on the server's sockets (accepted sockets inherit it): with
     # Linux's autotuning the kernel alone would absorb megabytes before any send waits.
     bind = asgi_server.bind_free_socket
@@ -153,19 +155,22 @@ async def test_outbox_limit_closes_with_1013(monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setattr(asgi_server, "bind_free_socket", small_buffers)
     channel = MemoryChannel(name="limits")
-    app = Starlette(routes=[channel_route("/ws", channel, max_messages=5)])
+    app = Starlette(routes=[channel_route("/ws", channel, max_messages=5, slow_timeout=0.5)])
     async with run_uvicorn(app) as running:
         url = running.ws_url("/ws?events=a")
         async with ws_connect(url, max_queue=4, sock=small_buffer_socket(url)) as ws:
             assert await _answer(ws, {"type": "ping"}) == {"type": "pong"}
             # A client that stops reading: once the server's buffers are full its sends wait,
-            # and frames queue in the outbox until the 6th overflows it (bounded: 3,000 x 4 KB).
-            for n in range(1, 3001):
-                await channel.publish("a", {"n": n, "pad": "x" * 4000})
+            # its outbox fills to half (3 frames) and it falls behind; 0.5 s without a send
+            # closes it (bounded in time: 10 s).
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10.0
+            n = 0
+            while not channel.stats()["closed_slow"] and loop.time() < deadline:
+                n += 1
+                last = await channel.publish("a", {"n": n, "pad": "x" * 4000})
                 if n % 10 == 0:
-                    await wait_until(partial(_handed_over, channel, n))
-                    if channel.stats()["closed_slow"]:
-                        break
+                    await wait_until(partial(_handed_over, channel, last.id))
             _, closed = await read_until_closed(ws)
         assert closed.rcvd is not None
         assert closed.rcvd.code == 1013

@@ -190,8 +190,9 @@ async def one_client_stops_reading(
     """A fast and a non-reading client on ``url``, whose server subscribes each to ``event``.
 
     Publishes 4 KB frames in batches the fast client keeps up with until the slow one's
-    carrier is closed, then checks: it was closed with 1013 and counted; the fast client got
-    every event in order and is still subscribed; the slow client, reading again, finds a
+    carrier is closed, then checks: it fell behind and was closed with 1013 within its
+    ``slow_timeout`` (plus the watch's quarter and 1 s of slack) and counted; the fast client
+    got every event in order and is still subscribed; the slow client, reading again, finds a
     gapless prefix and then the 1013 close. Returns the peak backlog() seen for the slow one.
     """
     import json
@@ -207,6 +208,8 @@ async def one_client_stops_reading(
         fast_carrier = carrier_of(carriers, fast)
         received: list[int] = []
         peak = sent = 0
+        loop = asyncio.get_running_loop()
+        behind_at: float | None = None
 
         async def publish(count: int, pad: str) -> None:
             nonlocal sent
@@ -217,12 +220,17 @@ async def one_client_stops_reading(
                 frame = json.loads(await asyncio.wait_for(fast.recv(), 5))
                 received.append(frame["payload"]["data"]["n"])
 
-        # Bounded: 3,000 frames of 4 KB is far more than any buffer here holds.
-        while not slow_carrier.closed and sent < 3000:
+        # Bounded in time: the slow rule closes it within slow_timeout of falling behind.
+        deadline = loop.time() + slow_carrier.slow_timeout * 1.25 + 10.0
+        while not slow_carrier.closed and loop.time() < deadline:
             await publish(20, blob)
             peak = max(peak, slow_carrier.backlog())
+            if behind_at is None and (slow_carrier.behind or slow_carrier._lagging):
+                behind_at = loop.time()
         assert slow_carrier.closed, f"slow client still open after {sent} events"
         assert slow_carrier.close_code == 1013
+        assert behind_at is not None
+        assert loop.time() - behind_at <= slow_carrier.slow_timeout * 1.25 + 1.0
         assert channel.stats()["closed_slow"] == 1
         await publish(5, "")
         assert received == list(range(sent))

@@ -10,11 +10,15 @@ rules:
   closed peer.
 * Channels do not await sends: they :meth:`~Carrier.offer` pre-encoded frames. A frame with
   nothing ahead of it is sent at once (most sends complete without waiting: the server
-  buffers the bytes); the rest wait in a bounded outbox that one writer task per connection
-  drains in order, and that task also finishes a send that had to wait. A connection that
-  falls too far behind (outbox over ``max_messages`` or ``max_bytes``, counting what the
-  server still buffers for it, see :meth:`~Carrier.backlog`) is closed with code 1013 and
-  unsubscribed everywhere; so is one whose send fails. Other subscribers never wait for it.
+  buffers the bytes); the rest wait in an outbox that one writer task per connection drains
+  in order, and that task also finishes a send that had to wait.
+* Flow control (``docs/channels.md``): once the outbox is half full (``max_messages`` or
+  ``max_bytes``), the connection is *behind*: channels stop handing it frames and keep its
+  place in their catch-up window instead, and the writer takes the following events from
+  there once the outbox is down to a quarter. Bursts therefore never close a connection that
+  reads. A connection that is behind and completes no send for ``slow_timeout`` seconds
+  (5 s by default) is closed with code 1013 and unsubscribed everywhere; so is one whose send
+  fails, and one whose outbox overflows (frames offered directly, beyond both limits).
 """
 
 from __future__ import annotations
@@ -41,14 +45,18 @@ CLOSE_TRY_AGAIN_LATER = 1013
 class Carrier:
     """Base class of carriers. Subclasses implement :meth:`send_text` and :meth:`close_connection`.
 
-    ``max_messages`` and ``max_bytes`` bound what may wait for this connection (our outbox plus
-    the server's own buffer). Defaults: 1,000 messages, 1 MiB.
+    ``max_messages`` and ``max_bytes`` bound this connection's outbox (defaults: 1,000 frames,
+    1 MiB); past half of either it is behind and reads from its channels' windows. A frame
+    offered to an empty outbox is always taken, so no single event closes a connection.
+    ``slow_timeout``: seconds a connection may stay behind without completing a send before
+    it is closed with 1013 (default 5).
     """
 
     #: Exceptions that mean "the peer went away": no traceback is logged for them.
     disconnect_errors: ClassVar[tuple[type[BaseException], ...]] = (ConnectionError, OSError)
     default_max_messages: ClassVar[int] = 1000
     default_max_bytes: ClassVar[int] = 1 << 20
+    default_slow_timeout: ClassVar[float] = 5.0
 
     def __init__(
         self,
@@ -56,10 +64,22 @@ class Carrier:
         *,
         max_messages: int | None = None,
         max_bytes: int | None = None,
+        slow_timeout: float | None = None,
     ) -> None:
         self.connection = connection
         self.max_messages = max_messages or self.default_max_messages
         self.max_bytes = max_bytes or self.default_max_bytes
+        self.slow_timeout = slow_timeout or self.default_slow_timeout
+        if self.max_messages < 1 or self.max_bytes < 1 or not self.slow_timeout > 0:
+            raise ValueError(
+                f"max_messages ({self.max_messages}) and max_bytes ({self.max_bytes}) must be "
+                f"at least 1, slow_timeout ({self.slow_timeout}) more than 0"
+            )
+        # Behind from half full; back to taking frames live (or from the window) at a quarter.
+        self._high_messages = max(1, self.max_messages // 2)
+        self._high_bytes = max(1, self.max_bytes // 2)
+        self._low_messages = self.max_messages // 4
+        self._low_bytes = self.max_bytes // 4
         self.closed = False
         self.close_code: int | None = None
         # Frames and their sizes in two deques: no tuple per frame, which at thousands of
@@ -74,6 +94,12 @@ class Carrier:
         # A send started in offer() that had to wait, for the writer task to finish.
         self._inflight: tuple[Coroutine[Any, Any, None], Any, int] | None = None
         self._channels: dict[Channel, None] = {}  # channels this connection is subscribed on
+        self._lagging: dict[Channel, None] = {}  # channels whose window it reads from
+        self._room: asyncio.Future[None] | None = None  # set by room(), resolved at low water
+        self._sends = 0  # completed sends: what the slow watch calls progress
+        self._watch: asyncio.TimerHandle | None = None
+        self._watch_sends = 0
+        self._watch_since = 0.0
 
     # -- what subclasses implement ---------------------------------------------------------
 
@@ -133,16 +159,20 @@ class Carrier:
         When nothing else waits for the connection the send starts at once (and the writer
         task finishes it if it must wait); otherwise, or with ``now=False`` (the caller has
         more frames coming: the writer sends them in one go), the frame joins the outbox.
-        Returns False when the carrier is closed or the frame overflowed its limits, in which
-        case the connection is being closed with 1013 and removed from every channel.
-        ``size`` is the frame's size in bytes (``len(text)`` when not given).
+        Returns False when the carrier is closed or the frame overflowed its limits (a frame
+        offered to an empty outbox never does), in which case the connection is being closed
+        with 1013 and removed from every channel. ``size`` is the frame's size in bytes
+        (``len(text)`` when not given). Channels check :attr:`behind` before offering; callers
+        that offer directly can await :meth:`room` first.
         """
         if self.closed:
             return False
         if size is None:
             size = len(text)
         outbox = self._outbox
-        if len(outbox) >= self.max_messages or self._queued_bytes + size > self.max_bytes:
+        if outbox and (
+            len(outbox) >= self.max_messages or self._queued_bytes + size > self.max_bytes
+        ):
             self._overflow()
             return False
         idle = self._writer is None or self._waiter is not None
@@ -159,7 +189,36 @@ class Carrier:
             self._writer = asyncio.get_running_loop().create_task(self._write_loop())
         else:
             self._wake()
+        if self._watch is None and self.behind:
+            self._start_watch()
         return True
+
+    @property
+    def behind(self) -> bool:
+        """True while the outbox (with a send under way) is at least half full.
+
+        Channels then stop handing frames to this connection and let it catch up from their
+        windows once the outbox is down to a quarter.
+        """
+        return len(self._outbox) >= self._high_messages or self._queued_bytes >= self._high_bytes
+
+    def _below_low_water(self) -> bool:
+        return len(self._outbox) <= self._low_messages and self._queued_bytes <= self._low_bytes
+
+    async def room(self) -> bool:
+        """Wait until the outbox is down to a quarter full (or empty); False if it closed.
+
+        For code that offers many frames itself (a history replay): it offers while
+        :attr:`behind` is False and awaits this otherwise. It does not time out: a connection
+        that stops reading is closed by the slow rule (``slow_timeout``) and this returns False.
+        """
+        while not self.closed and self.behind:
+            if self._room is None or self._room.done():
+                self._room = asyncio.get_running_loop().create_future()
+            if self._watch is None:
+                self._start_watch()
+            await asyncio.shield(self._room)
+        return not self.closed
 
     def _send_now(self, text: str, size: int) -> bool:
         coro = self.send_text(text)
@@ -179,15 +238,17 @@ class Carrier:
         return True
 
     def _sent(self, size: int) -> bool:
+        self._sends += 1
         # What the server holds for this peer is at most what it held when last asked plus
         # what was sent since: only when that bound passes the limit is it asked again (a call
         # into the transport per frame would cost more than the rest of the delivery).
         self._buffered += size
-        if self._queued_bytes + self._buffered > self.max_bytes:
+        if self._buffered > self.max_bytes:
             self._buffered = self.backlog()
-            if self._queued_bytes + self._buffered > self.max_bytes:
-                # The server took the frames but cannot pass them on: the peer stopped
-                # reading. What is buffered below us counts against the same limit.
+            if self._buffered > self.max_bytes:
+                # A server whose send never waits (every server we know waits once its buffer
+                # passes a high-water mark): the peer stopped reading and only the server's
+                # buffer grows. It counts against the same limit.
                 self._overflow()
                 return False
         return True
@@ -231,6 +292,12 @@ class Carrier:
                     return
                 if not self._sent(size):
                     return
+                if (self._lagging or self._room is not None) and self._below_low_water():
+                    self._low_water()
+            if self._lagging or self._room is not None:
+                self._low_water()
+                if outbox:
+                    continue
             if self._drained is not None:
                 self._signal_drained()
             if self.closed or not self._channels:
@@ -238,6 +305,52 @@ class Carrier:
                 return
             waiter = self._waiter = loop.create_future()
             await waiter
+
+    def _low_water(self) -> None:
+        # Room again: take the next events from the windows of the channels this connection
+        # lags on (the frames go to the outbox), and wake a replay waiting in room().
+        for channel in tuple(self._lagging):
+            channel._refill(self)
+            if self.closed:
+                return
+        room = self._room
+        if room is not None and not self.behind:
+            self._room = None
+            if not room.done():
+                room.set_result(None)
+
+    # -- the slow rule -----------------------------------------------------------------------
+
+    def _start_watch(self) -> None:
+        """Check, every quarter of ``slow_timeout``, that a connection behind still sends."""
+        if self.closed:
+            return
+        loop = asyncio.get_running_loop()
+        self._watch_sends = self._sends
+        self._watch_since = loop.time()
+        self._watch = loop.call_later(self.slow_timeout / 4, self._check_watch)
+
+    def _check_watch(self) -> None:
+        self._watch = None
+        if self.closed:
+            return
+        waiting = self._lagging or self.behind or self._room is not None
+        if not waiting:
+            return  # caught up: watching again starts with the next fall behind
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self._sends != self._watch_sends:
+            self._watch_sends = self._sends
+            self._watch_since = now
+        elif now - self._watch_since >= self.slow_timeout:
+            logger.info(
+                "%r: behind and no frame sent for %.1fs (slow_timeout); closing with 1013",
+                self,
+                now - self._watch_since,
+            )
+            self._too_far_behind("subscriber too slow")
+            return
+        self._watch = loop.call_later(self.slow_timeout / 4, self._check_watch)
 
     async def flush(self, timeout: float) -> bool:
         """Wait until the outbox is empty and no send is under way, at most ``timeout`` s.
@@ -277,6 +390,7 @@ class Carrier:
     def _detach(self, channel: Channel) -> None:
         """``channel`` no longer has a subscription for this connection."""
         self._channels.pop(channel, None)
+        self._lagging.pop(channel, None)
         if not self._channels:
             if _live.get(self) is self:
                 del _live[self]
@@ -301,16 +415,25 @@ class Carrier:
             logger.exception("%r: close failed", self)
 
     def _overflow(self) -> None:
-        for channel in self._channels:
-            channel._count("closed_slow")
-        logger.info("%r: too far behind; closing with 1013", self)
+        logger.info("%r: outbox over its limits; closing with 1013", self)
+        self._too_far_behind("subscriber too slow")
+
+    def _too_far_behind(self, reason: str, *, slow: bool = True) -> None:
+        """Close with 1013 (try again later) and leave every channel, without waiting.
+
+        ``slow``: counted in the channels' ``closed_slow`` (False when the channel itself
+        lost events and asks the client to resume).
+        """
+        if self.closed:
+            return
+        if slow:
+            for channel in self._channels:
+                channel._count("closed_slow")
         self._mark_closed(CLOSE_TRY_AGAIN_LATER)
         self._detach_all()
         # The close handshake may block on a peer that does not read, so it runs in a task of
         # its own, which also stops the writer.
-        task = asyncio.get_running_loop().create_task(
-            self.close(CLOSE_TRY_AGAIN_LATER, "subscriber too slow")
-        )
+        task = asyncio.get_running_loop().create_task(self.close(CLOSE_TRY_AGAIN_LATER, reason))
         _closing.add(task)
         task.add_done_callback(_closing.discard)
 
@@ -334,9 +457,16 @@ class Carrier:
         self._sizes.clear()
         self._queued_bytes = 0
         self._signal_drained()
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.cancel()
+        room, self._room = self._room, None
+        if room is not None and not room.done():
+            room.set_result(None)
 
     def _detach_all(self) -> None:
         channels, self._channels = list(self._channels), {}
+        self._lagging = {}
         for channel in channels:
             channel._forget(self)
         if _live.get(self) is self:

@@ -73,6 +73,7 @@ class AioHttpWebSocketCarrier(Carrier):
         *,
         max_messages: int | None = None,
         max_bytes: int | None = None,
+        slow_timeout: float | None = None,
         close_timeout: float = 5.0,
     ) -> None:
         if not isinstance(ws, web.WebSocketResponse):
@@ -80,7 +81,9 @@ class AioHttpWebSocketCarrier(Carrier):
                 "AioHttpWebSocketCarrier wraps an aiohttp web.WebSocketResponse (ws = "
                 f"web.WebSocketResponse(); await ws.prepare(request)), got {type(ws).__name__}"
             )
-        super().__init__(ws, max_messages=max_messages, max_bytes=max_bytes)
+        super().__init__(
+            ws, max_messages=max_messages, max_bytes=max_bytes, slow_timeout=slow_timeout
+        )
         self.close_timeout = close_timeout
 
     def _transport(self) -> asyncio.Transport | None:
@@ -133,6 +136,7 @@ async def serve(
     limits: Limits | None = None,
     max_messages: int | None = None,
     max_bytes: int | None = None,
+    slow_timeout: float | None = None,
     close_timeout: float = 5.0,
     heartbeat: float | None = 20.0,
 ) -> web.StreamResponse:
@@ -148,7 +152,7 @@ async def serve(
     too far behind (closed with 1013). Every subscription ends when this returns.
 
     ``channel`` is a Channel or the name of one (a MemoryChannel is made if none is
-    registered). ``max_messages``/``max_bytes``/``close_timeout`` go to
+    registered). ``max_messages``/``max_bytes``/``slow_timeout``/``close_timeout`` go to
     :class:`AioHttpWebSocketCarrier`. ``heartbeat``: seconds between server pings; a peer that
     does not answer within half of it is closed, so a vanished client is dropped within
     1.5 x ``heartbeat`` (None: no pings).
@@ -167,7 +171,11 @@ async def serve(
         max_msg_size=limits.max_frame_bytes, heartbeat=heartbeat, timeout=close_timeout
     )
     carrier = AioHttpWebSocketCarrier(
-        ws, max_messages=max_messages, max_bytes=max_bytes, close_timeout=close_timeout
+        ws,
+        max_messages=max_messages,
+        max_bytes=max_bytes,
+        slow_timeout=slow_timeout,
+        close_timeout=close_timeout,
     )
     session = ProtocolSession(
         channel, carrier, events=events, authorize=authorize, limits=limits, connection=request

@@ -68,11 +68,14 @@ class ASGIWebSocketCarrier(Carrier):
         *,
         max_messages: int | None = None,
         max_bytes: int | None = None,
+        slow_timeout: float | None = None,
         close_timeout: float = 5.0,
         transport: asyncio.Transport | None = None,
         accepted: bool = True,
     ) -> None:
-        super().__init__(websocket, max_messages=max_messages, max_bytes=max_bytes)
+        super().__init__(
+            websocket, max_messages=max_messages, max_bytes=max_bytes, slow_timeout=slow_timeout
+        )
         send: ASGISend | None = getattr(websocket, "_send", None)
         self._starlette = send is not None and hasattr(websocket, "application_state")
         if send is not None and self._starlette:

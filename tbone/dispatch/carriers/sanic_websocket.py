@@ -83,6 +83,7 @@ class SanicWebSocketCarrier(Carrier):
         *,
         max_messages: int | None = None,
         max_bytes: int | None = None,
+        slow_timeout: float | None = None,
         close_timeout: float = 5.0,
     ) -> None:
         if type(ws).__name__ == "WebSocketConnection":
@@ -98,7 +99,9 @@ class SanicWebSocketCarrier(Carrier):
                 f"SanicWebSocketCarrier wraps the websocket Sanic passes to a handler "
                 f"(async def handler(request, ws)), got {type(ws).__name__}"
             )
-        super().__init__(ws, max_messages=max_messages, max_bytes=max_bytes)
+        super().__init__(
+            ws, max_messages=max_messages, max_bytes=max_bytes, slow_timeout=slow_timeout
+        )
         self.close_timeout = close_timeout
 
     def _transport(self) -> asyncio.Transport | None:
@@ -154,6 +157,7 @@ async def serve(
     limits: Limits | None = None,
     max_messages: int | None = None,
     max_bytes: int | None = None,
+    slow_timeout: float | None = None,
     close_timeout: float = 5.0,
 ) -> None:
     """Serve the subscribe protocol for ``channel`` on Sanic websocket ``ws``; return when done.
@@ -171,12 +175,20 @@ async def serve(
     cancelled (Sanic cancels the handler when the connection is lost).
 
     ``channel`` is a Channel or the name of one (a MemoryChannel is made if none is
-    registered). ``max_messages``/``max_bytes``/``close_timeout`` go to
+    registered). ``max_messages``/``max_bytes``/``slow_timeout``/``close_timeout`` go to
     :class:`SanicWebSocketCarrier`. Heartbeats are Sanic's own websocket pings
     (``WEBSOCKET_PING_INTERVAL`` and ``WEBSOCKET_PING_TIMEOUT``, 20 s each by default).
     """
     route = _Route(
-        channel, events, authorize, allowed_origins, limits, max_messages, max_bytes, close_timeout
+        channel,
+        events,
+        authorize,
+        allowed_origins,
+        limits,
+        max_messages,
+        max_bytes,
+        slow_timeout,
+        close_timeout,
     )
     carrier = route.carrier(ws)
     session = route.session(request, carrier)
@@ -210,6 +222,7 @@ def add_route(
     limits: Limits | None = None,
     max_messages: int | None = None,
     max_bytes: int | None = None,
+    slow_timeout: float | None = None,
     close_timeout: float = 5.0,
 ) -> None:
     """Register a websocket route at ``uri`` of Sanic ``app`` serving ``channel``'s protocol.
@@ -227,7 +240,15 @@ def add_route(
     if events is not None:
         check_event_names(events)
     route = _Route(
-        channel, events, authorize, allowed_origins, limits, max_messages, max_bytes, close_timeout
+        channel,
+        events,
+        authorize,
+        allowed_origins,
+        limits,
+        max_messages,
+        max_bytes,
+        slow_timeout,
+        close_timeout,
     )
 
     async def subscribe(request: Any, ws: Any) -> None:
@@ -243,6 +264,7 @@ def add_route(
                 limits=limits,
                 max_messages=max_messages,
                 max_bytes=max_bytes,
+                slow_timeout=slow_timeout,
                 close_timeout=close_timeout,
             )
             return
@@ -267,6 +289,7 @@ class _Route:
         limits: Limits | None,
         max_messages: int | None,
         max_bytes: int | None,
+        slow_timeout: float | None,
         close_timeout: float,
     ) -> None:
         if not isinstance(channel, (Channel, str)) or channel == "":
@@ -278,6 +301,7 @@ class _Route:
         self.limits = limits
         self.max_messages = max_messages
         self.max_bytes = max_bytes
+        self.slow_timeout = slow_timeout
         self.close_timeout = close_timeout
 
     def carrier(self, ws: Any) -> SanicWebSocketCarrier:
@@ -285,6 +309,7 @@ class _Route:
             ws,
             max_messages=self.max_messages,
             max_bytes=self.max_bytes,
+            slow_timeout=self.slow_timeout,
             close_timeout=self.close_timeout,
         )
 

@@ -5,13 +5,19 @@ process, created on first use. The flow of one event::
 
     publish(name, data) -> backend store -> consumer loop -> Event frame encoded ONCE
         -> each subscribed carrier's bounded outbox -> its writer task -> websocket
+                          (or, for a connection behind: the catch-up window -> its outbox)
 
 Rules (``docs/channels.md`` has the long form):
 
-* ``publish`` returns once the backend has stored the event; it never waits for subscribers.
+* ``publish`` returns once the backend has stored the event. It waits only when this
+  process's publishers are ``queue_size`` events ahead of its consumer, and at most
+  ``publish_timeout``; never for a subscriber directly.
 * Each subscriber receives a channel's events in the order the backend gives them (publish
-  order for one publisher).
-* A slow subscriber is closed with 1013 and a failing one is dropped; neither delays others.
+  order for one publisher), none lost: a connection whose outbox is half full reads from the
+  channel's window until it has caught up (:mod:`tbone.dispatch.channels.window`).
+* A connection that stays behind without sending for ``slow_timeout``, or that holds a full
+  window that long, is closed with 1013; one whose send fails is dropped.
+* Events over ``max_message_bytes`` are refused at publish with MessageTooLarge.
 * The consumer starts when the first carrier subscribes (or on :meth:`Channel.kickoff`) and
   survives backend faults: it logs, counts, backs off, and resumes after the last event it
   delivered.
@@ -26,19 +32,24 @@ import abc
 import asyncio
 import logging
 import random
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, ClassVar, TypeVar
 
 from tbone.dispatch.carriers import CLOSE_GOING_AWAY, Carrier, wait_closing
-from tbone.dispatch.events import Event, History, recovered_frame
+from tbone.dispatch.channels.resume import Hold, replay
+from tbone.dispatch.channels.window import Lag, Window
+from tbone.dispatch.events import Event, History, MessageTooLarge
 
 __all__ = [
     "Channel",
     "ChannelClosed",
     "ChannelNameConflict",
+    "MessageTooLarge",
     "clear_registry",
     "close_all_channels",
     "get_channel",
+    "page_of",
     "registered_channels",
 ]
 
@@ -90,10 +101,20 @@ class _ChannelMeta(abc.ABCMeta):
 class Channel(metaclass=_ChannelMeta):
     """Base class of channels. See the module docstring for the rules.
 
-    Options common to every backend:
+    Options common to every backend (``docs/channels.md`` has the long form):
 
     * ``history``: how many recent events the channel keeps for resume (backends with their
-      own store may keep more; see each backend).
+      own store keep theirs; see each backend).
+    * ``max_message_bytes``: the largest event ``publish`` accepts (its name plus its JSON
+      data, in bytes; 512 KiB, half of a connection's default outbox). Bigger raises
+      :class:`~tbone.dispatch.events.MessageTooLarge` before anything is stored.
+    * ``window``, ``window_bytes``: the catch-up window, where connections that fall behind
+      read from (4,096 events, at most half of ``history``, and 16 MiB). When it is full and a
+      connection still needs its oldest event, the consumer waits for that connection.
+    * ``queue_size``, ``queue_bytes``: how far this process's publishers may run ahead of its
+      consumer (1,000 events, 8 MiB); beyond that ``publish`` waits.
+    * ``publish_timeout``: the longest one ``publish`` waits for that (5 s); then it stores
+      the event anyway.
     * ``backoff``: (first, max) seconds between attempts when the backend fails.
 
     A second ``SomeChannel(name=...)`` call returns the first channel; its options are ignored.
@@ -101,20 +122,60 @@ class Channel(metaclass=_ChannelMeta):
 
     #: Short backend name shown by :meth:`stats`.
     backend: ClassVar[str] = "custom"
+    #: True for backends that call :meth:`expect` in ``store`` themselves.
+    expects_in_store: ClassVar[bool] = False
 
     def __init__(
         self,
         name: str,
         *,
-        history: int = 1000,
+        history: int = 10_000,
+        max_message_bytes: int = 512 * 1024,
+        window: int | None = None,
+        window_bytes: int = 16 * 1024 * 1024,
+        queue_size: int = 1000,
+        queue_bytes: int = 8 * 1024 * 1024,
+        publish_timeout: float = 5.0,
         backoff: tuple[float, float] = (0.1, 5.0),
     ) -> None:
+        if window is None:
+            window = max(1, min(4096, history // 2))
+        for option, value in (
+            ("history", history),
+            ("max_message_bytes", max_message_bytes),
+            ("window", window),
+            ("window_bytes", window_bytes),
+            ("queue_size", queue_size),
+            ("queue_bytes", queue_bytes),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{option} must be a positive int, got {value!r}")
+        if window_bytes < max_message_bytes:
+            raise ValueError(
+                f"window_bytes ({window_bytes}) must hold at least one event of "
+                f"max_message_bytes ({max_message_bytes})"
+            )
+        if not publish_timeout >= 0:
+            raise ValueError(f"publish_timeout must be seconds >= 0, got {publish_timeout!r}")
         self.name = name
         self.history_size = history
+        self.max_message_bytes = max_message_bytes
+        self.queue_size = queue_size
+        self.queue_bytes = queue_bytes
+        self.publish_timeout = publish_timeout
         self.backoff = backoff
         self._subscribers: dict[str, dict[Carrier, None]] = {}  # event -> carriers, in order
         self._events_of: dict[Carrier, set[str]] = {}  # carrier -> events it is subscribed to
-        self._resuming: dict[Carrier, _Resume] = {}  # carriers catching up on history
+        self._resuming: dict[Carrier, Hold] = {}  # carriers catching up on history
+        self._resume_locks: dict[Carrier, asyncio.Lock] = {}
+        self._window = Window(window, window_bytes)
+        self._lag: dict[Carrier, Lag] = {}  # connections reading from the window
+        self._blocked = False  # the window is full and a lagging connection needs its oldest
+        self._room: asyncio.Future[None] | None = None  # the consumer waiting for the window
+        # Events this process published that its consumer has not delivered yet (id -> size).
+        self._pending: OrderedDict[str, int] = OrderedDict()
+        self._pending_bytes = 0
+        self._publishers: asyncio.Future[None] | None = None  # publishers waiting for room
         self._consumer: asyncio.Task[None] | None = None
         self._ready: asyncio.Event | None = None
         #: Set by ``listen`` while it holds further events ready to yield (see deliver()).
@@ -123,8 +184,22 @@ class Channel(metaclass=_ChannelMeta):
         self._state = "idle"
         self._last_id: str | None = None
         self._last_error: str | None = None
+        self._waited = 0.0
         self._counts = dict.fromkeys(
-            ("published", "delivered", "dropped", "closed_slow", "reconnects", "errors"), 0
+            (
+                "published",
+                "delivered",
+                "dropped",
+                "closed_slow",
+                "reconnects",
+                "errors",
+                "refused",
+                "lagged",
+                "waits",
+                "publish_waits",
+                "gaps",
+            ),
+            0,
         )
 
     def __repr__(self) -> str:
@@ -134,7 +209,11 @@ class Channel(metaclass=_ChannelMeta):
 
     @abc.abstractmethod
     async def store(self, name: str, data: Any) -> Event:
-        """Write one event to the backend and return it with its backend-given id."""
+        """Write one event to the backend and return it with its backend-given id.
+
+        Call :meth:`check_size` with the encoded data first, so an event over
+        ``max_message_bytes`` is refused before anything is stored.
+        """
 
     @abc.abstractmethod
     def listen(self, after: str | None) -> AsyncIterator[Event]:
@@ -144,12 +223,31 @@ class Channel(metaclass=_ChannelMeta):
         backend has answered where "now" is), so that :meth:`ready` can tell callers when an
         event they publish is sure to be seen. Raising or returning ends this attempt: the
         consumer waits (with backoff) and calls ``listen`` again with the id of the last event
-        it delivered.
+        it delivered. The consumer may pause between two events (flow control): the backend
+        then simply reads on later.
         """
 
     @abc.abstractmethod
     async def read_history(self, since: str | None) -> History:
         """The stored events after ``since`` (all of them when None), oldest first."""
+
+    async def history_page(self, since: str | None, *, limit: int, max_bytes: int) -> History:
+        """At most ``limit`` stored events after ``since``, of at most ``max_bytes`` in all.
+
+        The first event is returned whatever its size. ``more`` is True when events follow
+        the page; ``complete`` is as for :meth:`read_history`. Resume reads history with this,
+        page by page, so a connection never makes the server hold more than a page at once.
+        This default reads the whole history and cuts it: backends override it to read only
+        the page (``XRANGE ... COUNT``, a bounded ``find``).
+        """
+        return page_of(await self.read_history(since), limit, max_bytes)
+
+    def check_size(self, name: str, payload: bytes) -> None:
+        """Raise MessageTooLarge if ``name`` plus the JSON ``payload`` is over the limit."""
+        size = len(payload) + len(name.encode())
+        if size > self.max_message_bytes:
+            self._counts["refused"] += 1
+            raise MessageTooLarge(self.name, name, size, self.max_message_bytes)
 
     # -- subscribing -------------------------------------------------------------------------
 
@@ -158,27 +256,35 @@ class Channel(metaclass=_ChannelMeta):
 
         Subscribing the same connection twice to an event is one subscription. The first
         carrier subscribed for a connection is kept, so a later carrier object for the same
-        connection works for :meth:`unsubscribe`.
+        connection works for :meth:`unsubscribe`. "From now on" is the channel's stream: a
+        connection that is behind gets the events delivered after this call, when it gets there.
         """
         live = carrier._attach(self)
         self._subscribers.setdefault(event, {})[live] = None
         self._events_of.setdefault(live, set()).add(event)
+        lag = self._lag.get(live)
+        if lag is not None:
+            lag.toggle(event, True, self._window.end)
         self.kickoff()
 
     def unsubscribe(self, event: str, carrier: Carrier) -> bool:
-        """Stop sending ``event`` events to the connection of ``carrier``. True if it was on."""
+        """Stop sending ``event`` events to the connection of ``carrier``. True if it was on.
+
+        Events delivered before this call still reach a connection that is behind.
+        """
         carriers = self._subscribers.get(event)
         if not carriers or carrier not in carriers:
             return False
         events = self._events_of.get(carrier, set())
         events.discard(event)
-        if not events:
+        live = next(c for c in carriers if c == carrier)
+        lag = self._lag.get(live)
+        if lag is not None:
+            lag.toggle(event, False, self._window.end)
+        if not events and lag is None:
             self._events_of.pop(carrier, None)
             self._resuming.pop(carrier, None)
-            for live in carriers:
-                if live == carrier:
-                    live._detach(self)
-                    break
+            live._detach(self)
         del carriers[carrier]
         if not carriers:
             del self._subscribers[event]
@@ -202,27 +308,135 @@ class Channel(metaclass=_ChannelMeta):
                 if not carriers:
                     del self._subscribers[event]
         self._resuming.pop(carrier, None)
+        if self._lag.pop(carrier, None) is not None:
+            self._lag_changed()
 
     # -- publishing --------------------------------------------------------------------------
 
     async def publish(self, event: str, data: Any = None) -> Event:
         """Store an event in the backend and return it (with its id).
 
-        Awaits only the backend write, never a subscriber. ``data`` must be encodable by
-        :mod:`tbone.dispatch.jsonenc`; it is encoded when delivered (raising TypeError at
-        publish for data that cannot be, so no subscriber ever sees a broken frame).
+        Awaits the backend write and, when this process's publishers are more than
+        ``queue_size`` events (or ``queue_bytes``) ahead of its consumer, the consumer's
+        progress, at most ``publish_timeout`` seconds (then it stores regardless). It never
+        waits for a subscriber directly: the consumer lags only while a connection that fell
+        behind holds a full window, which the slow rule ends within ``slow_timeout``.
+
+        Raises TypeError (or ValueError) for ``data`` that :mod:`tbone.dispatch.jsonenc`
+        cannot encode and :class:`~tbone.dispatch.events.MessageTooLarge` over
+        ``max_message_bytes``, both before anything is stored, so no subscriber ever sees a
+        broken or oversized frame; and the backend's error when the write fails.
         """
         if not isinstance(event, str) or not event:
             raise TypeError(f"event name must be a non-empty str, got {event!r}")
+        if self._pending and (
+            len(self._pending) >= self.queue_size or self._pending_bytes >= self.queue_bytes
+        ):
+            await self._wait_to_publish()
         stored = await self.store(event, data)
         self._counts["published"] += 1
+        self._track(stored)
         return stored
 
-    def deliver(self, event: Event) -> None:
-        """Hand ``event`` to its subscribers' outboxes (encoded once). Never blocks or raises.
+    def _consuming(self) -> bool:
+        consumer = self._consumer
+        return (
+            consumer is not None
+            and not consumer.done()
+            and consumer.get_loop() is asyncio.get_running_loop()
+        )
 
-        Called by the consumer loop; backends that have no loop of their own may call it.
+    def expect(self, event: Event) -> None:
+        """Count ``event`` as published here and not yet delivered, before it is stored.
+
+        For backends whose ids carry no order (MongoDB): their consumer may deliver an event
+        before the write returns. :meth:`publish` does it after the write for the others.
         """
+        if self._consuming() and self._state == "running" and event.id not in self._pending:
+            self._pending[event.id] = event.size
+            self._pending_bytes += event.size
+
+    def unexpect(self, event: Event) -> None:
+        """The write of an :meth:`expect`-ed event failed: it will not be delivered."""
+        size = self._pending.pop(event.id, None)
+        if size is not None:
+            self._pending_bytes -= size
+
+    def _track(self, event: Event) -> None:
+        # Remember what this process published until its consumer delivers it, so publishers
+        # cannot run further ahead than queue_size (the backend's history could trim what the
+        # consumer has not read yet). An event the consumer already delivered is not tracked.
+        if self.expects_in_store or not self._consuming() or self._state != "running":
+            return
+        if self._last_id is not None:
+            key = self.order_key(event.id)
+            last = self.order_key(self._last_id)
+            if key is not None and last is not None and key <= last:
+                return
+        self._pending[event.id] = event.size
+        self._pending_bytes += event.size
+
+    def _seen_pending(self, id: str) -> None:
+        # The consumer delivered a local event: it and every older local one are done.
+        pending = self._pending
+        while pending:
+            key, size = pending.popitem(last=False)
+            self._pending_bytes -= size
+            if key == id:
+                break
+        if not pending:
+            self._pending_bytes = 0
+        waiting = self._publishers
+        if waiting is not None and (
+            len(pending) < self.queue_size and self._pending_bytes < self.queue_bytes
+        ):
+            self._publishers = None
+            if not waiting.done():
+                waiting.set_result(None)
+
+    def _drop_pending(self) -> None:
+        # The consumer will not see those events (gap, close): nobody may wait for them.
+        self._pending.clear()
+        self._pending_bytes = 0
+        waiting, self._publishers = self._publishers, None
+        if waiting is not None and not waiting.done():
+            waiting.set_result(None)
+
+    async def _wait_to_publish(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.publish_timeout
+        self._counts["publish_waits"] += 1
+        while (
+            len(self._pending) >= self.queue_size or self._pending_bytes >= self.queue_bytes
+        ) and self._consuming():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                logger.warning(
+                    "channel %r: publishing although the consumer is %d events behind "
+                    "(waited publish_timeout=%.1fs)",
+                    self.name,
+                    len(self._pending),
+                    self.publish_timeout,
+                )
+                return
+            waiting = self._publishers
+            if waiting is None or waiting.done():
+                waiting = self._publishers = loop.create_future()
+            await _wait_at_most(waiting, remaining)
+
+    # -- delivering --------------------------------------------------------------------------
+
+    def deliver(self, event: Event) -> None:
+        """Hand ``event`` to its subscribers (encoded once). Never blocks or raises.
+
+        A connection that is behind does not get the frame now: it reads it from the window
+        later, in order. Called by the consumer loop; backends that have no loop of their own
+        may call it (and should then await :meth:`make_room` when :attr:`blocked` is True).
+        """
+        if self._pending and event.id in self._pending:
+            self._seen_pending(event.id)
+        lag = self._lag
+        seq = self._window.append(event) if lag else -1
         carriers = self._subscribers.get(event.name)
         if carriers:
             text = event.frame
@@ -233,12 +447,126 @@ class Channel(metaclass=_ChannelMeta):
             delivered = 0
             resuming = self._resuming
             for carrier in tuple(carriers):
+                if lag and carrier in lag:
+                    continue  # it takes this event from the window when it gets there
                 if resuming and carrier in resuming and resuming[carrier].intercept(event):
+                    continue
+                if carrier.behind:
+                    if seq < 0:
+                        seq = self._window.append(event)
+                    self._start_lag(carrier, seq)
+                    lag = self._lag
                     continue
                 if carrier.offer(text, size, now=now):
                     delivered += 1
             self._counts["delivered"] += delivered
         self._last_id = event.id
+        if seq >= 0 and self._window.over():
+            self._evict()
+
+    def _start_lag(self, carrier: Carrier, seq: int) -> None:
+        self._lag[carrier] = Lag(seq, self._events_of.get(carrier, set()))
+        carrier._lagging[self] = None
+        self._counts["lagged"] += 1
+        if carrier._watch is None:
+            carrier._start_watch()
+
+    def _refill(self, carrier: Carrier) -> None:
+        """Called by a lagging connection's writer with room again: queue what follows."""
+        lag = self._lag.get(carrier)
+        if lag is None:
+            carrier._lagging.pop(self, None)
+            return
+        window = self._window
+        at_tail = lag.cursor <= window.first
+        hold = self._resuming.get(carrier)
+        seq, end = lag.cursor, window.end
+        delivered = 0
+        while seq < end and not carrier.behind:
+            event = window.get(seq)
+            seq += 1
+            if not lag.wants(event.name, seq - 1):
+                continue
+            if hold is not None and hold.intercept(event):
+                continue
+            if not carrier.offer(event.frame, event.size, now=False):
+                return  # closed: it left every channel
+            delivered += 1
+        lag.cursor = seq
+        self._counts["delivered"] += delivered
+        if seq >= end:  # caught up: live again
+            del self._lag[carrier]
+            carrier._lagging.pop(self, None)
+            if not self._events_of.get(carrier):  # unsubscribed from all while behind
+                self._events_of.pop(carrier, None)
+                carrier._detach(self)
+            self._lag_changed()
+        elif at_tail and self._room is not None:
+            _resolve(self._room)
+
+    def _lag_changed(self) -> None:
+        if not self._lag:
+            self._window.clear()
+            self._blocked = False
+        if self._room is not None:
+            _resolve(self._room)
+
+    def _evict(self) -> None:
+        window = self._window
+        if not self._lag:
+            window.clear()
+            self._blocked = False
+            return
+        window.evict_before(min(lag.cursor for lag in self._lag.values()))
+        self._blocked = window.over()
+
+    @property
+    def blocked(self) -> bool:
+        """True while the window is full and a connection behind still needs its oldest event."""
+        return self._blocked
+
+    async def make_room(self) -> None:
+        """Wait until the window may drop its oldest event (see ``docs/channels.md``).
+
+        The connections that hold it back are waited for at most ``slow_timeout`` in all
+        since each of them fell behind (their own setting); one that has not moved on by then
+        is closed with 1013 and the others go on. The consumer loop awaits this after an event
+        that left the window blocked, so publishers slow down meanwhile.
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        self._counts["waits"] += 1
+        try:
+            while True:
+                self._evict()
+                if not self._blocked:
+                    return
+                first = self._window.first
+                holding = [(c, lag) for c, lag in self._lag.items() if lag.cursor <= first]
+                budget = min(c.slow_timeout - lag.held for c, lag in holding)
+                begun = loop.time()
+                if budget > 0:
+                    room = self._room = loop.create_future()
+                    try:
+                        await _wait_at_most(room, budget)
+                    finally:
+                        self._room = None
+                waited = loop.time() - begun
+                for carrier, lag in holding:
+                    if self._lag.get(carrier) is not lag:
+                        continue  # moved on or left
+                    lag.held += waited
+                    if lag.held >= carrier.slow_timeout and lag.cursor <= self._window.first:
+                        logger.info(
+                            "channel %r: %r held the window full for %.1fs (slow_timeout); "
+                            "closing it with 1013",
+                            self.name,
+                            carrier,
+                            lag.held,
+                        )
+                        carrier._too_far_behind("subscriber too slow")
+        finally:
+            self._waited += loop.time() - started
 
     # -- resume ------------------------------------------------------------------------------
 
@@ -258,13 +586,25 @@ class Channel(metaclass=_ChannelMeta):
         """
         return None
 
-    async def resume(self, carrier: Carrier, events: Iterable[str], since: str | None) -> bool:
+    async def resume(
+        self,
+        carrier: Carrier,
+        events: Iterable[str],
+        since: str | None,
+        *,
+        max_events: int = 10_000,
+        max_bytes: int = 16 * 1024 * 1024,
+    ) -> bool:
         """Subscribe ``carrier`` to ``events`` and first send what it missed after ``since``.
 
-        The carrier receives, in order: every held event after ``since`` whose name is in
-        ``events``, then a ``recovered`` frame, then live events, none lost or repeated in
-        between. Returns ``complete`` (see :meth:`history`). With ``since=None`` this is a
-        plain subscribe and no ``recovered`` frame is sent.
+        The carrier receives, for the names in ``events``: every held event after ``since``,
+        then a ``recovered`` frame, then live events, none lost or repeated in between. Events
+        of its other subscriptions go on as usual meanwhile: a resume touches only the events
+        it names. History is read in pages and sent at the pace the connection reads; at most
+        ``max_events`` events and ``max_bytes`` bytes are replayed, and a longer history ends
+        with ``complete`` False. Returns ``complete`` (see :meth:`history`). With
+        ``since=None`` this is a plain subscribe and no ``recovered`` frame is sent. Resumes
+        of one connection on one channel run one after the other.
         """
         names = set(events)
         live = carrier._attach(self)
@@ -272,30 +612,13 @@ class Channel(metaclass=_ChannelMeta):
             for name in names:
                 self.subscribe(name, live)
             return True
-        state = self._resuming[live] = _Resume(self, live)  # live events wait in it meanwhile
+        lock = self._resume_locks.setdefault(live, asyncio.Lock())
         try:
-            for name in names:
-                self.subscribe(name, live)
-            # Live events are read from "now" once the consumer is ready: history must be read
-            # after that point, or an event published in between would fall in the gap.
-            await self.ready()
-            past = await self.history(since)
-        except BaseException:
-            self._resuming.pop(live, None)
-            raise
-        if self._resuming.get(live) is not state:  # closed or unsubscribed meanwhile
-            return past.complete
-        state.set_history(past.events, since if past.complete else None)
-        for ev in past.events:
-            if ev.name in names and not await _replay(live, ev):
-                self._resuming.pop(live, None)
-                return past.complete  # the client stopped reading (closed 1013) or left
-        if self._resuming.get(live) is not state:
-            return past.complete
-        live.offer(recovered_frame(self.name, past.complete))
-        for ev in state.release():
-            live.offer(ev.frame, ev.size)
-        return past.complete
+            async with lock:
+                return await replay(self, live, names, since, max_events, max_bytes)
+        finally:
+            if not lock.locked() and self._resume_locks.get(live) is lock:
+                del self._resume_locks[live]
 
     # -- running -----------------------------------------------------------------------------
 
@@ -331,9 +654,32 @@ class Channel(metaclass=_ChannelMeta):
         assert self._ready is not None
         await self._ready.wait()
 
+    def report_gap(self, reason: str) -> None:
+        """The consumer skipped events it could not read (trimmed, rolled out): say so.
+
+        Counted in ``stats()["gaps"]``, logged, and every subscribed connection is closed
+        with 1013 so that its client resumes with ``since`` and learns from the ``recovered``
+        frame that history is incomplete: never a silent gap.
+        """
+        self._counts["gaps"] += 1
+        self._drop_pending()
+        logger.warning(
+            "channel %r: events were lost before the consumer read them (%s); closing %d "
+            "connections with 1013 so that their clients resume",
+            self.name,
+            reason,
+            len(self._events_of),
+        )
+        for carrier in list(self._events_of):
+            carrier._too_far_behind("events lost; resume", slow=False)
+
     def _reset_loop_state(self) -> None:
         """Drop state bound to a previous event loop (override to reset backend clients)."""
         self._consumer = None
+        self._room = None
+        self._publishers = None
+        self._pending.clear()
+        self._pending_bytes = 0
 
     async def _consume(self) -> None:
         self._delay = self.backoff[0]
@@ -343,6 +689,8 @@ class Channel(metaclass=_ChannelMeta):
                     if self._state != "running":
                         self.mark_ready()  # for backends that never call it themselves
                     self.deliver(event)
+                    if self._blocked:
+                        await self.make_room()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -373,6 +721,7 @@ class Channel(metaclass=_ChannelMeta):
             consumer.cancel()
             if consumer.get_loop() is asyncio.get_running_loop():
                 await asyncio.wait([consumer])
+        self._drop_pending()
         carriers = list(self._events_of)
         await asyncio.gather(
             *(c.close(CLOSE_GOING_AWAY, "channel closed") for c in carriers),
@@ -380,6 +729,8 @@ class Channel(metaclass=_ChannelMeta):
         )
         for carrier in carriers:  # in case a carrier's close failed early
             self._forget(carrier)
+        self._lag.clear()
+        self._lag_changed()
         await wait_closing()
         await self.close_backend()
         self._state = "closed"
@@ -407,7 +758,13 @@ class Channel(metaclass=_ChannelMeta):
         ``subscribers``: connections subscribed; ``subscriptions``: (event, connection) pairs;
         ``published``: events this process stored; ``delivered``: frames handed to
         subscribers' outboxes; ``dropped``: connections removed because a send failed;
-        ``closed_slow``: connections closed with 1013; ``reconnects``: consumer restarts;
+        ``closed_slow``: connections closed with 1013; ``refused``: publishes over
+        ``max_message_bytes``; ``lagging``: connections reading from the window now;
+        ``lagged``: times a connection fell behind; ``window``: events the window holds;
+        ``waits`` and ``waited_s``: times and seconds the consumer waited for a full window;
+        ``pending``: events this process published that its consumer has not delivered;
+        ``publish_waits``: publishes that waited for the consumer; ``gaps``: times the
+        consumer found events lost before it read them; ``reconnects``: consumer restarts;
         ``errors``: backend failures; ``consumer``: idle, starting, running, reconnecting or
         closed; ``last_error`` and ``last_id``.
         """
@@ -417,105 +774,36 @@ class Channel(metaclass=_ChannelMeta):
             "subscribers": len(self._events_of),
             "subscriptions": sum(len(c) for c in self._subscribers.values()),
             **self._counts,
+            "lagging": len(self._lag),
+            "window": len(self._window),
+            "waited_s": round(self._waited, 3),
+            "pending": len(self._pending),
             "consumer": self._state,
             "last_error": self._last_error,
             "last_id": self._last_id,
         }
 
 
-async def _replay(carrier: Carrier, event: Event) -> bool:
-    """Offer one history event, letting the writer drain first when the outbox is half full.
-
-    History may hold more than an outbox takes at once (a client back after a long absence):
-    offering it all in one go would close every such client with 1013, again at each retry.
-    Pacing on the writer sends it all to a client that reads; one that does not read within
-    the flush wait is closed as too slow, as it would be live. False once the carrier closed.
-    """
-    if (
-        carrier.queued >= carrier.max_messages // 2
-        or carrier._queued_bytes + event.size > carrier.max_bytes // 2
-    ):
-        await carrier.flush(REPLAY_FLUSH_TIMEOUT)
-    return carrier.offer(event.frame, event.size)
+def page_of(history: History, limit: int, max_bytes: int) -> History:
+    """The first page of ``history``: at most ``limit`` events and ``max_bytes`` (one at least)."""
+    events: list[Event] = []
+    total = 0
+    for event in history.events:
+        if len(events) >= limit or (events and total + event.size > max_bytes):
+            return History(events, history.complete, more=True)
+        events.append(event)
+        total += event.size
+    return History(events, history.complete)
 
 
-#: Seconds a resuming client may take to read half an outbox of history before the replay
-#: goes on regardless (and closes it with 1013 if the outbox overflows).
-REPLAY_FLUSH_TIMEOUT = 10.0
+async def _wait_at_most(future: asyncio.Future[None], timeout: float) -> None:
+    # asyncio.wait neither cancels the shared future on timeout nor raises.
+    await asyncio.wait((future,), timeout=timeout)
 
 
-class _Resume:
-    """A resuming carrier's live events, held back until history has been replayed.
-
-    The consumer delivers in backend order, and history is a run of that same order ending at
-    its last event: live events up to it were (or will be) sent from history and are dropped;
-    later ones wait until the replay and the ``recovered`` frame are out. Phases: reading
-    history (every live event waits), replaying (duplicates dropped, new events wait, at most
-    ``max_messages`` of them), live (the filter ends at the first new event).
-    """
-
-    __slots__ = ("buffer", "carrier", "channel", "filtering", "last_key", "seen")
-
-    def __init__(self, channel: Channel, carrier: Carrier) -> None:
-        self.channel = channel
-        self.carrier = carrier
-        self.buffer: list[Event] | None = []
-        self.filtering: bool | None = None  # None until history is known
-        self.last_key: Any = None
-        self.seen: set[str] = set()
-
-    def set_history(self, past: list[Event], since: str | None) -> None:
-        """History was read: from now on, live events it already holds are dropped."""
-        last = past[-1].id if past else since
-        key = None if last is None else self.channel.order_key(last)
-        if key is not None:
-            self.last_key = key
-        elif past or since is not None:
-            # No id order: skip by id. A consumer lagging behind ``since`` delivers it (and
-            # history) late: skip those too.
-            self.seen = {e.id for e in past}
-            if since is not None:
-                self.seen.add(since)
-        self.filtering = key is not None or bool(self.seen)
-        waiting, self.buffer = self.buffer or [], []
-        for event in waiting:
-            self.intercept(event)
-
-    def release(self) -> list[Event]:
-        """The replay is out: return the new events that waited; later ones go out directly."""
-        waiting, self.buffer = self.buffer or [], None
-        if not self.filtering:
-            self._done()
-        return waiting
-
-    def intercept(self, event: Event) -> bool:
-        """True when ``event`` must not be offered now (waiting, or already sent)."""
-        if self.filtering is None:
-            assert self.buffer is not None
-            self.buffer.append(event)
-            return True
-        if self.filtering:
-            if self.last_key is not None:
-                duplicate = self.channel.order_key(event.id) <= self.last_key
-            else:
-                duplicate = event.id in self.seen
-            if duplicate:
-                return True
-            self.filtering = False  # past the end of history: everything after is new
-        if self.buffer is not None:
-            self.buffer.append(event)
-            if len(self.buffer) > self.carrier.max_messages:
-                # New events outran a replay the client reads too slowly: what the outbox
-                # would not hold either closes it as too slow.
-                self.carrier._overflow()
-            return True
-        self._done()
-        return False
-
-    def _done(self) -> None:
-        resuming = self.channel._resuming
-        if resuming.get(self.carrier) is self:
-            del resuming[self.carrier]
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def get_channel(name: str) -> Channel | None:

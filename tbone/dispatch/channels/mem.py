@@ -12,10 +12,12 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import AsyncIterator
+from itertools import islice
 from typing import Any
 
+from tbone.dispatch import jsonenc
 from tbone.dispatch.channels import Channel
-from tbone.dispatch.events import Event, History
+from tbone.dispatch.events import Event, History, stored_event
 
 __all__ = ["MemoryChannel"]
 
@@ -23,9 +25,11 @@ __all__ = ["MemoryChannel"]
 class MemoryChannel(Channel):
     """A channel whose events live in this process only.
 
-    ``publish`` stores the event in the history (the last ``history`` events) and, when a
-    consumer runs, in a queue of at most ``queue_size`` events; it awaits only when that queue
-    is full, which happens only if publishers outpace the fan-out itself.
+    ``publish`` encodes the event, keeps it in the history (the last ``history`` events, at
+    most ``history_bytes`` of frames: 10,000 and 64 MiB by default) and, when a consumer
+    runs, queues it for the consumer. It awaits only when ``queue_size`` events (or
+    ``queue_bytes``) wait for the consumer, which happens when publishers outrun the fan-out
+    (see :meth:`Channel.publish`). Every option of :class:`Channel` applies.
     """
 
     backend = "memory"
@@ -34,42 +38,72 @@ class MemoryChannel(Channel):
         self,
         name: str,
         *,
-        history: int = 1000,
-        queue_size: int = 10_000,
+        history: int = 10_000,
+        history_bytes: int = 64 * 1024 * 1024,
+        max_message_bytes: int = 512 * 1024,
+        window: int | None = None,
+        window_bytes: int = 16 * 1024 * 1024,
+        queue_size: int = 1000,
+        queue_bytes: int = 8 * 1024 * 1024,
+        publish_timeout: float = 5.0,
         backoff: tuple[float, float] = (0.1, 5.0),
     ) -> None:
-        super().__init__(name, history=history, backoff=backoff)
-        self.queue_size = queue_size
+        super().__init__(
+            name,
+            history=history,
+            max_message_bytes=max_message_bytes,
+            window=window,
+            window_bytes=window_bytes,
+            queue_size=queue_size,
+            queue_bytes=queue_bytes,
+            publish_timeout=publish_timeout,
+            backoff=backoff,
+        )
+        if isinstance(history_bytes, bool) or not isinstance(history_bytes, int):
+            raise ValueError(f"history_bytes must be an int, got {history_bytes!r}")
+        if history_bytes < self._window.max_bytes:
+            raise ValueError(
+                f"history_bytes ({history_bytes}) must be at least window_bytes "
+                f"({self._window.max_bytes}): a client closed while behind resumes from history"
+            )
+        self.history_bytes = history_bytes
         self.epoch = str(int(time.time() * 1000))
         self._seq = 0
         self._kept: deque[Event] = deque(maxlen=history)
+        self._kept_bytes = 0
         self._queue: asyncio.Queue[Event] | None = None
 
     async def store(self, name: str, data: Any) -> Event:
+        payload = jsonenc.dumps_bytes(data)  # bad data fails here, not in a subscriber
+        self.check_size(name, payload)
         self._seq += 1
-        event = Event(name, data, f"{self.epoch}-{self._seq}", self.name)
-        event.frame  # noqa: B018 - encode now: bad data fails here, not in a subscriber
-        self._kept.append(event)
-        queue = self._queue
-        if queue is not None:  # nobody listens otherwise: the history is enough
-            if queue.full():
-                await queue.put(event)
-            else:
-                queue.put_nowait(event)
+        event = stored_event(name, data, payload, f"{self.epoch}-{self._seq}", self.name)
+        kept = self._kept
+        if len(kept) == kept.maxlen:
+            self._kept_bytes -= kept[0].size
+        kept.append(event)
+        self._kept_bytes += event.size
+        while self._kept_bytes > self.history_bytes and len(kept) > 1:
+            self._kept_bytes -= kept.popleft().size
+        if self._queue is not None:  # nobody listens otherwise: the history is enough
+            self._queue.put_nowait(event)  # bounded by Channel.publish (queue_size)
         return event
 
     def kickoff(self) -> None:
         super().kickoff()
         # Made here, not in listen(): events published before the consumer task first runs
-        # must already be queued for it.
+        # must already be queued for it. So the read position is fixed now: ready at once,
+        # and a publish loop that never yields is paced from its first event.
         if self._queue is None:
-            self._queue = asyncio.Queue(self.queue_size)
+            self._queue = asyncio.Queue()
+        if self._state != "running":
+            self.mark_ready()
 
     async def listen(self, after: str | None) -> AsyncIterator[Event]:
         # The queue outlives a restart of the consumer, so nothing is lost or repeated.
         queue = self._queue
         if queue is None:
-            queue = self._queue = asyncio.Queue(self.queue_size)
+            queue = self._queue = asyncio.Queue()
         self.mark_ready()
         while True:
             event = await queue.get()
@@ -80,19 +114,34 @@ class MemoryChannel(Channel):
                 self.more_ready = not queue.empty()
                 yield event
 
-    async def read_history(self, since: str | None) -> History:
-        kept = list(self._kept)
+    def _start(self, since: str | None) -> tuple[int, bool]:
+        """Index in the history of the first event after ``since``, and ``complete``."""
         if since is None:
-            return History(kept, complete=True)
+            return 0, True
         epoch, _, seq_text = since.partition("-")
         if not seq_text.isdigit() or not epoch.isdigit():
             raise ValueError(f"{since!r} is not an event id of channel {self.name!r}")
         if epoch != self.epoch:  # an id from an earlier life of this channel
-            return History(kept, complete=False)
+            return 0, False
         seq = int(seq_text)
         # Ids are consecutive: history is complete if it still holds the event after ``since``.
-        oldest = self._seq - len(kept) + 1
-        return History(kept[max(0, seq - oldest + 1) :], complete=seq + 1 >= oldest)
+        oldest = self._seq - len(self._kept) + 1
+        return max(0, seq - oldest + 1), seq + 1 >= oldest
+
+    async def read_history(self, since: str | None) -> History:
+        start, complete = self._start(since)
+        return History(list(islice(self._kept, start, None)), complete)
+
+    async def history_page(self, since: str | None, *, limit: int, max_bytes: int) -> History:
+        start, complete = self._start(since)
+        events: list[Event] = []
+        total = 0
+        for event in islice(self._kept, start, None):
+            if len(events) >= limit or (events and total + event.size > max_bytes):
+                return History(events, complete, more=True)
+            events.append(event)
+            total += event.size
+        return History(events, complete)
 
     def order_key(self, id: str) -> Any:
         epoch, _, seq = id.partition("-")

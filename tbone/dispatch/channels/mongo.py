@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from tbone.dispatch import jsonenc
 from tbone.dispatch.channels import Channel
-from tbone.dispatch.events import Event, History
+from tbone.dispatch.events import Event, History, MessageTooLarge, stored_event
 
 try:
     from bson import ObjectId
@@ -54,6 +54,8 @@ NAMESPACE_EXISTS = 48
 _DOC_OVERHEAD = 96
 #: Seconds allowed for killing a cursor when it is dropped.
 _CLOSE_TIMEOUT = 5.0
+#: Tries to read one history page when the collection keeps rolling over meanwhile.
+_PAGE_ATTEMPTS = 3
 
 
 class CollectionNotCapped(RuntimeError):
@@ -87,15 +89,17 @@ class MongoChannel(Channel):
     a Motor database (``motor.motor_asyncio.AsyncIOMotorClient(url)["app"]``; Motor is
     deprecated by MongoDB but supported). Options:
 
-    * ``capacity``: most documents the collection keeps (its ``max``); defaults to ``history``.
-    * ``size``: most bytes it keeps (its ``size``; MongoDB needs one); 16 MiB by default, so
-      any document MongoDB accepts fits. Whichever limit is reached first rolls the oldest
-      documents out.
+    * ``capacity``: most documents the collection keeps (its ``max``); defaults to ``history``
+      (10,000).
+    * ``size``: most bytes it keeps (its ``size``; MongoDB needs one); 64 MiB by default, at
+      least ``window_bytes``. Whichever limit is reached first rolls the oldest documents out.
     * ``prefix``: the collection is ``prefix + name`` (TBone's ``tbone_channel_``).
     * ``await_time``: seconds the server holds an idle ``getMore`` before answering empty.
     * ``probe_interval``: seconds a read of the consumer (a ``getMore``, a position look-up)
       may take beyond ``await_time`` before the link is taken for dead (a server that stops
       answering with the socket still open) and the cursor is re-opened.
+    * ``max_message_bytes``, ``window``, ``window_bytes``, ``queue_size``, ``queue_bytes``,
+      ``publish_timeout``, ``backoff``: as for every :class:`Channel`.
 
     ``capacity`` and ``size`` apply when this channel creates the collection; an existing
     capped collection keeps its own limits. The collection is created on first use (publish,
@@ -104,6 +108,7 @@ class MongoChannel(Channel):
     """
 
     backend = "mongo"
+    expects_in_store = True
 
     def __init__(
         self,
@@ -111,11 +116,17 @@ class MongoChannel(Channel):
         *,
         db: Any,
         capacity: int | None = None,
-        size: int = 16 * 1024 * 1024,
+        size: int = 64 * 1024 * 1024,
         prefix: str = "tbone_channel_",
         await_time: float = 1.0,
         probe_interval: float = 10.0,
-        history: int = 1000,
+        history: int = 10_000,
+        max_message_bytes: int = 512 * 1024,
+        window: int | None = None,
+        window_bytes: int = 16 * 1024 * 1024,
+        queue_size: int = 1000,
+        queue_bytes: int = 8 * 1024 * 1024,
+        publish_timeout: float = 5.0,
         backoff: tuple[float, float] = (0.1, 5.0),
     ) -> None:
         _check_database(name, db)
@@ -133,7 +144,18 @@ class MongoChannel(Channel):
             raise ValueError(f"await_time must be seconds in (0, 60], got {await_time!r}")
         if not isinstance(probe_interval, (int, float)) or probe_interval <= 0:
             raise ValueError(f"probe_interval must be seconds > 0, got {probe_interval!r}")
-        super().__init__(name, history=capacity, backoff=backoff)
+        super().__init__(
+            name,
+            history=capacity,
+            # Nothing bigger than the collection can be stored anyway.
+            max_message_bytes=min(max_message_bytes, size),
+            window=window,
+            window_bytes=min(window_bytes, size),
+            queue_size=queue_size,
+            queue_bytes=queue_bytes,
+            publish_timeout=publish_timeout,
+            backoff=backoff,
+        )
         self.db = db
         self.capacity = capacity
         self.size = size
@@ -149,7 +171,7 @@ class MongoChannel(Channel):
         self._position_is_now = False
         #: The driver's tailing cursor while one is open (for diagnostics), else None.
         self.cursor: Any = None
-        self._mongo_counts = dict.fromkeys(("cursors", "gaps", "skipped"), 0)
+        self._mongo_counts = dict.fromkeys(("cursors", "skipped"), 0)
 
     # -- the collection ----------------------------------------------------------------------
 
@@ -196,22 +218,35 @@ class MongoChannel(Channel):
 
         JSON text, not BSON, so every process's subscribers get exactly the frame the
         publisher's data encodes to (no BSON type changes, no 64-bit or key-type limits).
-        Raises TypeError/ValueError for data that cannot be encoded, ValueError for an event
-        larger than the collection, and the driver's error when the insert fails (an insert
-        that failed on the way back may still have been stored).
+        Raises TypeError/ValueError for data that cannot be encoded, MessageTooLarge over
+        ``max_message_bytes`` or the collection's ``size``, and the driver's error when the
+        insert fails (an insert that failed on the way back may still have been stored).
         """
-        text = jsonenc.dumps(data)
-        needed = len(text.encode()) + len(name.encode()) + _DOC_OVERHEAD
+        payload = jsonenc.dumps_bytes(data)
+        needed = len(payload) + len(name.encode()) + _DOC_OVERHEAD
         if needed > self.size:
-            raise ValueError(
-                f"event {name!r} on channel {self.name!r} takes about {needed} bytes but the "
-                f"capped collection holds at most {self.size}: send less data (for example "
-                "an id to fetch) or create the channel with a larger size="
+            self._count("refused")
+            raise MessageTooLarge(
+                self.name,
+                name,
+                needed,
+                self.size,
+                fix="create the channel with a larger size= (the capped collection's bytes)",
             )
+        self.check_size(name, payload)
         oid = ObjectId()
+        event = stored_event(name, data, payload, str(oid), self.name)
         await self.ensure_collection()
-        await self._collection.insert_one({"_id": oid, "key": name, "data": text, "ts": _utcnow()})
-        return Event(name, data, str(oid), self.name)
+        # Expected before the insert: the tailing cursor may see it before the insert answers.
+        self.expect(event)
+        try:
+            await self._collection.insert_one(
+                {"_id": oid, "key": name, "data": payload.decode(), "ts": _utcnow()}
+            )
+        except BaseException:
+            self.unexpect(event)
+            raise
+        return event
 
     async def listen(self, after: str | None) -> AsyncIterator[Event]:
         """Tail the collection from the read position; see the module docstring.
@@ -285,6 +320,45 @@ class MongoChannel(Channel):
                 kept.append(event)
         return History(kept, complete=found)
 
+    async def history_page(self, since: str | None, *, limit: int, max_bytes: int) -> History:
+        """One page of history in insert order, read with two bounded queries.
+
+        The first lists the kept documents' ids and sizes only (a small answer even for a
+        full collection) to find where the page starts and ends; the second fetches that page
+        (``skip``/``limit`` in ``$natural`` order) and is checked against a roll-over in
+        between (then both run again). Needs MongoDB 4.4 or later (``$bsonSize``).
+        """
+        marker = None if since is None else self._object_id(since)
+        await self.ensure_collection()
+        for _attempt in range(_PAGE_ATTEMPTS):
+            sizes = self._collection.find(
+                {}, {"_id": 1, "size": {"$bsonSize": "$$ROOT"}}, sort=[("$natural", 1)]
+            )
+            index = [(doc["_id"], int(doc.get("size") or 0)) async for doc in sizes]
+            start, found = 0, marker is None
+            if marker is not None:
+                for position, (oid, _size) in enumerate(index):
+                    if oid == marker:
+                        start, found = position + 1, True
+                        break
+            stop, total = start, 0
+            while stop < len(index) and stop - start < limit:
+                if stop > start and total + index[stop][1] > max_bytes:
+                    break
+                total += index[stop][1]
+                stop += 1
+            if stop == start:
+                return History([], found)
+            page = self._collection.find({}, sort=[("$natural", 1)], skip=start, limit=stop - start)
+            docs = [doc async for doc in page]
+            if docs and docs[0]["_id"] == index[start][0]:
+                events = [e for e in map(self._event, docs) if e is not None]
+                return History(events, found, more=stop < len(index))
+        raise TimeoutError(
+            f"channel {self.name!r}: the collection {self.collection_name} rolled over while "
+            f"a history page was read, {_PAGE_ATTEMPTS} times in a row (raise capacity/size)"
+        )
+
     # -- reading helpers ---------------------------------------------------------------------
 
     async def _now(self) -> Any:
@@ -329,13 +403,9 @@ class MongoChannel(Channel):
     def _note_gap(self, marker: Any) -> None:
         if self._position_is_now:
             return  # nothing was delivered from there yet: no event is missed
-        self._mongo_counts["gaps"] += 1
-        logger.warning(
-            "channel %r: the last document read (%s) was rolled out of %s before the next "
-            "ones were read; events in between may be missed (raise capacity/size)",
-            self.name,
-            marker,
-            self.collection_name,
+        self.report_gap(
+            f"the last document read ({marker}) was rolled out of {self.collection_name} "
+            "before the next ones were read (raise capacity/size)"
         )
 
     async def _fetch(self, cursor: Any) -> Any:
@@ -368,7 +438,7 @@ class MongoChannel(Channel):
         except ValueError as exc:
             self._skip(doc, f"its data is not JSON ({exc})")
             return None
-        return Event(key, data, str(doc["_id"]), self.name)
+        return stored_event(key, data, text.encode(), str(doc["_id"]), self.name)
 
     def _skip(self, doc: Any, why: str) -> None:
         # Written by something else than a MongoChannel: nothing to deliver, say so once.
@@ -403,9 +473,9 @@ class MongoChannel(Channel):
         self._last_id = None
 
     def stats(self) -> dict[str, Any]:
-        """The base counters plus ``collection``, ``cursors`` (opened), ``gaps`` (times the
-        read position had rolled out: events may be missed), ``skipped`` (documents that were
-        not events) and ``position`` (the last document read)."""
+        """The base counters plus ``collection``, ``cursors`` (opened), ``skipped`` (documents
+        that were not events) and ``position`` (the last document read). ``gaps`` counts the
+        times the read position had rolled out (see :meth:`Channel.report_gap`)."""
         return {
             **super().stats(),
             "collection": f"{self.db.name}.{self.collection_name}",

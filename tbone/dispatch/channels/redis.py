@@ -46,7 +46,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from tbone.dispatch import jsonenc
 from tbone.dispatch.channels import Channel
-from tbone.dispatch.events import Event, History
+from tbone.dispatch.events import Event, History, MessageTooLarge, stored_event
 
 # 5.0.1 brought Redis.aclose() and Redis.from_pool(), both used here.
 if tuple(int(n) for n in re.findall(r"\d+", redis.__version__)[:3]) < (5, 0, 1):  # pragma: no cover
@@ -68,33 +68,34 @@ _NAME_FIELD = b"n"  # the event name, UTF-8
 _DATA_FIELD = b"d"  # the JSON text of the event data (tbone.dispatch.jsonenc)
 
 
-class MessageTooLarge(ValueError):
-    """An event's encoded data is over the channel's ``max_message_bytes``; nothing was stored."""
-
-    def __init__(self, channel: str, event: str, size: int, limit: int) -> None:
-        self.channel = channel
-        self.event = event
-        self.size = size
-        self.limit = limit
-        super().__init__(
-            f"event {event!r} on channel {channel!r} is {size} bytes encoded, over the limit of "
-            f"{limit} bytes (max_message_bytes); nothing was published. Publish a smaller "
-            "payload (for example the id of a record clients can fetch), or raise "
-            "max_message_bytes, keeping it under the subscribers' outbox size (Carrier "
-            "max_bytes, 1 MiB by default)."
-        )
-
-
-class _StreamEvent(Event):
-    """An Event whose frame is built from the JSON text stored in Redis, not encoded again."""
-
-    __slots__ = ()
-
-    def __init__(self, name: str, data: Any, id: str, channel: str, frame: bytes) -> None:
-        super().__init__(name, data, id, channel)
-        # Same text as encoding to_dict(): the data's JSON is spliced in as stored.
-        self._size = len(frame)
-        self._frame = frame.decode()
+# One history page, or one checked read of a reader that is behind: the entries after ARGV[1]
+# ("-": from the start), at most ARGV[2] of them and ARGV[3] bytes of field values (the first
+# one whatever its size). Answers {found, more, entries}: found is 1 when the entry ARGV[1] is
+# still in the stream (so nothing after it was trimmed), more is 1 when entries were left out.
+# Bounding the bytes here keeps what a reader holds bounded (XRANGE alone bounds the count).
+_PAGE_SCRIPT = """
+local count = tonumber(ARGV[2])
+local budget = tonumber(ARGV[3])
+local entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', count + 1)
+local found, more, first = 0, 0, 1
+if ARGV[1] ~= '-' and entries[1] ~= nil and entries[1][1] == ARGV[1] then
+  found = 1
+  first = 2
+end
+local out, total = {}, 0
+for i = first, #entries do
+  local size = 0
+  local fields = entries[i][2]
+  for j = 2, #fields, 2 do size = size + #fields[j] end
+  if #out >= count or (#out > 0 and total + size > budget) then
+    more = 1
+    break
+  end
+  total = total + size
+  out[#out + 1] = entries[i]
+end
+return {found, more, out}
+"""
 
 
 def _text(value: bytes | str | None) -> str:
@@ -125,11 +126,12 @@ class RedisChannel(Channel):
     * ``block_ms``: how long one ``XREAD BLOCK`` waits for new entries before asking again.
     * ``probe_interval``: seconds without any answer from Redis after which the reader treats
       the link as dead and reconnects; must be longer than ``block_ms``.
-    * ``max_message_bytes``: the largest encoded event (name + JSON data) ``publish`` accepts.
     * ``read_count``: most entries one ``XREAD`` returns.
     * ``socket_timeout``: seconds a ``publish`` or history read waits for Redis (clients made
       from ``url`` only).
-    * ``backoff``: (first, max) seconds between reconnect attempts, with full jitter.
+    * ``max_message_bytes``, ``window``, ``window_bytes``, ``queue_size``, ``queue_bytes``,
+      ``publish_timeout``, ``backoff``: as for every :class:`Channel`. The window is at most
+      half of ``maxlen``.
 
     Connections belong to the event loop that opened them: ``await channel.close()`` before
     that loop ends (``tbone_asgi.channels_lifespan`` does); the channel then runs again on the
@@ -148,9 +150,14 @@ class RedisChannel(Channel):
         prefix: str = "tbone:channel:",
         block_ms: int = 2_000,
         probe_interval: float = 5.0,
-        max_message_bytes: int = 512 * 1024,
         read_count: int = 100,
         socket_timeout: float = 5.0,
+        max_message_bytes: int = 512 * 1024,
+        window: int | None = None,
+        window_bytes: int = 16 * 1024 * 1024,
+        queue_size: int = 1000,
+        queue_bytes: int = 8 * 1024 * 1024,
+        publish_timeout: float = 5.0,
         backoff: tuple[float, float] = (0.1, 5.0),
     ) -> None:
         if (url is None) == (client is None):
@@ -166,7 +173,6 @@ class RedisChannel(Channel):
         for option, value in (
             ("maxlen", maxlen),
             ("block_ms", block_ms),
-            ("max_message_bytes", max_message_bytes),
             ("read_count", read_count),
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -177,13 +183,22 @@ class RedisChannel(Channel):
                 " Redis answers an idle blocked XREAD only after block_ms, so a shorter probe "
                 "would call a healthy link dead. Lower block_ms or raise probe_interval."
             )
-        super().__init__(name, history=maxlen, backoff=backoff)
+        super().__init__(
+            name,
+            history=maxlen,
+            max_message_bytes=max_message_bytes,
+            window=window,
+            window_bytes=window_bytes,
+            queue_size=queue_size,
+            queue_bytes=queue_bytes,
+            publish_timeout=publish_timeout,
+            backoff=backoff,
+        )
         self.url = url
         self.key = prefix + name
         self.maxlen = maxlen
         self.block_ms = block_ms
         self.probe_interval = probe_interval
-        self.max_message_bytes = max_message_bytes
         self.read_count = read_count
         self.socket_timeout = socket_timeout
         self._client = client  # the user's, or ours (made per event loop) when url is given
@@ -193,8 +208,7 @@ class RedisChannel(Channel):
         self._last_answer: float | None = None
         self._lag_ms: int | None = None
         self._behind = False
-        self._frame_tail = b',"channel":' + jsonenc.dumps_bytes(name) + b"}}"
-        self._extra = dict.fromkeys(("refused", "bad_entries", "stream_resets"), 0)
+        self._extra = dict.fromkeys(("bad_entries", "stream_resets"), 0)
         self._stopping = False
 
     # -- clients -----------------------------------------------------------------------------
@@ -253,30 +267,30 @@ class RedisChannel(Channel):
         stored but its answer lost, the event is stored twice (two ids).
         """
         payload = jsonenc.dumps_bytes(data)
-        raw_name = name.encode()
-        size = len(payload) + len(raw_name)
-        if size > self.max_message_bytes:
-            self._extra["refused"] += 1
-            raise MessageTooLarge(self.name, name, size, self.max_message_bytes)
+        self.check_size(name, payload)
         stream_id = _text(
             await self._publisher().xadd(
                 self.key,
-                {_NAME_FIELD: raw_name, _DATA_FIELD: payload},
+                {_NAME_FIELD: name.encode(), _DATA_FIELD: payload},
                 maxlen=self.maxlen,
                 approximate=True,
             )
         )
-        return _StreamEvent(name, data, stream_id, self.name, self._frame(name, payload, stream_id))
+        return stored_event(name, data, payload, stream_id, self.name)
 
     async def listen(self, after: str | None) -> AsyncIterator[Event]:
         """Read the stream after ``after`` (None: after its newest entry) with ``XREAD BLOCK``.
 
         One connection per attempt, closed when the attempt ends. Every read is bounded by
         ``probe_interval``: a silent Redis raises TimeoutError here, and the consumer loop
-        reconnects with backoff and calls this again after the last delivered id.
+        reconnects with backoff and calls this again after the last delivered id. While the
+        reader is behind (a full batch, or back after a fault), it reads with a check that
+        the last entry it read is still in the stream: if ``maxlen`` trimmed it, entries were
+        lost unread, and :meth:`Channel.report_gap` says so.
         """
         reader = self._reader = self._open_reader()
         self._reader_state = "connecting"
+        checked = False
         try:
             newest = await reader.xrevrange(self.key, "+", "-", count=1)
             self._answered()
@@ -286,9 +300,11 @@ class RedisChannel(Channel):
                 position = newest_id or "0-0"
             else:
                 position = after
+                checked = True  # what was stored meanwhile may have been trimmed
                 if newest_id is None or _id_key(newest_id) < _id_key(after):
                     # The stream no longer has what we read: it was deleted, or Redis came
                     # back without its data. New entries get newer ids, so reading goes on.
+                    checked = False
                     self._extra["stream_resets"] += 1
                     logger.warning(
                         "channel %r: stream %r is behind the last id delivered (%s, newest "
@@ -301,18 +317,28 @@ class RedisChannel(Channel):
                     )
             self.mark_ready()
             while True:
-                self._reader_state = "waiting"
-                reply = await reader.xread(
-                    {self.key: position}, count=self.read_count, block=self.block_ms
-                )
-                self._answered()
-                self._check_stopping()
-                if not reply:
-                    self._behind = False
+                if checked:
+                    self._reader_state = "catching up"
+                    found, more, entries = await self._page(
+                        reader, position, self.read_count, self._window.max_bytes // 4
+                    )
+                    self._answered()
+                    self._check_stopping()
+                    if not found:
+                        self.report_gap(f"the stream was trimmed past {position} (maxlen)")
+                    checked = self._behind = more
+                else:
+                    self._reader_state = "waiting"
+                    reply = await reader.xread(
+                        {self.key: position}, count=self.read_count, block=self.block_ms
+                    )
+                    self._answered()
+                    self._check_stopping()
+                    entries = _entries(reply) if reply else []
+                    checked = self._behind = len(entries) >= self.read_count
+                if not entries:
                     continue
                 self._reader_state = "delivering"
-                entries = _entries(reply)
-                self._behind = len(entries) >= self.read_count
                 position = _text(entries[-1][0])
                 self._lag_ms = max(0, int(time.time() * 1000) - _id_key(position)[0])
                 last = len(entries) - 1
@@ -326,16 +352,29 @@ class RedisChannel(Channel):
             self._reader = None
             await _close_quietly(reader)
 
+    async def _page(
+        self, client: aioredis.Redis, since: str, count: int, max_bytes: int
+    ) -> tuple[bool, bool, list[Any]]:
+        """(found, more, entries) of :data:`_PAGE_SCRIPT` after ``since``."""
+        script = client.register_script(_PAGE_SCRIPT)
+        found, more, raw = await script(keys=[self.key], args=[since, count, max_bytes])
+        entries = [(entry_id, _fields(fields)) for entry_id, fields in raw]
+        return bool(found), bool(more), entries
+
+    def _check_id(self, since: str) -> None:
+        if _STREAM_ID.fullmatch(since) is None:
+            raise ValueError(
+                f"{since!r} is not an event id of channel {self.name!r}: Redis stream ids look "
+                "like '1700000000000-0'"
+            )
+
     async def read_history(self, since: str | None) -> History:
         """``XRANGE`` from ``since``; complete when the stream still holds ``since`` itself.
 
         Raises ValueError for an id that is not a stream id.
         """
-        if since is not None and _STREAM_ID.fullmatch(since) is None:
-            raise ValueError(
-                f"{since!r} is not an event id of channel {self.name!r}: Redis stream ids look "
-                "like '1700000000000-0'"
-            )
+        if since is not None:
+            self._check_id(since)
         entries = await self._publisher().xrange(self.key, since or "-", "+")
         events = [e for e in (self._decode(i, f) for i, f in entries or ()) if e is not None]
         if since is None:
@@ -345,28 +384,19 @@ class RedisChannel(Channel):
         # The stream lost ``since``: trimmed, deleted, or recreated after a restart.
         return History(events, complete=False)
 
+    async def history_page(self, since: str | None, *, limit: int, max_bytes: int) -> History:
+        """One page of history, bounded in entries and bytes inside Redis (a Lua script)."""
+        if since is not None:
+            self._check_id(since)
+        found, more, entries = await self._page(self._publisher(), since or "-", limit, max_bytes)
+        events = [e for e in (self._decode(i, f) for i, f in entries) if e is not None]
+        return History(events, complete=since is None or found, more=more)
+
     def order_key(self, id: str) -> Any:
         """Stream ids order as (milliseconds, sequence)."""
         return _id_key(id)
 
-    # -- encoding ----------------------------------------------------------------------------
-
-    def _frame(self, name: str, payload: bytes, stream_id: str) -> bytes:
-        # The event frame with the stored JSON spliced in: no decode/encode round trip. For a
-        # 400-byte payload with orjson this is 2.2 us per event against 5.6 us for decoding
-        # and encoding to_dict() again (data is still decoded once, for Event.data).
-        return b"".join(
-            (
-                b'{"type":"event","payload":{"name":',
-                jsonenc.dumps_bytes(name),
-                b',"data":',
-                payload,
-                b',"id":"',
-                stream_id.encode(),
-                b'"',
-                self._frame_tail,
-            )
-        )
+    # -- decoding ----------------------------------------------------------------------------
 
     def _decode(self, entry_id: bytes | str | None, fields: Any) -> Event | None:
         stream_id = _text(entry_id)
@@ -388,7 +418,9 @@ class RedisChannel(Channel):
                 exc,
             )
             return None
-        return _StreamEvent(name, data, stream_id, self.name, self._frame(name, payload, stream_id))
+        # The frame splices the stored JSON in: no encode round trip (data is decoded once,
+        # for Event.data).
+        return stored_event(name, data, payload, stream_id, self.name)
 
     # -- running -----------------------------------------------------------------------------
 
@@ -440,8 +472,8 @@ class RedisChannel(Channel):
         delivering or down; ``last_answer_s``: seconds since Redis last answered the reader
         (None before the first answer); ``lag_ms``: age of the newest entry of the last batch
         when it arrived (this host's clock against the id's, so clock skew counts);
-        ``behind``: the last read was a full batch, so more entries were waiting; ``refused``:
-        publishes over ``max_message_bytes``; ``bad_entries``: foreign stream entries skipped;
+        ``behind``: the last read was a full batch, so more entries were waiting;
+        ``bad_entries``: foreign stream entries skipped;
         ``stream_resets``: times the stream was found behind the last delivered id.
         """
         stats = super().stats()
@@ -467,6 +499,13 @@ def _entries(reply: Any) -> list[Any]:
     for _key, items in pairs:
         entries.extend(items)
     return entries
+
+
+def _fields(raw: Any) -> Any:
+    # A script answers an entry's fields as a flat list [name, value, ...]; XRANGE as a dict.
+    if isinstance(raw, list):
+        return dict(zip(raw[::2], raw[1::2], strict=True))
+    return raw
 
 
 def _running_loop() -> asyncio.AbstractEventLoop:

@@ -200,6 +200,7 @@ async def test_sending_after_the_client_closed_is_quiet(
 FRAME = "x" * 4000  # clients turn compression off, so these are 4 KB on the wire
 MAX_BYTES = 128 * 1024  # holds a burst of BATCH frames: the consumer offers them at once
 BATCH = 10
+SLOW_TIMEOUT = 0.5  # a client behind that sends nothing this long is closed with 1013
 
 Serve = Callable[[Any], AbstractAsyncContextManager[RunningServer]]
 SERVERS: dict[str, Serve] = {
@@ -226,7 +227,13 @@ async def _stalled_client(server: RunningServer, path: str) -> Any:
 @pytest.mark.parametrize("server_name", list(SERVERS))
 async def test_a_client_that_reads_nothing_is_closed_1013(server_name: str) -> None:
     channel = MemoryChannel(name="pubsub")
-    app = Starlette(routes=[channel_route("/ws", "pubsub", max_bytes=MAX_BYTES, close_timeout=10)])
+    app = Starlette(
+        routes=[
+            channel_route(
+                "/ws", "pubsub", max_bytes=MAX_BYTES, slow_timeout=SLOW_TIMEOUT, close_timeout=10
+            )
+        ]
+    )
     async with (
         SERVERS[server_name](app) as server,
         connect(server.ws_url("/ws?events=big"), compression=None) as good,
@@ -249,8 +256,10 @@ async def test_a_client_that_reads_nothing_is_closed_1013(server_name: str) -> N
             reader = asyncio.ensure_future(read_good())
             peak = seen_backlog = 0
             published = 0
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + SLOW_TIMEOUT * 1.25 + 10.0  # the slow rule closes it first
             try:
-                for _ in range(600):  # at most 600 x 10 frames of 4 KB
+                while loop.time() < deadline:
                     for _ in range(BATCH):
                         await channel.publish("big", FRAME)
                     published += BATCH
@@ -296,12 +305,20 @@ async def test_a_client_that_reads_nothing_is_closed_1013(server_name: str) -> N
 async def test_a_stuck_client_is_aborted_after_close_timeout() -> None:
     """The 1013 close frame cannot pass a full buffer: after close_timeout the TCP goes."""
     channel = MemoryChannel(name="pubsub")
-    app = Starlette(routes=[channel_route("/ws", "pubsub", max_bytes=MAX_BYTES, close_timeout=0.3)])
+    app = Starlette(
+        routes=[
+            channel_route(
+                "/ws", "pubsub", max_bytes=MAX_BYTES, slow_timeout=SLOW_TIMEOUT, close_timeout=0.3
+            )
+        ]
+    )
     async with run_uvicorn(app) as server:
         stuck = await _stalled_client(server, "/ws?events=big")
         try:
             assert await Client(stuck).sync() == []
-            for _ in range(600):  # at most 600 x 10 frames of 4 KB
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + SLOW_TIMEOUT * 1.25 + 10.0  # the slow rule closes it first
+            while loop.time() < deadline:
                 for _ in range(BATCH):
                     last = await channel.publish("big", FRAME)
                 delivered = last.id

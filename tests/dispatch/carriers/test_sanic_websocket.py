@@ -234,12 +234,12 @@ async def test_a_client_that_stops_reading_is_closed_with_1013_and_others_get_ev
 ) -> None:
     caplog.set_level(logging.INFO)
     limit = 256 * 1024
-    channel = MemoryChannel(name="pubsub", history=10)
+    channel = MemoryChannel(name="pubsub")
     carriers: list[SanicWebSocketCarrier] = []
     app = new_sanic_app()
 
     async def handler(request: Any, ws: Any) -> None:
-        carrier = SanicWebSocketCarrier(ws, max_bytes=limit)
+        carrier = SanicWebSocketCarrier(ws, max_bytes=limit, slow_timeout=0.5)
         carriers.append(carrier)
         channel.subscribe(EVENT, carrier)
         while True:
@@ -277,13 +277,15 @@ async def test_a_client_that_never_reads_again_is_aborted_after_close_timeout(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
-    channel = MemoryChannel(name="pubsub", history=10)
+    channel = MemoryChannel(name="pubsub")
     carriers: list[Any] = []
     transports: list[Any] = []
     app = new_sanic_app()
 
     async def handler(request: Any, ws: Any) -> None:
-        carrier = SanicWebSocketCarrier(ws, max_bytes=128 * 1024, close_timeout=0.3)
+        carrier = SanicWebSocketCarrier(
+            ws, max_bytes=128 * 1024, slow_timeout=0.3, close_timeout=0.3
+        )
         carriers.append(carrier)
         transports.append(ws.io_proto.transport)
         channel.subscribe(EVENT, carrier)
@@ -303,12 +305,14 @@ async def test_a_client_that_never_reads_again_is_aborted_after_close_timeout(
         transport = transports[0]
         watcher = RecordingCarrier()  # fan-out reached it: the stuck carrier was offered it too
         channel.subscribe(EVENT, watcher)
-        for n in range(3000):  # bounded: the limit is reached long before
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10.0  # bounded: the slow rule closes it within 0.3 s behind
+        n = 0
+        while not carrier.closed and loop.time() < deadline:
             await channel.publish(EVENT, {"n": n, "blob": blob})
-            if n % 20 == 19:
-                await watcher.wait_for(n + 1)
-                if carrier.closed:
-                    break
+            n += 1
+            if n % 20 == 0:
+                await watcher.wait_for(n)
         assert carrier.close_code == 1013
         # The close frame waits behind unread bytes; after close_timeout the TCP connection
         # is aborted and what the server buffered for this client is freed.
@@ -349,10 +353,10 @@ class GatedChannel(MemoryChannel):
         self.reading = asyncio.Event()
         self.gate = asyncio.Event()
 
-    async def read_history(self, since: str | None) -> Any:
+    async def history_page(self, since: str | None, *, limit: int, max_bytes: int) -> Any:
         self.reading.set()
         await self.gate.wait()
-        return await super().read_history(since)
+        return await super().history_page(since, limit=limit, max_bytes=max_bytes)
 
 
 async def test_a_client_that_leaves_during_its_resume_leaves_no_subscription() -> None:

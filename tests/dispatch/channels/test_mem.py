@@ -11,6 +11,7 @@ from tbone.dispatch import Channel, ChannelNameConflict, Event, History, MemoryC
 from tbone.dispatch.channels import clear_registry, get_channel
 from tbone.dispatch.testing import RecordingCarrier
 from tests.dispatch.channels.behaviour import ChannelBehaviour
+from tests.support.asgi_server import wait_until
 
 
 class TestMemoryBehaviour(ChannelBehaviour):
@@ -126,9 +127,9 @@ async def test_one_connection_on_two_channels_shares_one_ordered_outbox() -> Non
     assert [f["payload"]["data"] for f in got if f["payload"]["channel"] == "a"] == ["a1", "a2"]
 
 
-async def test_a_carrier_closed_by_overflow_leaves_every_channel() -> None:
+async def test_a_carrier_closed_as_too_slow_leaves_every_channel() -> None:
     a, b = MemoryChannel(name="a"), MemoryChannel(name="b")
-    stuck = RecordingCarrier(max_messages=2)
+    stuck = RecordingCarrier(max_messages=2, slow_timeout=0.2)
     stuck.block()
     a.subscribe("e", stuck)
     b.subscribe("e", stuck)
@@ -140,14 +141,20 @@ async def test_a_carrier_closed_by_overflow_leaves_every_channel() -> None:
     assert a.stats()["closed_slow"] == 1
 
 
-async def test_byte_limit_counts_against_the_outbox() -> None:
+async def test_half_the_byte_limit_puts_a_connection_behind() -> None:
     channel = MemoryChannel(name="bytes")
-    stuck = RecordingCarrier(max_bytes=1000)
+    stuck = RecordingCarrier(max_bytes=1000, slow_timeout=0.2)
     stuck.block()
     channel.subscribe("e", stuck)
-    await channel.publish("e", "x" * 600)
-    await channel.publish("e", "x" * 600)  # 1,200 bytes waiting: over the limit
-    assert (await stuck.wait_closed())[0] == 1013
+    await channel.publish("e", "x" * 600)  # taken at once, its send hangs: 600 bytes waiting
+    second = await channel.publish("e", "x" * 600)
+    await channel.ready()
+    await wait_until(lambda: channel.stats()["lagging"] == 1, what="the second frame held back")
+    assert not stuck.closed  # behind is not too slow: only time makes it so
+    stuck.unblock()
+    got = await stuck.wait_for(2)
+    assert [f["payload"]["id"] for f in got][-1] == second.id
+    assert channel.stats()["lagging"] == 0
 
 
 async def test_ten_thousand_subscribe_cycles_leave_nothing_behind() -> None:

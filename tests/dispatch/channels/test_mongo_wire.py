@@ -19,6 +19,7 @@ from pymongo.errors import OperationFailure
 from tbone.dispatch import close_all_channels, jsonenc
 from tbone.dispatch.channels.mongo import CollectionNotCapped, MongoChannel
 from tbone.dispatch.testing import RecordingCarrier
+from tests.support.asgi_server import wait_until
 from tests.support.mongo import DRIVERS, ScriptedMongo, connect, reply_cursor
 
 COLLECTION = "tbone_channel_feed"
@@ -267,7 +268,7 @@ async def test_a_killed_cursor_and_a_hang_up_are_survived(mongo: ScriptedMongo, 
     assert stats["last_error"].split(":")[0] in {"AutoReconnect", "NetworkTimeout"}
 
 
-async def test_a_position_rolled_out_delivers_what_is_kept_and_counts_a_gap(
+async def test_a_position_rolled_out_is_a_gap_and_subscribers_are_told(
     mongo: ScriptedMongo, db: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     channel = channel_of(db)
@@ -285,10 +286,19 @@ async def test_a_position_rolled_out_delivers_what_is_kept_and_counts_a_gap(
     locate = await mongo.receive("find")
     assert locate.doc["filter"] == {"_id": {"$in": [one["_id"], five["_id"]]}}
     reply_cursor(locate, [{"_id": five["_id"]}])
-    await carrier.wait_for(3)
-    assert [p[1] for p in payloads(carrier)] == [1, 5, 6]
-    assert channel.stats()["gaps"] == 1
+    # Whatever was between ``one`` and ``five`` is lost: the subscriber is closed with 1013
+    # so that its client resumes and learns from ``recovered`` that history is incomplete.
+    assert (await carrier.wait_closed())[0] == 1013
+    assert [p[1] for p in payloads(carrier)] == [1]
+    stats = channel.stats()
+    assert (stats["gaps"], stats["closed_slow"]) == (1, 0)
     assert "rolled out" in caplog.text
+    # The consumer goes on from what is kept (``later`` may come in before 5 and 6 go out).
+    later = RecordingCarrier()
+    channel.subscribe("e", later)
+    reply_cursor(await mongo.receive("getMore"), [doc("e", 7)], cursor_id=46)
+    await wait_until(lambda: 7 in [p[1] for p in payloads(later)], what="7 delivered")
+    assert [p[1] for p in payloads(later)] in ([5, 6, 7], [6, 7], [7])
 
 
 async def test_both_position_and_oldest_gone_is_retried(mongo: ScriptedMongo, db: Any) -> None:
@@ -304,8 +314,8 @@ async def test_both_position_and_oldest_gone_is_retried(mongo: ScriptedMongo, db
     reply_cursor(await mongo.receive("find"), [])  # neither is kept any more
     reply_cursor(await mongo.receive("find"), [seven], cursor_id=48)
     reply_cursor(await mongo.receive("find"), [{"_id": seven["_id"]}])
-    await carrier.wait_for(2)
-    assert [p[1] for p in payloads(carrier)] == [1, 7]
+    assert (await carrier.wait_closed())[0] == 1013  # a gap: the client resumes
+    assert [p[1] for p in payloads(carrier)] == [1]
     stats = channel.stats()
     assert stats["last_error"].startswith("_PositionLost")
     assert stats["gaps"] == 1
@@ -429,7 +439,7 @@ async def test_data_too_large_for_the_collection_is_refused_before_writing(
 async def test_a_second_call_returns_the_first_channel(db: Any) -> None:
     channel = channel_of(db)
     assert MongoChannel(name="feed", db=db, capacity=3) is channel
-    assert channel.capacity == 1000  # the first call's options hold
+    assert channel.capacity == 10_000  # the first call's options hold
 
 
 async def test_a_failed_create_is_raised_and_tried_again(mongo: ScriptedMongo, db: Any) -> None:
@@ -454,6 +464,11 @@ async def test_a_dropped_collection_is_created_again(mongo: ScriptedMongo, db: A
     one = doc("e", 1)
     reply_cursor(await mongo.receive("getMore"), [one], cursor_id=0)  # dropped: cursor dead
     reply_cursor(await mongo.receive("find"), [], cursor_id=0)  # re-opened: nothing there
+    # What was between could not be read: the subscriber is told (closed with 1013).
+    assert (await carrier.wait_closed())[0] == 1013
+    assert channel.stats()["gaps"] == 1
+    carrier = RecordingCarrier()
+    channel.subscribe("e", carrier)
     # Created again as a capped collection before anything is written to it.
     create = await mongo.receive("create")
     assert create.doc["capped"] is True
@@ -464,9 +479,8 @@ async def test_a_dropped_collection_is_created_again(mongo: ScriptedMongo, db: A
     marker.ok(n=1)
     reply_cursor(await mongo.receive("find"), [start], cursor_id=51)
     reply_cursor(await mongo.receive("getMore"), [doc("e", 2)], cursor_id=51)
-    await carrier.wait_for(2)
-    assert [p[1] for p in payloads(carrier)] == [1, 2]
-    assert channel.stats()["gaps"] == 1  # what was between could not be read
+    await carrier.wait_for(1)
+    assert [p[1] for p in payloads(carrier)] == [2]
 
 
 async def test_a_server_that_stops_answering_is_given_up(mongo: ScriptedMongo, db: Any) -> None:
@@ -499,9 +513,14 @@ async def test_resume_while_the_consumer_lags_behind_since(mongo: ScriptedMongo,
     seen, missed, live = doc("e", "seen"), doc("e", "missed"), doc("e", "live")
     carrier = RecordingCarrier()
     resuming = asyncio.ensure_future(channel.resume(carrier, ["e"], since=str(seen["_id"])))
-    history = await mongo.receive("find")
-    assert history.doc["sort"] == {"$natural": 1}
-    reply_cursor(history, [{"_id": newest, "key": None, "marker": "start"}, seen, missed])
+    # History is read a page at a time: first the ids and sizes, then the page itself.
+    index = await mongo.receive("find")
+    assert index.doc["sort"] == {"$natural": 1}
+    assert index.doc["projection"] == {"_id": 1, "size": {"$bsonSize": "$$ROOT"}}
+    reply_cursor(index, [{"_id": d["_id"], "size": 60} for d in ({"_id": newest}, seen, missed)])
+    page = await mongo.receive("find")
+    assert (page.doc["sort"], page.doc["skip"], page.doc["limit"]) == ({"$natural": 1}, 2, 1)
+    reply_cursor(page, [missed])
     assert await asyncio.wait_for(resuming, 5) is True
     reply_cursor(lagging, [seen, missed, live], cursor_id=42)
     frames = await carrier.wait_for(3)

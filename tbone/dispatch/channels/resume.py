@@ -1,0 +1,191 @@
+"""Resume: send a connection what it missed after an id, then hand it over to live events.
+
+For the event names ``X`` of one resume, in order: every event of ``X`` that history holds
+after ``since``, a ``recovered`` frame, then live events of ``X``, none lost or repeated at the
+seam. Events of the connection's other subscriptions are never held, filtered or delayed: the
+resume touches only ``X``.
+
+How (``docs/channels.md``, "Ids, history and resume"):
+
+1. A :class:`Hold` is put on the connection for ``X``: from now on the live events of ``X``
+   that the consumer hands to it are kept aside (at most a quarter of its outbox; past that
+   they are dropped, and step 2 reads them from history again).
+2. History is read in pages after ``since`` (:meth:`Channel.history_page`), each at most half
+   of the connection's ``max_bytes``, and sent at the pace the connection reads
+   (:meth:`Carrier.room`). Pages go on while history has more, or while live events were
+   dropped in step 1 since the page was read. ``max_events`` and ``max_bytes`` cap the replay;
+   a longer one ends with ``complete`` False.
+3. The ``recovered`` frame goes out, then the held events that history did not already give.
+   Live events that history gave (a consumer behind the backend delivers them late) are
+   skipped until the first new one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tbone.dispatch.events import Event, recovered_frame
+
+if TYPE_CHECKING:
+    from tbone.dispatch.carriers import Carrier
+    from tbone.dispatch.channels import Channel
+
+__all__ = ["PAGE_EVENTS", "Hold", "replay"]
+
+#: The most events one history page holds (its bytes are bounded by the connection's outbox).
+PAGE_EVENTS = 1000
+
+
+class Hold:
+    """Live events of the names being resumed, kept aside until the replay is out."""
+
+    __slots__ = (
+        "buffer",
+        "buffered_bytes",
+        "carrier",
+        "channel",
+        "dropped",
+        "filtering",
+        "last_key",
+        "max_bytes",
+        "max_events",
+        "names",
+        "seen",
+    )
+
+    def __init__(self, channel: Channel, carrier: Carrier, names: set[str]) -> None:
+        self.channel = channel
+        self.carrier = carrier
+        self.names = names
+        self.buffer: list[Event] | None = []  # None once released
+        self.buffered_bytes = 0
+        self.max_events = max(1, carrier.max_messages // 4)
+        self.max_bytes = max(1, carrier.max_bytes // 4)
+        self.dropped = 0  # times the buffer overflowed and was emptied
+        self.filtering = False
+        self.last_key: Any = None
+        self.seen: set[str] = set()
+
+    def intercept(self, event: Event) -> bool:
+        """True when ``event`` must not be offered now (held, or already sent by the replay)."""
+        if event.name not in self.names:
+            return False
+        buffer = self.buffer
+        if buffer is not None:
+            buffer.append(event)
+            self.buffered_bytes += event.size
+            if len(buffer) > self.max_events or self.buffered_bytes > self.max_bytes:
+                # History holds them too: the replay reads them again instead.
+                buffer.clear()
+                self.buffered_bytes = 0
+                self.dropped += 1
+            return True
+        if self.filtering:
+            if self._duplicate(event):
+                return True
+            self.filtering = False  # past the end of what was replayed: everything is new
+        self._done()
+        return False
+
+    def release(self, last_id: str | None, replayed: set[str]) -> list[Event]:
+        """The replay is out (``last_id`` the newest event it read): the held events to send.
+
+        From here on live events that the replay already covered are skipped, up to the
+        first new one.
+        """
+        key = None if last_id is None else self.channel.order_key(last_id)
+        if key is not None:
+            self.last_key = key
+        else:
+            self.seen = replayed
+        self.filtering = key is not None or bool(self.seen)
+        waiting, self.buffer = self.buffer or [], None
+        fresh: list[Event] = []
+        for event in waiting:
+            if self.filtering and self._duplicate(event):
+                continue
+            self.filtering = False
+            fresh.append(event)
+        if not self.filtering:
+            self._done()
+        return fresh
+
+    def _duplicate(self, event: Event) -> bool:
+        if self.last_key is not None:
+            key = self.channel.order_key(event.id)
+            return key is not None and key <= self.last_key
+        return event.id in self.seen
+
+    def _done(self) -> None:
+        resuming = self.channel._resuming
+        if resuming.get(self.carrier) is self:
+            del resuming[self.carrier]
+
+
+async def replay(
+    channel: Channel,
+    carrier: Carrier,
+    names: set[str],
+    since: str,
+    max_events: int,
+    max_bytes: int,
+) -> bool:
+    """Resume ``carrier`` (the connection's live carrier) on ``names`` after ``since``.
+
+    See the module docstring. Returns ``complete``. Raises ValueError (before anything is
+    sent, with the subscriptions it made left in place for the caller to undo) when the
+    channel cannot read ``since``.
+    """
+    hold = channel._resuming[carrier] = Hold(channel, carrier, names)
+    try:
+        for name in names:
+            channel.subscribe(name, carrier)
+        # Live events are read from "now" once the consumer is ready: history must be read
+        # after that point, or an event published in between would fall in the gap.
+        await channel.ready()
+        complete = True
+        cursor: str | None = since
+        last_read: str | None = None
+        replayed: set[str] = {since}
+        sent = sent_bytes = 0
+        while True:
+            dropped = hold.dropped
+            page = await channel.history_page(
+                cursor, limit=PAGE_EVENTS, max_bytes=max(1, carrier.max_bytes // 2)
+            )
+            complete = complete and page.complete
+            if channel._resuming.get(carrier) is not hold:
+                return complete  # closed or unsubscribed meanwhile
+            capped = False
+            for event in page.events:
+                if event.name in names:
+                    if sent >= max_events or sent_bytes + event.size > max_bytes:
+                        capped = True
+                        break
+                    if carrier.behind and not await carrier.room():
+                        return complete  # closed as too slow, or gone
+                    if channel._resuming.get(carrier) is not hold:
+                        return complete
+                    carrier.offer(event.frame, event.size, now=False)
+                    sent += 1
+                    sent_bytes += event.size
+                    if len(replayed) < max_events + 1:
+                        replayed.add(event.id)
+                last_read = event.id
+            if capped:
+                complete = False  # the rest is skipped: the client must reload
+                break
+            if page.events:
+                cursor = page.events[-1].id
+            if not page.more and hold.dropped == dropped:
+                break
+    except BaseException:
+        if channel._resuming.get(carrier) is hold:
+            del channel._resuming[carrier]
+        raise
+    if channel._resuming.get(carrier) is not hold:
+        return complete
+    carrier.offer(recovered_frame(channel.name, complete))
+    for event in hold.release(last_read or since, replayed):
+        carrier.offer(event.frame, event.size)
+    return complete
