@@ -6,9 +6,11 @@ on stdout:
 * at start: ``{"connected": N, "seconds": ...}`` once every connection is open;
 * ``{"expect": K}`` -> ``{"armed": true}`` at once, then, when every connection has received
   K event frames (or ``timeout`` passed), ``{"received": ..., "latency_us": [...], "last":
-  ..., "cpu": ...}``: the publish-to-receive latency of each frame (from the ``t`` the server
-  stamped at publish, ``time.time()``), the time the last frame arrived and the CPU seconds
-  this client process used in the round;
+  ..., "cpu": ..., "out_of_order": ...}``: the publish-to-receive latency of each frame (from
+  the ``t`` the server stamped at publish, ``time.time()``), the time the last frame arrived,
+  the CPU seconds this client process used in the round, and how many frames did not carry
+  the ``n`` that follows the connection's previous one (when the data has an ``n``: a gap, a
+  repeat or a reordering). ``{"expect": K, "latency": false}`` leaves the latencies out;
 * ``{"quit": true}`` (or end of input) -> close every connection and exit.
 
 Each connection is the ``websockets`` library's sans-I/O ``ClientProtocol`` (it does the
@@ -37,11 +39,12 @@ __all__: list[str] = []
 
 
 class _Round:
-    def __init__(self, sockets: int, expect: int) -> None:
+    def __init__(self, sockets: int, expect: int, latency: bool = True) -> None:
         self.expect = expect
         self.pending = sockets
-        self.latency: list[float] = []
+        self.latency: list[float] | None = [] if latency else None
         self.received = 0
+        self.out_of_order = 0
         self.last = 0.0
         self.done = asyncio.Event()
         if sockets == 0 or expect == 0:
@@ -61,6 +64,7 @@ class _Connection(asyncio.Protocol):
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
         self.count = 0  # event frames of the current round
+        self.next_n: int | None = None  # the "n" the next frame should carry, once known
         self.round: _Round | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -136,10 +140,17 @@ async def _main(url: str, n: int, concurrency: int, timeout: float, stuck: bool)
         if frame.get("type") != "event":
             return
         if conn.round is not r:  # a new round began: count from zero
-            conn.round, conn.count = r, 0
+            conn.round, conn.count, conn.next_n = r, 0, None
         conn.count += 1
         r.received += 1
-        r.latency.append(now - frame["payload"]["data"]["t"])
+        data = frame["payload"]["data"]
+        if r.latency is not None:
+            r.latency.append(now - data["t"])
+        n = data.get("n")
+        if n is not None:
+            if conn.next_n is not None and n != conn.next_n:
+                r.out_of_order += 1
+            conn.next_n = n + 1
         r.last = now
         if conn.count == r.expect:
             r.pending -= 1
@@ -172,7 +183,9 @@ async def _main(url: str, n: int, concurrency: int, timeout: float, stuck: bool)
         command = json.loads(line)
         if "expect" not in command:
             break
-        r = state["round"] = _Round(len(connections), int(command["expect"]))
+        r = state["round"] = _Round(
+            len(connections), int(command["expect"]), bool(command.get("latency", True))
+        )
         cpu = time.process_time()
         _emit({"armed": True})
         with contextlib.suppress(asyncio.TimeoutError):  # reported as fewer frames received
@@ -180,9 +193,10 @@ async def _main(url: str, n: int, concurrency: int, timeout: float, stuck: bool)
         _emit(
             {
                 "received": r.received,
-                "latency_us": [round(x * 1e6) for x in r.latency],
+                "latency_us": [round(x * 1e6) for x in r.latency or ()],
                 "last": r.last,
                 "cpu": time.process_time() - cpu,
+                "out_of_order": r.out_of_order,
             }
         )
         state["round"] = None

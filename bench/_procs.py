@@ -170,20 +170,25 @@ class Clients:
             proc.stdin.write(json.dumps(obj) + "\n")
             proc.stdin.flush()
 
-    def arm(self, k: int) -> None:
-        """Tell every client to expect ``k`` events per connection; returns once all listen."""
-        self._write({"expect": k})
+    def arm(self, k: int, latency: bool = True) -> None:
+        """Tell every client to expect ``k`` events per connection; returns once all listen.
+
+        ``latency=False``: the round reports no per-frame latencies (for rounds of millions).
+        """
+        self._write({"expect": k, "latency": latency})
         for proc in self.procs:
             self._read(proc)
 
     def collect(self) -> dict[str, Any]:
-        """Wait for every client's round: merged ``received``, ``latency_us``, ``last``, ``cpu``."""
+        """Wait for every client's round: merged ``received``, ``latency_us``, ``last``, ``cpu``,
+        ``out_of_order``."""
         results = [self._read(p) for p in self.procs]
         return {
             "received": sum(r["received"] for r in results),
             "latency_us": [x for r in results for x in r["latency_us"]],
             "last": max(r["last"] for r in results),
             "cpu": sum(r["cpu"] for r in results),
+            "out_of_order": sum(r["out_of_order"] for r in results),
         }
 
     def close(self) -> None:
