@@ -112,7 +112,8 @@ class Channel(metaclass=_ChannelMeta):
       read from (4,096 events, at most half of ``history``, and 16 MiB). When it is full and a
       connection still needs its oldest event, the consumer waits for that connection.
     * ``queue_size``, ``queue_bytes``: how far this process's publishers may run ahead of its
-      consumer (1,000 events, 8 MiB); beyond that ``publish`` waits.
+      consumer (1,000 events, at most half of ``history``, and 8 MiB); beyond that
+      ``publish`` waits, so they cannot push unread events out of a backend's history.
     * ``publish_timeout``: the longest one ``publish`` waits for that (5 s); then it stores
       the event anyway.
     * ``backoff``: (first, max) seconds between attempts when the backend fails.
@@ -160,7 +161,7 @@ class Channel(metaclass=_ChannelMeta):
         self.name = name
         self.history_size = history
         self.max_message_bytes = max_message_bytes
-        self.queue_size = queue_size
+        self.queue_size = max(1, min(queue_size, history // 2))
         self.queue_bytes = queue_bytes
         self.publish_timeout = publish_timeout
         self.backoff = backoff

@@ -103,7 +103,7 @@ class ChannelBehaviour:
     ) -> None:
         channel = await make_channel(name)
         fast = [RecordingCarrier() for _ in range(100)]
-        stuck = RecordingCarrier(max_messages=10)
+        stuck = RecordingCarrier(max_messages=10, slow_timeout=0.5)
         stuck.block()  # a client that stopped reading
         for carrier in [*fast, stuck]:
             channel.subscribe("tick", carrier)

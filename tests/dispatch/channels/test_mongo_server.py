@@ -25,6 +25,7 @@ from tbone.dispatch import Channel
 from tbone.dispatch.channels.mongo import MongoChannel
 from tbone.dispatch.testing import RecordingCarrier
 from tests.dispatch.channels.behaviour import ChannelBehaviour
+from tests.support.asgi_server import wait_until
 from tests.support.mongo import DRIVERS, connect
 
 URL = os.environ.get("TBONE_TEST_MONGODB_URL", "")
@@ -138,22 +139,44 @@ async def test_resuming_after_a_rolled_out_position(make: Any) -> None:
     assert channel.stats()["gaps"] == 1
 
 
-async def test_roll_over_while_tailing_keeps_order_and_never_repeats(make: Any) -> None:
+async def test_a_publish_loop_cannot_roll_out_what_the_consumer_has_not_read(make: Any) -> None:
+    # capacity 10: this process's publishers wait once 5 events are unread by its consumer.
     channel = await make(capacity=10)
     carrier = RecordingCarrier(max_messages=1000)
     channel.subscribe("e", carrier)
     await channel.ready()
     sent = [await channel.publish("e", i) for i in range(300)]
-    got: list[int] = []
-    for _ in range(100):  # bounded: each wait ends on a new frame or raises
-        got = [f["payload"]["data"] for f in carrier.frames if f["type"] == "event"]
-        if got and got[-1] == 299:
-            break
-        await carrier.wait_for(len(carrier.texts) + 1, timeout=10)
-    assert got[-1] == 299
-    assert got == sorted(set(got))  # in publish order, none repeated
+    await carrier.wait_for(300, timeout=30)
+    assert [f["payload"]["id"] for f in carrier.frames] == [e.id for e in sent]
+    assert channel.stats()["gaps"] == 0
+
+
+async def test_roll_over_while_tailing_keeps_order_and_never_repeats(
+    make: Any, database: Any
+) -> None:
+    # Another process writes faster than this consumer reads: a roll-over past its position
+    # is a gap, reported by closing the subscriber with 1013; never a repeat or a reordering.
+    channel = await make(capacity=10)
+    carrier = RecordingCarrier(max_messages=1000)
+    channel.subscribe("e", carrier)
+    await channel.ready()
+    other = database[channel.collection_name]
+    sent = []
+    for i in range(300):
+        doc = {"_id": ObjectId(), "key": "e", "data": str(i)}
+        await other.insert_one(doc)
+        sent.append(doc)
+
+    def got() -> list[int]:
+        return [f["payload"]["data"] for f in carrier.frames if f["type"] == "event"]
+
+    await wait_until(lambda: carrier.closed or got()[-1:] == [299], timeout=30, what="the end")
+    received = got()
+    assert received == sorted(set(received))  # in publish order, none repeated
     if channel.stats()["gaps"] == 0:
-        assert got == [e.data for e in sent]
+        assert received == list(range(300))
+    else:
+        assert carrier.close_code == 1013
 
 
 _CHILD = """
