@@ -1,17 +1,21 @@
 """``python -m bench [NAME ...] [--quick]``: run benchmarks and print their tables.
 
 Names: signals, channel, fanout, idle, slow, redis (default: all, in that order). ``--quick`` runs
-tiny sizes (seconds in all: what the smoke test uses); ``--runs`` overrides the number of runs.
+tiny sizes (seconds in all: what the smoke test uses); ``--runs`` overrides the number of runs;
+``--landed REV`` picks the commit whose tbone fanout runs as "tbone (landed)".
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import sys
 import time
 from collections.abc import Callable
+
+from bench._landed import REVISION
 
 __all__ = ["BENCHMARKS", "main"]
 
@@ -32,12 +36,12 @@ def _channel(quick: bool, runs: int | None) -> str:
     return channel.run(runs=runs or 5)
 
 
-def _fanout(quick: bool, runs: int | None) -> str:
+def _fanout(quick: bool, runs: int | None, landed: str = REVISION) -> str:
     from bench import fanout
 
     if quick:
-        return fanout.run(sizes=(5,), runs=runs or 1, events=3)
-    return fanout.run(runs=runs or 5)
+        return fanout.run(sizes=(5,), runs=runs or 1, events=3, landed=landed)
+    return fanout.run(runs=runs or 5, landed=landed)
 
 
 def _idle(quick: bool, runs: int | None) -> str:
@@ -113,17 +117,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the harness")
     parser.add_argument("--runs", type=int, default=None, help="runs per measurement")
+    parser.add_argument(
+        "--landed",
+        default=REVISION,
+        metavar="REV",
+        help="the commit whose tbone fanout runs as 'tbone (landed)' (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     names = args.names or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    runners: dict[str, Callable[[bool, int | None], str]] = {
+        **BENCHMARKS,
+        "fanout": functools.partial(_fanout, landed=args.landed),
+    }
     command = " ".join(sys.argv[1:] if argv is None else argv)
     print(f"# python -m bench {command}".rstrip() + "\n\n" + machine() + "\n", flush=True)
     for name in names:
         start = time.perf_counter()
         try:
-            table = BENCHMARKS[name](args.quick, args.runs)
+            table = runners[name](args.quick, args.runs)
         except ImportError as exc:
             raise ImportError(
                 f"benchmark {name!r} needs {exc.name or exc}: pip install 'tbone-asgi[bench]'"

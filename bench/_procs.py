@@ -28,14 +28,14 @@ class BenchError(RuntimeError):
     """A benchmark process failed; the message says which and why."""
 
 
-def _spawn(args: list[str]) -> subprocess.Popen[str]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
+def _spawn(args: list[str], first: Path | None = None) -> subprocess.Popen[str]:
+    # ``first`` shadows the working tree's packages: it goes before ROOT on PYTHONPATH and is
+    # the working directory, which ``python -m`` puts ahead of PYTHONPATH.
+    path = [str(p) for p in (first, ROOT) if p is not None]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*path, os.environ.get("PYTHONPATH", "")])}
     return subprocess.Popen(
         [sys.executable, *args],
-        cwd=ROOT,
+        cwd=first or ROOT,
         env=env,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -67,11 +67,16 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 
 class Server:
-    """A ``bench._server`` process of ``kind``; a context manager that stops it on exit."""
+    """A ``bench._server`` process of ``kind``; a context manager that stops it on exit.
 
-    def __init__(self, kind: str, url: str = "") -> None:
+    With ``path``, the server imports ``tbone`` and ``tbone_asgi`` from that directory instead
+    of the working tree (``bench._landed``); it fails to start unless it really did.
+    """
+
+    def __init__(self, kind: str, url: str = "", path: Path | None = None) -> None:
         self.kind = kind
-        self.proc = _spawn(["-m", "bench._server", kind, *(["--url", url] if url else [])])
+        args = ["-m", "bench._server", kind, *(["--url", url] if url else [])]
+        self.proc = _spawn(args, path)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line.strip().isdigit():
@@ -79,6 +84,25 @@ class Server:
             raise BenchError(f"server {kind!r} did not start: {line!r} {_tail(self.proc.stderr)}")
         self.port = int(line)
         self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
+        if path is not None:
+            self._check_imports(path)
+
+    def _check_imports(self, path: Path) -> None:
+        # Asked of the server itself: a server that imported the working tree instead would
+        # compare the code with itself, and the table could not tell.
+        modules: dict[str, str] = self.stats().get("modules", {})
+
+        def inside(file: str | None) -> bool:
+            return file is not None and Path(file).resolve().is_relative_to(path.resolve())
+
+        wrong = {
+            name: modules.get(name)
+            for name in ("tbone", "tbone_asgi")
+            if not inside(modules.get(name))
+        }
+        if wrong:
+            self.close()
+            raise BenchError(f"server {self.kind!r} did not import from {path}: {wrong}")
 
     def request(self, method: str, path: str) -> dict[str, Any]:
         """An HTTP request to the server; its JSON answer."""

@@ -5,8 +5,9 @@ on stdout (one line), then serves. Every kind serves:
 
 * ``/ws``: the websocket endpoint (each connection receives the ``tick`` events);
 * ``GET /stats``: the process's own CPU seconds (user + system), resident memory, peak
-  resident memory (``?reset=1`` starts a new peak interval), connected subscribers and, with
-  ``?objects=1``, the live objects after a full garbage collection, as JSON;
+  resident memory (``?reset=1`` starts a new peak interval), connected subscribers, the files
+  ``tbone`` and ``tbone_asgi`` were imported from (``modules``: the landed copy or the working
+  tree) and, with ``?objects=1``, the live objects after a full garbage collection, as JSON;
 * ``POST /burst?k=K``: publish K events of ~200 bytes as fast as the publisher is let to,
   in a background task (the response does not wait for it); with ``&wait=1`` the response
   comes once the last publish returned (or after ``&timeout=T`` seconds), with how many
@@ -115,6 +116,12 @@ def _control_app(
     async def stats(request: Request) -> JSONResponse:
         reset = request.query_params.get("reset") == "1"
         answer: dict[str, Any] = {**usage(reset), "clients": clients()}
+        # Where this process's tbone came from: a landed commit's copy or the working tree.
+        answer["modules"] = {
+            name: module.__file__
+            for name in ("tbone", "tbone_asgi")
+            if (module := sys.modules.get(name))
+        }
         if request.query_params.get("objects") == "1":
             # RSS rarely shrinks (CPython keeps freed arenas), so what is really still held is
             # counted as live objects the garbage collector tracks, after a full collection.

@@ -2,9 +2,12 @@
 
 For each N, a server of every kind (``raw``, ``broadcaster``, ``tbone``: see
 :mod:`bench._server`) runs at the same time, each with its own N clients in separate processes
-(``bench._client``). Each run then gives every server in turn one burst (the server publishes
-K events as fast as it accepts them; the round ends when every client holds every event) and
-one paced round. Reported, as medians over the runs:
+(``bench._client``), and so does ``tbone (landed)``: the same ``tbone`` server on the tbone and
+tbone_asgi of a landed commit (:mod:`bench._landed`; by default the fan-out before flow
+control), so that the "vs landed" ratios are what the working tree's changes cost. Each run
+then gives every server in turn one burst (the server publishes K events as fast as it
+accepts them; the round ends when every client holds every event) and one paced round.
+Reported, as medians over the runs:
 
 * deliveries per second: frames received / (last arrival - burst start);
 * server CPU µs per delivery: the server process's own CPU time (user + system, read by the
@@ -28,13 +31,16 @@ from __future__ import annotations
 import math
 import time
 from contextlib import ExitStack
+from pathlib import Path
 
+from bench import _landed
 from bench._procs import Clients, Server
 from bench._report import Table, median, percentile, ratio
 
-__all__ = ["available_kinds", "events_for", "run"]
+__all__ = ["LANDED", "available_kinds", "events_for", "run"]
 
 BASELINES = ("raw", "broadcaster")
+LANDED = "tbone (landed)"
 
 
 def available_kinds() -> tuple[list[str], str]:
@@ -94,14 +100,46 @@ def _burst(server: Server, clients: Clients, k: int) -> dict[str, float]:
     }
 
 
+def _measure(
+    servers: dict[str, tuple[str, Path | None]], n: int, k: int, runs: int
+) -> dict[str, dict[str, float]]:
+    """Start every server of ``servers`` (name -> kind, tbone path) with its own N clients, run
+    them ``runs`` times in turn; the median of each measure per name."""
+    samples: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
+    with ExitStack() as stack:
+        pairs: dict[str, tuple[Server, Clients]] = {}
+        for name, (kind, path) in servers.items():
+            server = stack.enter_context(Server(kind, path=path))
+            clients = stack.enter_context(Clients(server.ws_url, n, client_procs(n)))
+            server.wait_clients(n)
+            pairs[name] = (server, clients)
+        for _ in range(runs):
+            for name, (server, clients) in pairs.items():
+                sample = _burst(server, clients, k)
+                sample.update(_paced(server, clients, n))
+                samples[name].append(sample)
+    return {
+        name: {key: median([s[key] for s in runs_]) for key in runs_[0]}
+        for name, runs_ in samples.items()
+    }
+
+
 def run(
     *,
     sizes: tuple[int, ...] = (100, 1000, 5000),
     runs: int = 3,
     events: int | None = None,
+    landed: str = _landed.REVISION,
 ) -> str:
-    """Run the benchmark for each N in ``sizes``; return the table (Markdown)."""
+    """Run the benchmark for each N in ``sizes``; return the table (Markdown).
+
+    ``landed``: the commit whose tbone runs as ``tbone (landed)``; left out, with a note, when
+    this checkout cannot read it.
+    """
     kinds, note = available_kinds()
+    notes = [note] if note else []
+    # name -> (server kind, directory its tbone comes from; None: the working tree)
+    servers: dict[str, tuple[str, Path | None]] = {kind: (kind, None) for kind in kinds}
     table = Table(
         f"Websocket fan-out through uvicorn (median of {runs} runs)",
         [
@@ -120,48 +158,52 @@ def run(
             "CPU vs broadcaster",
             "paced CPU vs broadcaster",
             "paced p99 vs raw",
+            "CPU vs landed",
+            "paced CPU vs landed",
+            "paced p99 vs landed",
         ],
-        note=(
-            "N clients (websockets sans-I/O, compression off) in separate processes; K events "
-            "of ~200 bytes per run, published as fast as each server accepts them. " + note
-        ).strip(),
     )
-    for n in sizes:
-        k = events or events_for(n)
-        samples: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
-        with ExitStack() as stack:
-            pairs: dict[str, tuple[Server, Clients]] = {}
-            for kind in kinds:
-                server = stack.enter_context(Server(kind))
-                clients = stack.enter_context(Clients(server.ws_url, n, client_procs(n)))
-                server.wait_clients(n)
-                pairs[kind] = (server, clients)
-            for _ in range(runs):
-                for kind, (server, clients) in pairs.items():
-                    sample = _burst(server, clients, k)
-                    sample.update(_paced(server, clients, n))
-                    samples[kind].append(sample)
-        med: dict[str, dict[str, float]] = {
-            kind: {key: median([s[key] for s in runs_]) for key in runs_[0]}
-            for kind, runs_ in samples.items()
-        }
-        for kind in kinds:
-            m = med[kind]
-            table.add(
-                n,
-                k,
-                kind,
-                m["dps"],
-                m["cpu_us"],
-                m["paced_cpu_us"],
-                m["p99_ms"],
-                m["paced_p50_ms"],
-                m["paced_p99_ms"],
-                m["peak_rss"] / 2**20,
-                f"{m['delivered']:.1%}",
-                ratio(m["cpu_us"], med["raw"]["cpu_us"]),
-                ratio(m["cpu_us"], med["broadcaster"]["cpu_us"]),
-                ratio(m["paced_cpu_us"], med["broadcaster"]["paced_cpu_us"]),
-                ratio(m["paced_p99_ms"], med["raw"]["paced_p99_ms"]),
-            )
+    with ExitStack() as stack:
+        if "tbone" in kinds:
+            try:
+                servers[LANDED] = ("tbone", stack.enter_context(_landed.packages(landed)))
+                notes.append(
+                    f"{LANDED}: the same tbone server on tbone and tbone_asgi of commit "
+                    f"{landed}; the vs-landed ratios are what the working tree costs against it."
+                )
+            except _landed.Unavailable as exc:
+                notes.append(f"{LANDED} left out: {exc}.")
+        table.note = " ".join(
+            [
+                "N clients (websockets sans-I/O, compression off) in separate processes; K "
+                "events of ~200 bytes per run, published as fast as each server accepts them.",
+                *notes,
+            ]
+        )
+        nan = {"cpu_us": math.nan, "paced_cpu_us": math.nan, "paced_p99_ms": math.nan}
+        for n in sizes:
+            k = events or events_for(n)
+            med = _measure(servers, n, k, runs)
+            base = med.get(LANDED, nan)
+            for name, m in med.items():
+                table.add(
+                    n,
+                    k,
+                    name,
+                    m["dps"],
+                    m["cpu_us"],
+                    m["paced_cpu_us"],
+                    m["p99_ms"],
+                    m["paced_p50_ms"],
+                    m["paced_p99_ms"],
+                    m["peak_rss"] / 2**20,
+                    f"{m['delivered']:.1%}",
+                    ratio(m["cpu_us"], med["raw"]["cpu_us"]),
+                    ratio(m["cpu_us"], med["broadcaster"]["cpu_us"]),
+                    ratio(m["paced_cpu_us"], med["broadcaster"]["paced_cpu_us"]),
+                    ratio(m["paced_p99_ms"], med["raw"]["paced_p99_ms"]),
+                    ratio(m["cpu_us"], base["cpu_us"]),
+                    ratio(m["paced_cpu_us"], base["paced_cpu_us"]),
+                    ratio(m["paced_p99_ms"], base["paced_p99_ms"]),
+                )
     return table.render()
