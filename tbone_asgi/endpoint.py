@@ -24,7 +24,7 @@ from urllib.parse import parse_qs
 from starlette.requests import HTTPConnection
 from starlette.types import Receive, Scope, Send
 
-from tbone.dispatch.carriers.asgi_websocket import ASGIWebSocketCarrier
+from tbone.dispatch.carriers.asgi_websocket import ASGIWebSocketCarrier, find_server_protocol
 from tbone.dispatch.channels import Channel, get_channel
 from tbone.dispatch.channels.mem import MemoryChannel
 from tbone.dispatch.origin import OriginPolicy, header
@@ -43,6 +43,9 @@ logger = logging.getLogger("tbone_asgi")
 
 # Open connections per channel in this process, for ChannelEndpoint.max_connections.
 _open: dict[Channel, int] = {}
+
+# Whether the server's own frame limit was checked: once per process (see _check_server).
+_server_checked = False
 
 
 def resolve_channel(channel: Channel | str) -> Channel:
@@ -117,6 +120,7 @@ class ChannelEndpoint:
                 f"{self!r} serves websocket connections only, got a {scope['type']!r} scope; "
                 "mount it with channel_route() or ChannelMiddleware"
             )
+        _check_server(send, self.limits.max_frame_bytes)
         message = await receive()
         if message["type"] != "websocket.connect":
             return  # the client left before the handshake completed
@@ -230,6 +234,37 @@ class ChannelEndpoint:
             if not carrier.closed or carrier.close_code is None:
                 # Unsubscribed or gone: stop the writer and release the connection.
                 await carrier.close(1000)
+
+
+def _check_server(send: Send, max_frame_bytes: int) -> None:
+    """At the first connection of the process, warn if uvicorn buffers frames we refuse.
+
+    uvicorn reads a whole client frame, up to its ``ws_max_size`` (16 MiB by default), before
+    the endpoint sees it and closes with 1009 past ``max_frame_bytes``: memory the limit does
+    not protect. A server this cannot inspect is left alone, and the check never raises.
+    """
+    global _server_checked
+    if _server_checked:
+        return
+    _server_checked = True
+    try:
+        protocol = find_server_protocol(send)
+        if protocol is None or not type(protocol).__module__.startswith("uvicorn."):
+            return
+        ws_max_size = getattr(getattr(protocol, "config", None), "ws_max_size", None)
+    except Exception:  # a server we do not know: nothing to say about it
+        return
+    if isinstance(ws_max_size, int) and ws_max_size > max_frame_bytes:
+        logger.warning(
+            "uvicorn reads client frames of up to ws_max_size=%d bytes before this endpoint "
+            "refuses those over max_frame_bytes=%d: run uvicorn with --ws-max-size %d (or "
+            "ws_max_size=%d in uvicorn.run/Config) so bigger frames are refused before uvicorn "
+            'buffers them (docs/asgi.md, "Server settings")',
+            ws_max_size,
+            max_frame_bytes,
+            max_frame_bytes,
+            max_frame_bytes,
+        )
 
 
 def _query(scope: Mapping[str, Any]) -> tuple[list[str], str | None]:

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 from tbone.dispatch.carriers import Carrier
 
-__all__ = ["ASGIWebSocketCarrier", "find_transport"]
+__all__ = ["ASGIWebSocketCarrier", "find_server_protocol", "find_transport"]
 
 logger = logging.getLogger("tbone.dispatch.carriers.asgi")
 
@@ -217,9 +217,20 @@ class ASGIWebSocketCarrier(Carrier):
 def find_transport(send: Any, *, depth: int = 6) -> asyncio.Transport | None:
     """The ``asyncio.Transport`` behind an ASGI ``send`` callable, or None.
 
-    uvicorn hands the app a bound method of its protocol object, which has ``transport``.
-    Middleware wraps ``send`` in closures (Starlette's exception middleware does); the closure
-    cells are followed up to ``depth`` wrappers deep. Hypercorn does not expose its transport.
+    uvicorn hands the app a bound method of its protocol object, which has ``transport``
+    (:func:`find_server_protocol` finds it). Hypercorn does not expose its transport.
+    """
+    protocol = find_server_protocol(send, depth=depth)
+    return None if protocol is None else protocol.transport
+
+
+def find_server_protocol(send: Any, *, depth: int = 6) -> Any:
+    """The server's protocol object behind an ASGI ``send`` callable, or None.
+
+    That is the object ``send`` is a bound method of, when it holds the connection's
+    ``transport`` (uvicorn's protocols do; they also keep their ``uvicorn.Config`` as
+    ``config``). Middleware wraps ``send`` in closures (Starlette's exception middleware
+    does); the closure cells are followed up to ``depth`` wrappers deep.
     """
     seen: set[int] = set()
     todo: list[tuple[Any, int]] = [(send, 0)]
@@ -231,7 +242,7 @@ def find_transport(send: Any, *, depth: int = 6) -> asyncio.Transport | None:
         owner = getattr(fn, "__self__", None)
         transport = getattr(owner, "transport", None)
         if transport is not None and hasattr(transport, "get_write_buffer_size"):
-            return transport  # type: ignore[no-any-return]
+            return owner
         func = getattr(fn, "__func__", fn)
         for cell in getattr(func, "__closure__", None) or ():
             try:
