@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -71,11 +72,15 @@ class Server:
 
     With ``path``, the server imports ``tbone`` and ``tbone_asgi`` from that directory instead
     of the working tree (``bench._landed``); it fails to start unless it really did.
+    ``options``: more command-line options of ``bench._server`` (``["--server", "hypercorn"]``,
+    ``["--ws-max-size", "16777216"]``).
     """
 
-    def __init__(self, kind: str, url: str = "", path: Path | None = None) -> None:
+    def __init__(
+        self, kind: str, url: str = "", path: Path | None = None, options: Sequence[str] = ()
+    ) -> None:
         self.kind = kind
-        args = ["-m", "bench._server", kind, *(["--url", url] if url else [])]
+        args = ["-m", "bench._server", kind, *(["--url", url] if url else []), *options]
         self.proc = _spawn(args, path)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()

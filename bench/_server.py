@@ -1,7 +1,8 @@
 """The servers the websocket benchmarks run: ``python -m bench._server KIND [--workers N]``.
 
-Each is a real uvicorn server on 127.0.0.1 in its own process. It binds a free port, prints it
-on stdout (one line), then serves. Every kind serves:
+Each is a real uvicorn server on 127.0.0.1 in its own process (Hypercorn with ``--server
+hypercorn``). It binds a free port, prints it on stdout (one line), then serves. Every kind
+serves:
 
 * ``/ws``: the websocket endpoint (each connection receives the ``tick`` events);
 * ``GET /stats``: the process's own CPU seconds (user + system), resident memory, peak
@@ -19,6 +20,13 @@ and ``await send_text`` on each socket in turn), ``broadcaster`` (encode/broadca
 ``memory://``, one subscriber task per websocket, as its README shows), ``tbone``
 (tbone_asgi's ``channel_route`` on a MemoryChannel) and ``bare`` (a pure ASGI app that accepts
 and waits, for memory per connection).
+
+Server settings are the ones ``docs/asgi.md`` recommends ("Server settings"): client frames
+over 64 KiB refused by the server itself (``--ws-max-size 65536``) and no per-message deflate
+(the benchmark clients do not offer it, so this changes nothing they measure). The options
+``--ws-max-size``, ``--ws-per-message-deflate``, ``--ws-ping-interval`` and
+``--ws-ping-timeout`` set them otherwise, for ``bench.server_settings``; Hypercorn takes the
+first as ``websocket_max_message_size`` and the ping interval as ``websocket_ping_interval``.
 """
 
 from __future__ import annotations
@@ -316,24 +324,65 @@ def make_app(kind: str, url: str = "") -> Any:
     raise ValueError(f"unknown server kind {kind!r}: raw, broadcaster, tbone, tbone-redis, bare")
 
 
-def main() -> None:
+def _uvicorn(app: Any, sock: socket.socket, args: argparse.Namespace) -> None:
     import uvicorn
 
+    pings = {
+        key: value
+        for key, value in (
+            ("ws_ping_interval", args.ws_ping_interval),
+            ("ws_ping_timeout", args.ws_ping_timeout),
+        )
+        if value is not None  # else uvicorn's own default (20 s)
+    }
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        backlog=4096,
+        ws_max_size=args.ws_max_size,
+        ws_per_message_deflate=args.ws_per_message_deflate == "true",
+        **pings,
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _hypercorn(app: Any, sock: socket.socket, args: argparse.Namespace) -> None:
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    config = Config()
+    config.bind = [f"fd://{sock.fileno()}"]
+    config.loglevel = "WARNING"
+    config.backlog = 4096
+    config.graceful_timeout = 2
+    config.websocket_max_message_size = args.ws_max_size
+    # Hypercorn has no per-message deflate setting (it accepts whatever the client offers)
+    # and no ping timeout (it never checks for pongs).
+    if args.ws_ping_interval:
+        config.websocket_ping_interval = args.ws_ping_interval
+    asyncio.run(serve(app, config, mode="asgi"))
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("kind")
     parser.add_argument("--url", default="", help="backend URL (redis kinds)")
     parser.add_argument("--port", type=int, default=0, help="0: a free port")
+    parser.add_argument("--server", choices=["uvicorn", "hypercorn"], default="uvicorn")
+    parser.add_argument("--ws-max-size", type=int, default=65536, help="bytes per client frame")
+    parser.add_argument("--ws-per-message-deflate", choices=["true", "false"], default="false")
+    parser.add_argument("--ws-ping-interval", type=float, default=None, help="seconds")
+    parser.add_argument("--ws-ping-timeout", type=float, default=None, help="seconds (uvicorn)")
     args = parser.parse_args()
     raise_fd_limit()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", args.port))
-    sock.listen(4096)  # connections queue here until uvicorn serves: no need to poll the port
+    sock.listen(4096)  # connections queue here until the server serves: no need to poll the port
     print(sock.getsockname()[1], flush=True)
-    config = uvicorn.Config(
-        make_app(args.kind, args.url), log_level="warning", access_log=False, backlog=4096
-    )
-    uvicorn.Server(config).run(sockets=[sock])
+    serve = _hypercorn if args.server == "hypercorn" else _uvicorn
+    serve(make_app(args.kind, args.url), sock, args)
 
 
 if __name__ == "__main__":
