@@ -52,8 +52,57 @@ def test_defaults_exist() -> None:
     assert limits.max_messages_per_second == 50
     assert ChannelEndpoint("limits").max_connections == 10_000
     assert (Carrier.default_max_messages, Carrier.default_max_bytes) == (1000, 1 << 20)
+    assert Carrier.default_slow_timeout == 5.0
+    assert (limits.max_replay_events, limits.max_replay_bytes) == (10_000, 16 << 20)
+    assert limits.max_resumes_per_minute == 10
+    channel = MemoryChannel(name="defaults")
+    assert (channel.history_size, channel.max_message_bytes) == (10_000, 512 * 1024)
+    # History is deeper than what one connection may hold back: window plus outbox.
+    assert channel._window.max_events + Carrier.default_max_messages < channel.history_size
+    assert channel.publish_timeout == 5.0
     with pytest.raises(ValueError, match="max_connections must be at least 1"):
         ChannelEndpoint("limits", max_connections=0)
+
+
+async def test_resumes_per_minute() -> None:
+    app = Starlette(
+        routes=[channel_route("/ws", "resumes", limits=Limits(max_resumes_per_minute=3))]
+    )
+    channel = MemoryChannel(name="resumes")
+    first = await channel.publish("a", 0)
+    async with run_uvicorn(app) as running, ws_connect(running.ws_url("/ws")) as ws:
+        resume = {"type": "subscribe", "payload": {"events": ["a"], "since": first.id}}
+        for _ in range(3):
+            assert (await _answer(ws, resume))["type"] == "recovered"
+        refused = await _answer(ws, resume)
+        assert refused["payload"]["code"] == "too_many_resumes"
+        assert "max_resumes_per_minute" in refused["payload"]["message"]
+        # The connection stays, and a plain subscribe is not a resume.
+        assert await _answer(ws, {"type": "ping"}) == {"type": "pong"}
+        plain = {"type": "subscribe", "payload": {"events": ["b"]}}
+        await ws.send(jsonenc.dumps(plain))
+        assert await _answer(ws, {"type": "ping"}) == {"type": "pong"}
+
+
+async def test_replay_caps_end_with_complete_false() -> None:
+    limits = Limits(max_replay_events=5)
+    app = Starlette(routes=[channel_route("/ws", "capped", limits=limits)])
+    channel = MemoryChannel(name="capped")
+    first = await channel.publish("a", 0)
+    for n in range(1, 21):
+        await channel.publish("a", n)
+    async with (
+        run_uvicorn(app) as running,
+        ws_connect(running.ws_url(f"/ws?events=a&since={first.id}")) as ws,
+    ):
+        frames = [jsonenc.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(6)]
+        assert [f["payload"]["data"] for f in frames[:5]] == [1, 2, 3, 4, 5]
+        assert frames[5] == {
+            "type": "recovered",
+            "payload": {"channel": "capped", "complete": False},
+        }
+        live = await channel.publish("a", 21)
+        assert jsonenc.loads(await asyncio.wait_for(ws.recv(), 5))["payload"]["id"] == live.id
 
 
 async def test_frame_size(server: RunningServer) -> None:

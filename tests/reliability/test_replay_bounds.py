@@ -1,0 +1,143 @@
+"""Replays are bounded: long resumes cannot make the server hold their history in memory.
+
+A RedisChannel holds 10,000 events of 10 KB (100 MB). Four clients, in a process of their
+own, each send 5 subscribe frames with ``since`` at the start of the stream; a fifth sends its
+frames and never reads. Meanwhile a well-behaved client receives a paced live stream. The
+server reads history in pages bounded by the connection's outbox, paced by what each client
+reads, and caps each replay (16 MiB by default, then ``complete: false``). Measured: the
+server process's peak memory growth, and the well-behaved client's latency. (The rate limit
+on resumes is in test_limits.py.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from starlette.applications import Starlette
+
+from tbone.dispatch import jsonenc
+from tbone.dispatch.channels.redis import RedisChannel
+from tbone.dispatch.protocol import Limits
+from tbone_asgi import channel_route
+from tests.support.asgi_server import run_uvicorn, wait_until
+from tests.support.redis_server import RedisServer
+from tests.support.web_servers import ws_connect
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+STORED = 10_000
+RESUMES = 5
+PEAK_MIB = 96
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with RedisServer(Path(tmp_path_factory.mktemp("redis"))) as server:
+        yield server.url
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def test_long_replays_are_paged_paced_and_capped(redis_url: str, figure: Any) -> None:
+    channel = RedisChannel(name=f"replays-{time.monotonic_ns()}", url=redis_url)
+    # 100 MB of history, written the way the channel writes it, in a few round trips.
+    async with aioredis.Redis.from_url(redis_url) as client:
+        data = jsonenc.dumps_bytes({"pad": "x" * 10_000})
+        ids: list[str] = []
+        for _ in range(0, STORED, 500):
+            pipe = client.pipeline(transaction=False)
+            for _ in range(500):
+                pipe.xadd(channel.key, {b"n": b"e", b"d": data})
+            ids += [raw.decode() for raw in await pipe.execute()]
+    limits = Limits()  # the defaults: 16 MiB a replay, 10 resumes a minute
+    app = Starlette(routes=[channel_route("/ws", channel)])
+    async with run_uvicorn(app) as server:
+        await channel.ready()
+        async with ws_connect(server.ws_url("/ws?events=live"), compression=None) as good:
+            await good.send('{"type":"ping"}')
+            assert json.loads(await asyncio.wait_for(good.recv(), 5)) == {"type": "pong"}
+            start = peak = rss()
+            began = time.monotonic()
+            attackers = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "tests.reliability.replay_clients",
+                server.ws_url("/ws"),
+                "5",
+                str(RESUMES),
+                ids[0],
+                "--stuck",
+                "1",
+                cwd=ROOT,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+            assert attackers.stdin is not None
+            assert attackers.stdout is not None
+            latencies: list[float] = []
+
+            async def live() -> None:
+                n = 0
+                while attackers.returncode is None:
+                    await channel.publish("live", {"n": n, "t": time.time()})
+                    n += 1
+                    await asyncio.sleep(0.02)  # 50 events a second
+
+            async def read_live() -> None:
+                while True:
+                    frame = json.loads(await good.recv())
+                    latencies.append(time.time() - frame["payload"]["data"]["t"])
+
+            async def sample() -> None:
+                nonlocal peak
+                while attackers.returncode is None:
+                    peak = max(peak, rss())
+                    await asyncio.sleep(0.02)
+
+            tasks = [asyncio.ensure_future(t()) for t in (live, read_live, sample)]
+            try:
+                readers = json.loads(await asyncio.wait_for(attackers.stdout.readline(), 120))
+                took = time.monotonic() - began
+                # The one that never read was closed as too slow (its replay waited for it).
+                await wait_until(lambda: channel.stats()["closed_slow"] == 1, timeout=20)
+                attackers.stdin.write(b"go\n")
+                await attackers.stdin.drain()
+                [stuck] = json.loads(await asyncio.wait_for(attackers.stdout.readline(), 30))
+                await asyncio.wait_for(attackers.wait(), 30)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.wait(tasks)
+        await wait_until(lambda: channel.stats()["subscribers"] == 0, timeout=15)
+    assert stuck["closed"] in (1013, 1006)  # 1006: aborted after close_timeout
+    for result in readers:
+        # Each replay stopped at the 16 MiB cap and said so: complete false, never silent.
+        assert result["recovered"] == [False] * RESUMES
+        assert result["errors"] == []
+        frame = 10_120  # the data and the rest of the event frame, in bytes
+        capped = limits.max_replay_bytes // frame
+        assert RESUMES * (capped - 5) <= result["events"] <= RESUMES * (capped + 5)
+    growth = (peak - start) / 2**20
+    assert growth < PEAK_MIB
+    latencies.sort()
+    p99 = latencies[int(len(latencies) * 0.99)] * 1000
+    figure("replays: server peak memory growth MiB", growth)
+    figure("replays: well-behaved client p50 ms", latencies[len(latencies) // 2] * 1000)
+    figure("replays: well-behaved client p99 ms", p99)
+    figure("replays: events replayed to one reader", readers[0]["events"])
+    figure("replays: seconds for all replays", took)
+    assert p99 < 1000
