@@ -452,7 +452,7 @@ class Channel(metaclass=_ChannelMeta):
                     continue  # it takes this event from the window when it gets there
                 if resuming and carrier in resuming and resuming[carrier].intercept(event):
                     continue
-                if carrier.behind:
+                if carrier._outbox and carrier.behind:  # an empty outbox takes the frame
                     if seq < 0:
                         seq = self._window.append(event)
                     self._start_lag(carrier, seq)

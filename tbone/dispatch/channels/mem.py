@@ -33,6 +33,7 @@ class MemoryChannel(Channel):
     """
 
     backend = "memory"
+    expects_in_store = True
 
     def __init__(
         self,
@@ -87,6 +88,7 @@ class MemoryChannel(Channel):
             self._kept_bytes -= kept.popleft().size
         if self._queue is not None:  # nobody listens otherwise: the history is enough
             self._queue.put_nowait(event)  # bounded by Channel.publish (queue_size)
+            self.expect(event)
         return event
 
     def kickoff(self) -> None:
