@@ -1,8 +1,9 @@
 """``python -m bench [NAME ...] [--quick]``: run benchmarks and print their tables.
 
-Names: signals, channel, fanout, idle, slow, redis (default: all, in that order). ``--quick`` runs
-tiny sizes (seconds in all: what the smoke test uses); ``--runs`` overrides the number of runs;
-``--landed REV`` picks the commit whose tbone fanout runs as "tbone (landed)".
+Names: signals, channel, fanout, idle, slow, redis, server_settings (default: all, in that
+order). ``--quick`` runs tiny sizes (seconds in all: what the smoke test uses); ``--runs``
+overrides the number of runs; ``--landed REV`` picks the commit whose tbone fanout runs as
+"tbone (landed)".
 """
 
 from __future__ import annotations
@@ -68,6 +69,25 @@ def _redis(quick: bool, runs: int | None) -> str:
     return redis.run(runs=runs or 3)
 
 
+def _server_settings(quick: bool, runs: int | None) -> str:
+    from bench import server_settings
+
+    if quick:
+        return server_settings.run(
+            n=3,
+            size=1 << 20,
+            grace=2.0,
+            connections=20,
+            events=3,
+            runs=runs or 1,
+            pingers=2,
+            ping_interval=0.2,
+            ping_timeout=0.2,
+            ping_defaults=False,
+        )
+    return server_settings.run(runs=runs or 3)
+
+
 BENCHMARKS: dict[str, Callable[[bool, int | None], str]] = {
     "signals": _signals,
     "channel": _channel,
@@ -75,6 +95,7 @@ BENCHMARKS: dict[str, Callable[[bool, int | None], str]] = {
     "idle": _idle,
     "slow": _slow,
     "redis": _redis,
+    "server_settings": _server_settings,
 }
 
 

@@ -100,3 +100,25 @@ def test_slow_subscribers_are_measured_on_every_server() -> None:
     assert set(body) == {"raw", "broadcaster", "tbone"}, out
     # Every kind published everything: 50 small events fit in the kernel's socket buffers.
     assert {r[1] for r in body.values()} == {"50"}, out
+
+
+def test_server_settings_measures_each_server_before_and_after() -> None:
+    out = run_bench("server_settings")
+    frames, deflate, pings = (rows(table) for table in out.split("### ")[1:])
+    # Every frame over the endpoint's 64 KiB is closed with 1009: by the endpoint once the
+    # server handed all of it over (defaults), by the server itself with the setting.
+    assert [(r[0], r[2]) for r in frames] == [
+        ("uvicorn", "1009 endpoint (3)"),
+        ("uvicorn", "1009 server (3)"),
+        ("Hypercorn", "1009 endpoint (3)"),
+        ("Hypercorn", "1009 server (3)"),
+    ], out
+    assert [(r[0], r[2]) for r in deflate] == [
+        ("uvicorn", "yes"),
+        ("uvicorn", "no"),
+        ("Hypercorn", "yes"),
+        ("Hypercorn", "no"),
+    ], out
+    # uvicorn drops connections that answer no ping; Hypercorn never checks for pongs.
+    assert [(r[0], r[3]) for r in pings] == [("uvicorn", "0"), ("Hypercorn", "2")], out
+    assert pings[1][2].startswith("not within"), out
