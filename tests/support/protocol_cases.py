@@ -54,6 +54,13 @@ async def subscribe(client: Any, *events: str, since: str | None = None) -> None
     await client.send(json.dumps({"type": "subscribe", "payload": payload}))
 
 
+class DownChannel(MemoryChannel):
+    """A channel whose backend cannot read history now (it is down)."""
+
+    async def history_page(self, since: str | None, *, limit: int, max_bytes: int) -> Any:
+        raise ConnectionError("the backend is down")
+
+
 def deny_secret(connection: Any, event: str) -> bool:
     return not event.startswith("secret")
 
@@ -212,6 +219,25 @@ class ProtocolCases:
                 assert (await recv(client))["payload"]["code"] == "bad_since"
                 await ping(client)
         assert channel.stats()["subscriptions"] == 0
+
+    async def test_a_history_the_backend_cannot_read_is_unavailable(self, start: Start) -> None:
+        channel = DownChannel(name="down")
+        async with start(channel) as url:
+            async with ws_connect(url + "?events=tick&since=1-1") as client:
+                texts, closed = await read_until_closed(client)
+            assert [json.loads(t)["payload"]["code"] for t in texts] == ["unavailable"]
+            assert closed.rcvd is not None
+            assert closed.rcvd.code == 1013  # try again later: the client backs off and retries
+            async with ws_connect(url) as client:  # as a frame: the socket stays open
+                await subscribe(client, "tock")
+                await subscribe(client, "tick", "tock", since="1-1")
+                assert (await recv(client))["payload"]["code"] == "unavailable"
+                await ping(client)
+                # Nothing of the refused frame was subscribed; what was on before stays on.
+                assert channel.subscribers("tick") == []
+                await channel.publish("tick", 0)
+                await channel.publish("tock", 1)
+                assert [p["data"] for p in await recv_events(client, 1)] == [1]
 
     async def test_fixed_events_subscribe_at_connect_and_refuse_others(
         self, start: Start, channel: MemoryChannel

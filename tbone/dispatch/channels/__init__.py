@@ -36,6 +36,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, ClassVar, TypeVar
 
+from tbone.dispatch import jsonenc
 from tbone.dispatch.carriers import CLOSE_GOING_AWAY, Carrier, wait_closing
 from tbone.dispatch.channels.resume import Hold, replay
 from tbone.dispatch.channels.window import Lag, Window
@@ -125,6 +126,9 @@ class Channel(metaclass=_ChannelMeta):
     backend: ClassVar[str] = "custom"
     #: True for backends that call :meth:`expect` in ``store`` themselves.
     expects_in_store: ClassVar[bool] = False
+    #: True for backends whose ``store`` calls :meth:`check_size` with the data it encodes;
+    #: for the others :meth:`publish` encodes the data once more to check it first.
+    checks_size: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -212,8 +216,8 @@ class Channel(metaclass=_ChannelMeta):
     async def store(self, name: str, data: Any) -> Event:
         """Write one event to the backend and return it with its backend-given id.
 
-        Call :meth:`check_size` with the encoded data first, so an event over
-        ``max_message_bytes`` is refused before anything is stored.
+        :meth:`publish` has checked the size (unless the backend sets :attr:`checks_size` and
+        calls :meth:`check_size` here itself, with the data it encodes anyway).
         """
 
     @abc.abstractmethod
@@ -330,6 +334,8 @@ class Channel(metaclass=_ChannelMeta):
         """
         if not isinstance(event, str) or not event:
             raise TypeError(f"event name must be a non-empty str, got {event!r}")
+        if not self.checks_size:
+            self.check_size(event, jsonenc.dumps_bytes(data))
         if self._pending and (
             len(self._pending) >= self.queue_size or self._pending_bytes >= self.queue_bytes
         ):

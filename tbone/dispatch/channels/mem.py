@@ -33,6 +33,7 @@ class MemoryChannel(Channel):
     """
 
     backend = "memory"
+    checks_size = True
     expects_in_store = True
 
     def __init__(

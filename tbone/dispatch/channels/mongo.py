@@ -108,6 +108,7 @@ class MongoChannel(Channel):
     """
 
     backend = "mongo"
+    checks_size = True
     expects_in_store = True
 
     def __init__(

@@ -146,6 +146,7 @@ class RedisChannel(Channel):
     """
 
     backend = "redis"
+    checks_size = True
 
     def __init__(
         self,

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tbone.dispatch import Channel
+from tbone.dispatch import Channel, MessageTooLarge
 from tbone.dispatch.testing import RecordingCarrier
 
 MakeChannel = Callable[..., Awaitable[Channel]]
@@ -163,6 +163,23 @@ class ChannelBehaviour:
         ids = [e.id for e in past]
         assert ids, "the events still kept are returned"
         assert ids == [e.id for e in sent[-len(ids) :]]
+
+    async def test_an_event_over_max_message_bytes_is_refused_before_it_is_stored(
+        self, make_channel: MakeChannel, name: str
+    ) -> None:
+        channel = await make_channel(name, max_message_bytes=1000)
+        kept = await channel.publish("e", "x" * 900)
+        with pytest.raises(MessageTooLarge) as refused:
+            await channel.publish("e", "x" * 2000)
+        assert isinstance(refused.value, ValueError)
+        assert (refused.value.event, refused.value.limit) == ("e", 1000)
+        assert [e.id for e in await channel.history()] == [kept.id]
+        assert channel.stats()["refused"] == 1
+
+    def test_the_default_size_limit_is_below_a_connections_outbox(self) -> None:
+        from tbone.dispatch.carriers import Carrier
+
+        assert Channel.__init__.__kwdefaults__["max_message_bytes"] < Carrier.default_max_bytes
 
     async def test_resume_sends_the_missed_events_then_recovered_then_live(
         self, make_channel: MakeChannel, name: str

@@ -255,7 +255,7 @@ class TestCustomBackendBehaviour(ChannelBehaviour):
         made: list[Channel] = []
 
         async def make(name: str, **options: Any) -> Channel:
-            channel = MinimalChannel(name=name)
+            channel = MinimalChannel(name=name, **options)
             made.append(channel)
             return channel
 

@@ -549,3 +549,43 @@ async def test_listen_resumes_after_a_given_id_and_kills_its_cursor(
     await stream.aclose()
     assert [k["cursors"] for k in mongo.commands("killCursors")] == [[60]]
     assert channel.cursor is None
+
+
+async def test_history_is_read_in_pages_checked_against_a_roll_over(
+    mongo: ScriptedMongo, db: Any
+) -> None:
+    # Pages of at most 1,000 bytes (half of a 2,000-byte outbox): one 600-byte document per
+    # page, each page two queries (ids and sizes, then the page).
+    channel = channel_of(db)
+    mongo.auto("create", lambda r: r.ok())
+    since, one, two, three = doc("e", 0), doc("e", 1), doc("e", 2), doc("e", 3)
+    kept = [since, one, two, three]
+
+    async def index(docs: list[dict[str, Any]]) -> None:
+        request = await mongo.receive("find")
+        assert request.doc["projection"] == {"_id": 1, "size": {"$bsonSize": "$$ROOT"}}
+        reply_cursor(request, [{"_id": d["_id"], "size": 600} for d in docs])
+
+    async def page(skip: int, docs: list[dict[str, Any]]) -> None:
+        request = await mongo.receive("find")
+        assert (request.doc["skip"], request.doc["limit"]) == (skip, 1)
+        reply_cursor(request, docs)
+
+    resuming = asyncio.ensure_future(
+        channel.history_page(str(since["_id"]), limit=1000, max_bytes=1000)
+    )
+    await index(kept)
+    await page(1, [one])
+    first = await asyncio.wait_for(resuming, 5)
+    assert ([e.data for e in first], first.complete, first.more) == ([1], True, True)
+    # Between the two queries the collection rolls over by one: the page found is not the
+    # one planned, so both run again.
+    resuming = asyncio.ensure_future(
+        channel.history_page(str(one["_id"]), limit=1000, max_bytes=1000)
+    )
+    await index(kept)
+    await page(2, [three])  # "two" moved to index 1: this is not it
+    await index(kept[1:])
+    await page(1, [two])
+    second = await asyncio.wait_for(resuming, 5)
+    assert ([e.data for e in second], second.complete, second.more) == ([2], True, True)
