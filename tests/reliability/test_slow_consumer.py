@@ -5,9 +5,10 @@ phases: quiet, slow, quiet, slow, quiet, slow. At the start of each slow phase a
 connects and stops reading. It must be closed with 1013 within its phase: here ``max_bytes``
 (32 KiB) is below what the servers buffer themselves (64 KiB), so it is closed at once when the
 server's buffer for it passes ``max_bytes``, before the slow_timeout rule comes into play
-(tests/reliability/test_bursts.py covers that one); the readers' p99 latency in slow phases must stay within 2x of the quiet phases (the median
-phase of each kind, so one scheduling stall of a shared machine does not decide it, plus a
-small absolute allowance for timer noise); and the server's memory must stay bounded.
+(tests/reliability/test_bursts.py covers that one). The readers' p99 latency in slow phases
+must stay within 2x of the quiet phases (the median phase of each kind, so one scheduling
+stall of a shared machine does not decide it, plus a small absolute allowance for timer
+noise); and the server's memory must stay bounded.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ import logging
 import random
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypedDict, TypeVar
 
 from tbone.dispatch import jsonenc
 from tbone.dispatch.carriers import CLOSE_GOING_AWAY, Carrier, wait_closing
@@ -43,9 +43,12 @@ from tbone.dispatch.channels.window import Lag, Window
 from tbone.dispatch.events import Event, History, MessageTooLarge
 
 __all__ = [
+    "MAX_MESSAGE_BYTES",
+    "WINDOW_BYTES",
     "Channel",
     "ChannelClosed",
     "ChannelNameConflict",
+    "ChannelOptions",
     "MessageTooLarge",
     "clear_registry",
     "close_all_channels",
@@ -73,6 +76,24 @@ class ChannelNameConflict(TypeError):
             f"cannot make it a {wanted.__name__}. Use another name, or close the first one "
             "(await channel.close(forget=True)) before creating the new one."
         )
+
+
+#: Defaults of the options every channel takes (see :class:`Channel`).
+MAX_MESSAGE_BYTES = 512 * 1024
+WINDOW_BYTES = 16 * 1024 * 1024
+
+
+class ChannelOptions(TypedDict, total=False):
+    """The options every backend takes besides its own: ``**options: Unpack[ChannelOptions]``
+    keeps them typed in each backend's signature without writing them out again."""
+
+    max_message_bytes: int
+    window: int | None
+    window_bytes: int
+    queue_size: int
+    queue_bytes: int
+    publish_timeout: float
+    backoff: tuple[float, float]
 
 
 class ChannelClosed(RuntimeError):
@@ -135,9 +156,9 @@ class Channel(metaclass=_ChannelMeta):
         name: str,
         *,
         history: int = 10_000,
-        max_message_bytes: int = 512 * 1024,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
         window: int | None = None,
-        window_bytes: int = 16 * 1024 * 1024,
+        window_bytes: int = WINDOW_BYTES,
         queue_size: int = 1000,
         queue_bytes: int = 8 * 1024 * 1024,
         publish_timeout: float = 5.0,

@@ -13,11 +13,14 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tbone.dispatch import jsonenc
-from tbone.dispatch.channels import Channel
+from tbone.dispatch.channels import Channel, ChannelOptions
 from tbone.dispatch.events import Event, History, stored_event
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["MemoryChannel"]
 
@@ -42,25 +45,9 @@ class MemoryChannel(Channel):
         *,
         history: int = 10_000,
         history_bytes: int = 64 * 1024 * 1024,
-        max_message_bytes: int = 512 * 1024,
-        window: int | None = None,
-        window_bytes: int = 16 * 1024 * 1024,
-        queue_size: int = 1000,
-        queue_bytes: int = 8 * 1024 * 1024,
-        publish_timeout: float = 5.0,
-        backoff: tuple[float, float] = (0.1, 5.0),
+        **options: Unpack[ChannelOptions],
     ) -> None:
-        super().__init__(
-            name,
-            history=history,
-            max_message_bytes=max_message_bytes,
-            window=window,
-            window_bytes=window_bytes,
-            queue_size=queue_size,
-            queue_bytes=queue_bytes,
-            publish_timeout=publish_timeout,
-            backoff=backoff,
-        )
+        super().__init__(name, history=history, **options)
         if isinstance(history_bytes, bool) or not isinstance(history_bytes, int):
             raise ValueError(f"history_bytes must be an int, got {history_bytes!r}")
         if history_bytes < self._window.max_bytes:

@@ -24,10 +24,10 @@ import asyncio
 import datetime
 import logging
 from collections.abc import AsyncIterator, Awaitable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tbone.dispatch import jsonenc
-from tbone.dispatch.channels import Channel
+from tbone.dispatch.channels import MAX_MESSAGE_BYTES, WINDOW_BYTES, Channel, ChannelOptions
 from tbone.dispatch.events import Event, History, MessageTooLarge, stored_event
 
 try:
@@ -41,6 +41,9 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "MongoChannel needs PyMongo: pip install 'tbone-asgi[mongo]' "
         "(or 'tbone-asgi[motor]' to use a Motor database)"
     ) from exc
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["CollectionNotCapped", "MongoChannel"]
 
@@ -122,13 +125,7 @@ class MongoChannel(Channel):
         await_time: float = 1.0,
         probe_interval: float = 10.0,
         history: int = 10_000,
-        max_message_bytes: int = 512 * 1024,
-        window: int | None = None,
-        window_bytes: int = 16 * 1024 * 1024,
-        queue_size: int = 1000,
-        queue_bytes: int = 8 * 1024 * 1024,
-        publish_timeout: float = 5.0,
-        backoff: tuple[float, float] = (0.1, 5.0),
+        **options: Unpack[ChannelOptions],
     ) -> None:
         _check_database(name, db)
         capacity = history if capacity is None else capacity
@@ -145,18 +142,12 @@ class MongoChannel(Channel):
             raise ValueError(f"await_time must be seconds in (0, 60], got {await_time!r}")
         if not isinstance(probe_interval, (int, float)) or probe_interval <= 0:
             raise ValueError(f"probe_interval must be seconds > 0, got {probe_interval!r}")
-        super().__init__(
-            name,
-            history=capacity,
-            # Nothing bigger than the collection can be stored anyway.
-            max_message_bytes=min(max_message_bytes, size),
-            window=window,
-            window_bytes=min(window_bytes, size),
-            queue_size=queue_size,
-            queue_bytes=queue_bytes,
-            publish_timeout=publish_timeout,
-            backoff=backoff,
+        # Nothing bigger than the collection can be stored anyway.
+        options["max_message_bytes"] = min(
+            options.get("max_message_bytes", MAX_MESSAGE_BYTES), size
         )
+        options["window_bytes"] = min(options.get("window_bytes", WINDOW_BYTES), size)
+        super().__init__(name, history=capacity, **options)
         self.db = db
         self.capacity = capacity
         self.size = size

@@ -31,7 +31,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     import redis
@@ -45,7 +45,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from tbone.dispatch import jsonenc
-from tbone.dispatch.channels import Channel
+from tbone.dispatch.channels import Channel, ChannelOptions
 from tbone.dispatch.events import Event, History, MessageTooLarge, stored_event
 
 # 5.0.1 brought Redis.aclose() and Redis.from_pool(), both used here.
@@ -54,6 +54,9 @@ if tuple(int(n) for n in re.findall(r"\d+", redis.__version__)[:3]) < (5, 0, 1):
         f"RedisChannel needs redis-py >= 5.0.1 (found {redis.__version__}): "
         "pip install 'tbone-asgi[redis]'"
     )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["MessageTooLarge", "RedisChannel"]
 
@@ -160,13 +163,7 @@ class RedisChannel(Channel):
         probe_interval: float = 5.0,
         read_count: int = 100,
         socket_timeout: float = 5.0,
-        max_message_bytes: int = 512 * 1024,
-        window: int | None = None,
-        window_bytes: int = 16 * 1024 * 1024,
-        queue_size: int = 1000,
-        queue_bytes: int = 8 * 1024 * 1024,
-        publish_timeout: float = 5.0,
-        backoff: tuple[float, float] = (0.1, 5.0),
+        **options: Unpack[ChannelOptions],
     ) -> None:
         if (url is None) == (client is None):
             raise TypeError(
@@ -191,17 +188,7 @@ class RedisChannel(Channel):
                 " Redis answers an idle blocked XREAD only after block_ms, so a shorter probe "
                 "would call a healthy link dead. Lower block_ms or raise probe_interval."
             )
-        super().__init__(
-            name,
-            history=maxlen,
-            max_message_bytes=max_message_bytes,
-            window=window,
-            window_bytes=window_bytes,
-            queue_size=queue_size,
-            queue_bytes=queue_bytes,
-            publish_timeout=publish_timeout,
-            backoff=backoff,
-        )
+        super().__init__(name, history=maxlen, **options)
         self.url = url
         self.key = prefix + name
         self.maxlen = maxlen
