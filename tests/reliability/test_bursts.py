@@ -166,7 +166,7 @@ async def test_a_publish_loop_reaches_every_reader_and_only_the_stuck_one_is_clo
     assert watch.closed_at is not None
     closed_after = watch.closed_at - watch.behind_at
     silent = watch.closed_at - watch.last_send_at
-    assert stuck_timeout - 0.3 <= silent <= stuck_timeout * 1.5 + 0.5
+    assert stuck_timeout - 0.3 <= silent <= stuck_timeout * 1.5 + 1.0
     # The publisher was held back, at most, for about that long.
     assert longest <= closed_after + 0.5
     peak = (watch.peak - watch.start) / 2**20

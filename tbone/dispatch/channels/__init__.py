@@ -78,6 +78,9 @@ class ChannelNameConflict(TypeError):
         )
 
 
+#: The consumer lets other tasks run after this many events in a row.
+YIELD_EVERY = 64
+
 #: Defaults of the options every channel takes (see :class:`Channel`).
 MAX_MESSAGE_BYTES = 512 * 1024
 WINDOW_BYTES = 16 * 1024 * 1024
@@ -711,6 +714,7 @@ class Channel(metaclass=_ChannelMeta):
 
     async def _consume(self) -> None:
         self._delay = self.backoff[0]
+        handed = 0
         while True:
             try:
                 async for event in self.listen(self._last_id):
@@ -719,6 +723,11 @@ class Channel(metaclass=_ChannelMeta):
                     self.deliver(event)
                     if self._blocked:
                         await self.make_room()
+                    handed += 1
+                    if handed % YIELD_EVERY == 0:
+                        # A backlog of events is handed out in one go otherwise: let writers
+                        # send and timers (the slow rule) run between slices of it.
+                        await asyncio.sleep(0)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
