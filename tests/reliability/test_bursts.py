@@ -46,7 +46,7 @@ SHAPES = {"10000x1KB": (10_000, 1000), "200x100KB": (200, 100_000)}
 #: The stuck reader's slow_timeout: the default in one case, shorter in the others (time).
 QUICK = 1.0
 #: Peak growth of the server process's memory during one burst (measured: see the figures).
-PEAK_MIB = 64
+PEAK_MIB = 96
 
 
 @pytest.fixture(scope="module")
