@@ -464,8 +464,6 @@ class Channel(metaclass=_ChannelMeta):
         later, in order. Called by the consumer loop; backends that have no loop of their own
         may call it (and should then await :meth:`make_room` when :attr:`blocked` is True).
         """
-        if self._pending and event.id in self._pending:
-            self._seen_pending(event.id)
         lag = self._lag
         seq = self._window.append(event) if lag else -1
         carriers = self._subscribers.get(event.name)
@@ -721,6 +719,8 @@ class Channel(metaclass=_ChannelMeta):
                     if self._state != "running":
                         self.mark_ready()  # for backends that never call it themselves
                     self.deliver(event)
+                    if self._pending and event.id in self._pending:
+                        self._seen_pending(event.id)
                     if self._blocked:
                         await self.make_room()
                     handed += 1
