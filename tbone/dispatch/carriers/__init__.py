@@ -75,11 +75,6 @@ class Carrier:
                 f"max_messages ({self.max_messages}) and max_bytes ({self.max_bytes}) must be "
                 f"at least 1, slow_timeout ({self.slow_timeout}) more than 0"
             )
-        # Behind from half full; back to taking frames live (or from the window) at a quarter.
-        self._high_messages = max(1, self.max_messages // 2)
-        self._high_bytes = max(1, self.max_bytes // 2)
-        self._low_messages = self.max_messages // 4
-        self._low_bytes = self.max_bytes // 4
         self.closed = False
         self.close_code: int | None = None
         # Frames and their sizes in two deques: no tuple per frame, which at thousands of
@@ -97,9 +92,9 @@ class Carrier:
         self._lagging: dict[Channel, None] = {}  # channels whose window it reads from
         self._room: asyncio.Future[None] | None = None  # set by room(), resolved at low water
         self._sends = 0  # completed sends: what the slow watch calls progress
-        self._watch: asyncio.TimerHandle | None = None
-        self._watch_sends = 0
-        self._watch_since = 0.0
+        # Few attributes on purpose: past 30, CPython stops sharing the keys of instance
+        # dicts, and each connection's dict grows fivefold (the water marks are computed).
+        self._watch: _Watch | None = None
 
     # -- what subclasses implement ---------------------------------------------------------
 
@@ -189,8 +184,8 @@ class Carrier:
             self._writer = asyncio.get_running_loop().create_task(self._write_loop())
         else:
             self._wake()
-        if self._watch is None and self.behind:
-            self._start_watch()
+        # No slow watch started here (this runs for every frame of a burst): a channel starts
+        # it when it finds the connection behind, and room() when a replay waits.
         return True
 
     @property
@@ -200,10 +195,15 @@ class Carrier:
         Channels then stop handing frames to this connection and let it catch up from their
         windows once the outbox is down to a quarter.
         """
-        return len(self._outbox) >= self._high_messages or self._queued_bytes >= self._high_bytes
+        # Behind from half full; back to taking frames (live, or from the window) at a quarter.
+        return (
+            len(self._outbox) * 2 >= self.max_messages or self._queued_bytes * 2 >= self.max_bytes
+        )
 
     def _below_low_water(self) -> bool:
-        return len(self._outbox) <= self._low_messages and self._queued_bytes <= self._low_bytes
+        return (
+            len(self._outbox) * 4 <= self.max_messages and self._queued_bytes * 4 <= self.max_bytes
+        )
 
     async def room(self) -> bool:
         """Wait until the outbox is down to a quarter full (or empty); False if it closed.
@@ -326,31 +326,31 @@ class Carrier:
         if self.closed:
             return
         loop = asyncio.get_running_loop()
-        self._watch_sends = self._sends
-        self._watch_since = loop.time()
-        self._watch = loop.call_later(self.slow_timeout / 4, self._check_watch)
+        self._watch = _Watch(self._sends, loop.time())
+        self._watch.handle = loop.call_later(self.slow_timeout / 4, self._check_watch)
 
     def _check_watch(self) -> None:
-        self._watch = None
-        if self.closed:
+        watch = self._watch
+        if watch is None or self.closed:
             return
         waiting = self._lagging or self.behind or self._room is not None
         if not waiting:
+            self._watch = None
             return  # caught up: watching again starts with the next fall behind
         loop = asyncio.get_running_loop()
         now = loop.time()
-        if self._sends != self._watch_sends:
-            self._watch_sends = self._sends
-            self._watch_since = now
-        elif now - self._watch_since >= self.slow_timeout:
+        if self._sends != watch.sends:
+            watch.sends, watch.since = self._sends, now
+        elif now - watch.since >= self.slow_timeout:
             logger.info(
                 "%r: behind and no frame sent for %.1fs (slow_timeout); closing with 1013",
                 self,
-                now - self._watch_since,
+                now - watch.since,
             )
+            self._watch = None
             self._too_far_behind("subscriber too slow")
             return
-        self._watch = loop.call_later(self.slow_timeout / 4, self._check_watch)
+        watch.handle = loop.call_later(self.slow_timeout / 4, self._check_watch)
 
     async def flush(self, timeout: float) -> bool:
         """Wait until the outbox is empty and no send is under way, at most ``timeout`` s.
@@ -458,8 +458,8 @@ class Carrier:
         self._queued_bytes = 0
         self._signal_drained()
         watch, self._watch = self._watch, None
-        if watch is not None:
-            watch.cancel()
+        if watch is not None and watch.handle is not None:
+            watch.handle.cancel()
         room, self._room = self._room, None
         if room is not None and not room.done():
             room.set_result(None)
@@ -483,6 +483,17 @@ class Carrier:
         inflight, self._inflight = self._inflight, None
         if inflight is not None:  # started in offer(), never taken over: end it here
             inflight[0].close()
+
+
+class _Watch:
+    """The slow rule's check of one connection: the sends it had, since when, its timer."""
+
+    __slots__ = ("handle", "sends", "since")
+
+    def __init__(self, sends: int, since: float) -> None:
+        self.sends = sends
+        self.since = since
+        self.handle: asyncio.TimerHandle | None = None
 
 
 class _Continue:

@@ -480,7 +480,12 @@ class Channel(metaclass=_ChannelMeta):
                     continue  # it takes this event from the window when it gets there
                 if resuming and carrier in resuming and resuming[carrier].intercept(event):
                     continue
-                if carrier._outbox and carrier.behind:  # an empty outbox takes the frame
+                # Carrier.behind, inline (per delivery); an empty outbox always takes the frame.
+                queued = carrier._outbox
+                if queued and (
+                    len(queued) * 2 >= carrier.max_messages
+                    or carrier._queued_bytes * 2 >= carrier.max_bytes
+                ):
                     if seq < 0:
                         seq = self._window.append(event)
                     self._start_lag(carrier, seq)
@@ -584,6 +589,9 @@ class Channel(metaclass=_ChannelMeta):
                 for carrier, lag in holding:
                     if self._lag.get(carrier) is not lag:
                         continue  # moved on or left
+                    if carrier.closed:  # closed without leaving (a subclass's close): drop it
+                        self._forget(carrier)
+                        continue
                     lag.held += waited
                     if lag.held >= carrier.slow_timeout and lag.cursor <= self._window.first:
                         logger.info(
