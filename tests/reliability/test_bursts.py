@@ -158,15 +158,15 @@ async def test_a_publish_loop_reaches_every_reader_and_only_the_stuck_one_is_clo
     assert result["out_of_order"] == 0
     # Only the stuck one was closed: with 1013, once it had completed no send for slow_timeout.
     # The rule is checked every quarter of slow_timeout, so the close comes between 1 and 1.5
-    # slow_timeouts after the last send, plus the event loop's lateness under this load (and
-    # this 10 ms sampler's own lateness in seeing the last send).
+    # slow_timeouts after the last send, plus the event loop's lateness under this load (up
+    # to 2 s more with coverage on, as in CI).
     assert stats["closed_slow"] == 1
     assert stuck_carrier.close_code == 1013
-    assert watch.behind_at is not None
     assert watch.closed_at is not None
-    closed_after = watch.closed_at - watch.behind_at
+    behind_at = watch.behind_at if watch.behind_at is not None else watch.closed_at
+    closed_after = watch.closed_at - behind_at
     silent = watch.closed_at - watch.last_send_at
-    assert stuck_timeout - 0.3 <= silent <= stuck_timeout * 1.5 + 1.0
+    assert stuck_timeout <= silent <= stuck_timeout * 1.5 + 2.0
     # The publisher was held back, at most, for about that long.
     assert longest <= closed_after + 0.5
     peak = (watch.peak - watch.start) / 2**20
@@ -180,27 +180,34 @@ async def test_a_publish_loop_reaches_every_reader_and_only_the_stuck_one_is_clo
 
 
 class Watch:
-    """Samples, every 10 ms: when the stuck carrier fell behind and closed, and peak RSS."""
+    """When the stuck carrier fell behind (sampled every 10 ms), its last completed send and
+    its close (recorded by the carrier's own calls), and the peak RSS (sampled)."""
 
     def __init__(self, carrier: Carrier) -> None:
         self.carrier = carrier
         self.behind_at: float | None = None
         self.closed_at: float | None = None
         self.last_send_at = time.monotonic()
-        self.sends = carrier._sends
         self.start = self.peak = rss()
         self.done = False
+        sent, close = carrier._sent, carrier._too_far_behind
+
+        def record_send(size: int) -> bool:
+            self.last_send_at = time.monotonic()
+            return sent(size)
+
+        def record_close(reason: str, *, slow: bool = True) -> None:
+            if self.closed_at is None:
+                self.closed_at = time.monotonic()
+            close(reason, slow=slow)
+
+        carrier._sent = record_send  # type: ignore[method-assign]
+        carrier._too_far_behind = record_close  # type: ignore[method-assign]
 
     async def run(self) -> None:
         while not self.done:
-            now = time.monotonic()
             carrier = self.carrier
-            if self.closed_at is None:
-                if carrier._sends != self.sends:
-                    self.sends, self.last_send_at = carrier._sends, now
-                if self.behind_at is None and (carrier.behind or carrier._lagging):
-                    self.behind_at = now
-                if carrier.closed:
-                    self.closed_at = now
+            if self.behind_at is None and (carrier.behind or carrier._lagging):
+                self.behind_at = time.monotonic()
             self.peak = max(self.peak, rss())
             await asyncio.sleep(0.01)

@@ -41,6 +41,9 @@ logger = logging.getLogger("tbone.dispatch.carriers")
 CLOSE_GOING_AWAY = 1001
 CLOSE_TRY_AGAIN_LATER = 1013
 
+#: A writer lets other tasks run after this many sends in a row.
+_SLICE = 64
+
 
 class Carrier:
     """Base class of carriers. Subclasses implement :meth:`send_text` and :meth:`close_connection`.
@@ -294,6 +297,11 @@ class Carrier:
                     return
                 if (self._lagging or self._room is not None) and self._below_low_water():
                     self._low_water()
+                if not self._sends % _SLICE:
+                    # Sends that never wait (the server buffers) would otherwise drain a whole
+                    # outbox in one step: with many writers the loop's timers (the slow rule)
+                    # and new connections would wait for all of them.
+                    await asyncio.sleep(0)
             if self._lagging or self._room is not None:
                 self._low_water()
                 if outbox:
