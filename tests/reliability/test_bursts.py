@@ -156,17 +156,18 @@ async def test_a_publish_loop_reaches_every_reader_and_only_the_stuck_one_is_clo
     # Every reader received every event, in order (the clients check each n follows).
     assert result["received"] == count * READERS
     assert result["out_of_order"] == 0
-    # Only the stuck one was closed: with 1013, once it had completed no send for slow_timeout.
-    # The rule is checked every quarter of slow_timeout, so the close comes between 1 and 1.5
-    # slow_timeouts after the last send, plus the event loop's lateness under this load (up
-    # to 2 s more with coverage on, as in CI).
+    # Only the stuck one was closed: with 1013, once it had been behind without completing a
+    # send for slow_timeout. The rule is checked every quarter of slow_timeout, so the close
+    # comes 1 to 1.5 slow_timeouts after the later of its last send and its falling behind
+    # (sampled every 10 ms here), plus how late the event loop ran its timers.
     assert stats["closed_slow"] == 1
     assert stuck_carrier.close_code == 1013
     assert watch.closed_at is not None
-    behind_at = watch.behind_at if watch.behind_at is not None else watch.closed_at
-    closed_after = watch.closed_at - behind_at
-    silent = watch.closed_at - watch.last_send_at
-    assert stuck_timeout <= silent <= stuck_timeout * 1.5 + 2.0
+    assert watch.behind_at is not None
+    silent = watch.closed_at - max(watch.last_send_at, watch.behind_at)
+    slack = 2 * watch.late + 0.05
+    assert stuck_timeout - slack <= silent <= stuck_timeout * 1.5 + slack + 0.2
+    closed_after = watch.closed_at - watch.behind_at
     # The publisher was held back, at most, for about that long.
     assert longest <= closed_after + 0.5
     peak = (watch.peak - watch.start) / 2**20
@@ -174,7 +175,8 @@ async def test_a_publish_loop_reaches_every_reader_and_only_the_stuck_one_is_clo
     figure(f"{server} {kind} {shape}: publish loop seconds", published)
     figure(f"{server} {kind} {shape}: longest publish seconds", longest)
     figure(f"{server} {kind} {shape}: stuck reader behind, then closed after s", closed_after)
-    figure(f"{server} {kind} {shape}: stuck reader's last send, then closed after s", silent)
+    figure(f"{server} {kind} {shape}: stuck reader behind and silent, then closed after s", silent)
+    figure(f"{server} {kind} {shape}: event loop's worst lateness s", watch.late)
     figure(f"{server} {kind} {shape}: peak memory growth MiB", peak)
     figure(f"{server} {kind} {shape}: connections that fell behind", stats["lagged"])
 
@@ -189,6 +191,7 @@ class Watch:
         self.closed_at: float | None = None
         self.last_send_at = time.monotonic()
         self.start = self.peak = rss()
+        self.late = 0.0  # the most this loop ran a 10 ms timer late
         self.done = False
         sent, close = carrier._sent, carrier._too_far_behind
 
@@ -210,4 +213,6 @@ class Watch:
             if self.behind_at is None and (carrier.behind or carrier._lagging):
                 self.behind_at = time.monotonic()
             self.peak = max(self.peak, rss())
+            before = time.monotonic()
             await asyncio.sleep(0.01)
+            self.late = max(self.late, time.monotonic() - before - 0.01)
