@@ -15,12 +15,12 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("tbone_asgi needs Starlette: pip install 'tbone-asgi[asgi]'") from exc
 
+from tbone.dispatch.origin import OriginPolicy
 from tbone.dispatch.protocol import Limits, Refused
 from tbone_asgi.endpoint import ChannelEndpoint
 from tbone_asgi.lifespan import channels_lifespan
 from tbone_asgi.metrics import MetricsApp, metrics_route
 from tbone_asgi.middleware import ChannelMiddleware
-from tbone_asgi.origin import OriginPolicy
 from tbone_asgi.routing import channel_route
 
 __all__ = [

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from tbone.dispatch.errors import TBoneError
 from tbone.dispatch.events import Event
 
 try:
@@ -73,7 +74,7 @@ logger = logging.getLogger("tbone_asgi.client")
 REFUSING_CLOSE_CODES = frozenset({1002, 1003, 1007, 1008, 1009, 1010})
 
 
-class SubscriptionError(Exception):
+class SubscriptionError(TBoneError):
     """Base class of the errors that end a subscription's iteration."""
 
 

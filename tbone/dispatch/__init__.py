@@ -5,26 +5,26 @@ from __future__ import annotations
 from tbone.dispatch.carriers import Carrier
 from tbone.dispatch.channels import (
     Channel,
-    ChannelClosed,
     ChannelNameConflict,
     clear_registry,
     close_all_channels,
     get_channel,
 )
 from tbone.dispatch.channels.mem import MemoryChannel
+from tbone.dispatch.errors import TBoneError
 from tbone.dispatch.events import Event, History, MessageTooLarge
 from tbone.dispatch.signals import Signal, receiver
 
 __all__ = [
     "Carrier",
     "Channel",
-    "ChannelClosed",
     "ChannelNameConflict",
     "Event",
     "History",
     "MemoryChannel",
     "MessageTooLarge",
     "Signal",
+    "TBoneError",
     "clear_registry",
     "close_all_channels",
     "get_channel",

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tbone.dispatch import jsonenc
+from tbone.dispatch.errors import MessageTooLarge
 
 __all__ = [
     "Event",
@@ -116,32 +117,6 @@ def stored_event(name: str, data: Any, payload: bytes, id: str, channel: str) ->
     event._size = len(frame)
     event._frame = frame.decode()
     return event
-
-
-class MessageTooLarge(ValueError):
-    """An event is over its channel's ``max_message_bytes``; nothing was stored.
-
-    Raised by ``publish`` on every channel, before the backend is contacted. Carries
-    ``channel``, ``event``, ``size`` (the event name plus its JSON data, in UTF-8 bytes) and
-    ``limit``.
-    """
-
-    def __init__(
-        self, channel: str, event: str, size: int, limit: int, *, fix: str | None = None
-    ) -> None:
-        self.channel = channel
-        self.event = event
-        self.size = size
-        self.limit = limit
-        fix = fix or (
-            "raise the channel's max_message_bytes, keeping it at most half of the "
-            "subscribers' outbox (Carrier max_bytes, 1 MiB by default)"
-        )
-        super().__init__(
-            f"event {event!r} on channel {channel!r} is {size} bytes encoded, over the limit of "
-            f"{limit} bytes; nothing was published. Publish a smaller payload (for example the "
-            f"id of a record clients can fetch), or {fix}."
-        )
 
 
 class History:

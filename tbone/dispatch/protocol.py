@@ -43,6 +43,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tbone.dispatch import jsonenc
+from tbone.dispatch.errors import (
+    CLOSE_MESSAGE_TOO_BIG,
+    CLOSE_POLICY_VIOLATION,
+    CLOSE_REASONS,
+    CLOSE_TRY_AGAIN_LATER,
+    TBoneError,
+)
 from tbone.dispatch.events import error_frame, pong_frame
 
 if TYPE_CHECKING:
@@ -65,18 +72,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("tbone.dispatch.protocol")
-
-#: Websocket close codes the protocol uses (RFC 6455, section 7.4.1).
-CLOSE_POLICY_VIOLATION = 1008
-CLOSE_MESSAGE_TOO_BIG = 1009
-CLOSE_TRY_AGAIN_LATER = 1013
-
-#: The reason sent with each close code the protocol uses.
-CLOSE_REASONS = {
-    CLOSE_POLICY_VIOLATION: "policy violation",
-    CLOSE_MESSAGE_TOO_BIG: "frame too big",
-    CLOSE_TRY_AGAIN_LATER: "try again later",
-}
 
 #: The longest event name a client may name.
 MAX_EVENT_NAME = 200
@@ -164,7 +159,7 @@ class Limits:
             )
 
 
-class Refused(Exception):
+class Refused(TBoneError):
     """A connect-time subscription was refused; reject the connection (ASGI: HTTP 403).
 
     ``code`` is the error code a client would get in an error frame (``forbidden``,

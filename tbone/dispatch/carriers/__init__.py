@@ -30,6 +30,7 @@ from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tbone.dispatch import jsonenc
+from tbone.dispatch.errors import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER
 
 if TYPE_CHECKING:
     from tbone.dispatch.channels import Channel
@@ -37,9 +38,6 @@ if TYPE_CHECKING:
 __all__ = ["CLOSE_GOING_AWAY", "CLOSE_TRY_AGAIN_LATER", "Carrier"]
 
 logger = logging.getLogger("tbone.dispatch.carriers")
-
-CLOSE_GOING_AWAY = 1001
-CLOSE_TRY_AGAIN_LATER = 1013
 
 #: A writer lets other tasks run after this many sends in a row.
 _SLICE = 64

@@ -40,13 +40,13 @@ from tbone.dispatch import jsonenc
 from tbone.dispatch.carriers import CLOSE_GOING_AWAY, Carrier, wait_closing
 from tbone.dispatch.channels.resume import Hold, replay
 from tbone.dispatch.channels.window import Lag, Window
-from tbone.dispatch.events import Event, History, MessageTooLarge
+from tbone.dispatch.errors import ChannelNameConflict, MessageTooLarge
+from tbone.dispatch.events import Event, History
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
     "WINDOW_BYTES",
     "Channel",
-    "ChannelClosed",
     "ChannelNameConflict",
     "ChannelOptions",
     "MessageTooLarge",
@@ -62,20 +62,6 @@ logger = logging.getLogger("tbone.dispatch.channels")
 C = TypeVar("C", bound="Channel")
 
 _registry: dict[str, Channel] = {}
-
-
-class ChannelNameConflict(TypeError):
-    """A channel name is already bound to a channel of another class."""
-
-    def __init__(self, name: str, existing: type[Channel], wanted: type[Channel]) -> None:
-        self.name = name
-        self.existing = existing
-        self.wanted = wanted
-        super().__init__(
-            f"channel {name!r} is already a {existing.__name__} in this process; "
-            f"cannot make it a {wanted.__name__}. Use another name, or close the first one "
-            "(await channel.close(forget=True)) before creating the new one."
-        )
 
 
 #: The consumer lets other tasks run after this many events in a row.
@@ -99,10 +85,6 @@ class ChannelOptions(TypedDict, total=False):
     backoff: tuple[float, float]
 
 
-class ChannelClosed(RuntimeError):
-    """The channel was closed and cannot take this call."""
-
-
 class _ChannelMeta(abc.ABCMeta):
     """Makes ``SomeChannel(name=...)`` return the process's one channel of that name."""
 
@@ -116,7 +98,7 @@ class _ChannelMeta(abc.ABCMeta):
         existing = _registry.get(name)
         if existing is not None:
             if type(existing) is not cls:
-                raise ChannelNameConflict(name, type(existing), cls)  # type: ignore[arg-type]
+                raise ChannelNameConflict(name, type(existing), cls)
             return existing
         channel = super().__call__(*args, **kwargs)
         _registry[name] = channel

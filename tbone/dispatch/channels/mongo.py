@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from tbone.dispatch import jsonenc
 from tbone.dispatch.channels import MAX_MESSAGE_BYTES, WINDOW_BYTES, Channel, ChannelOptions
+from tbone.dispatch.errors import TBoneError
 from tbone.dispatch.events import Event, History, MessageTooLarge, stored_event
 
 try:
@@ -61,7 +62,7 @@ _CLOSE_TIMEOUT = 5.0
 _PAGE_ATTEMPTS = 3
 
 
-class CollectionNotCapped(RuntimeError):
+class CollectionNotCapped(TBoneError, RuntimeError):
     """The channel's collection exists but is not a capped collection.
 
     A tailable cursor needs a capped collection, so the channel cannot use it. Carries

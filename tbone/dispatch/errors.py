@@ -1,0 +1,85 @@
+"""The package's exceptions and websocket close codes, in one place.
+
+Every exception the package raises on purpose derives from :class:`TBoneError`, so
+``except TBoneError`` catches them all; each also derives from the built-in exception that
+says what kind of mistake it is (a ``ValueError`` for a value over a limit, ...), so code
+written against those keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CLOSE_GOING_AWAY",
+    "CLOSE_MESSAGE_TOO_BIG",
+    "CLOSE_NORMAL",
+    "CLOSE_POLICY_VIOLATION",
+    "CLOSE_REASONS",
+    "CLOSE_TRY_AGAIN_LATER",
+    "ChannelNameConflict",
+    "MessageTooLarge",
+    "TBoneError",
+]
+
+#: Websocket close codes the package sends (RFC 6455, section 7.4.1).
+CLOSE_NORMAL = 1000
+#: The server (or the channel) is going away: reconnect later.
+CLOSE_GOING_AWAY = 1001
+#: The client broke the protocol (bad frames, too many, refused after accept).
+CLOSE_POLICY_VIOLATION = 1008
+#: A client frame over ``Limits.max_frame_bytes``.
+CLOSE_MESSAGE_TOO_BIG = 1009
+#: Too slow, too many connections, or events lost upstream: resume a little later.
+CLOSE_TRY_AGAIN_LATER = 1013
+
+#: The reason sent with each close code.
+CLOSE_REASONS = {
+    CLOSE_NORMAL: "",
+    CLOSE_GOING_AWAY: "going away",
+    CLOSE_POLICY_VIOLATION: "policy violation",
+    CLOSE_MESSAGE_TOO_BIG: "frame too big",
+    CLOSE_TRY_AGAIN_LATER: "try again later",
+}
+
+
+class TBoneError(Exception):
+    """Base class of the exceptions this package raises."""
+
+
+class MessageTooLarge(TBoneError, ValueError):
+    """An event is over its channel's ``max_message_bytes``; nothing was stored.
+
+    Raised by ``publish`` on every channel, before the backend is contacted. Carries
+    ``channel``, ``event``, ``size`` (the event name plus its JSON data, in UTF-8 bytes) and
+    ``limit``.
+    """
+
+    def __init__(
+        self, channel: str, event: str, size: int, limit: int, *, fix: str | None = None
+    ) -> None:
+        self.channel = channel
+        self.event = event
+        self.size = size
+        self.limit = limit
+        fix = fix or (
+            "raise the channel's max_message_bytes, keeping it at most half of the "
+            "subscribers' outbox (Carrier max_bytes, 1 MiB by default)"
+        )
+        super().__init__(
+            f"event {event!r} on channel {channel!r} is {size} bytes encoded, over the limit of "
+            f"{limit} bytes; nothing was published. Publish a smaller payload (for example the "
+            f"id of a record clients can fetch), or {fix}."
+        )
+
+
+class ChannelNameConflict(TBoneError, TypeError):
+    """A channel name is already bound to a channel of another class."""
+
+    def __init__(self, name: str, existing: type, wanted: type) -> None:
+        self.name = name
+        self.existing = existing
+        self.wanted = wanted
+        super().__init__(
+            f"channel {name!r} is already a {existing.__name__} in this process; "
+            f"cannot make it a {wanted.__name__}. Use another name, or close the first one "
+            "(await channel.close(forget=True)) before creating the new one."
+        )
