@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from tbone.dispatch import jsonenc
 from tbone.dispatch.channels import Channel, ChannelOptions
-from tbone.dispatch.events import Event, History, stored_event
+from tbone.dispatch.events import Event, History
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -66,7 +66,7 @@ class MemoryChannel(Channel):
         payload = jsonenc.dumps_bytes(data)  # bad data fails here, not in a subscriber
         self.check_size(name, payload)
         self._seq += 1
-        event = stored_event(name, data, payload, f"{self.epoch}-{self._seq}", self.name)
+        event = Event.from_json(name, payload, f"{self.epoch}-{self._seq}", self.name, data=data)
         kept = self._kept
         if len(kept) == kept.maxlen:
             self._kept_bytes -= kept[0].size

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from tbone.dispatch import jsonenc
 from tbone.dispatch.channels import MAX_MESSAGE_BYTES, WINDOW_BYTES, Channel, ChannelOptions
 from tbone.dispatch.errors import TBoneError
-from tbone.dispatch.events import Event, History, MessageTooLarge, stored_event
+from tbone.dispatch.events import Event, History, MessageTooLarge
 
 try:
     from bson import ObjectId
@@ -228,7 +228,7 @@ class MongoChannel(Channel):
             )
         self.check_size(name, payload)
         oid = ObjectId()
-        event = stored_event(name, data, payload, str(oid), self.name)
+        event = Event.from_json(name, payload, str(oid), self.name, data=data)
         await self.ensure_collection()
         # Expected before the insert: the tailing cursor may see it before the insert answers.
         self.expect(event)
@@ -431,7 +431,7 @@ class MongoChannel(Channel):
         except ValueError as exc:
             self._skip(doc, f"its data is not JSON ({exc})")
             return None
-        return stored_event(key, data, text.encode(), str(doc["_id"]), self.name)
+        return Event.from_json(key, text, str(doc["_id"]), self.name, data=data)
 
     def _skip(self, doc: Any, why: str) -> None:
         # Written by something else than a MongoChannel: nothing to deliver, say so once.

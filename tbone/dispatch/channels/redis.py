@@ -46,7 +46,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from tbone.dispatch import jsonenc
 from tbone.dispatch.channels import Channel, ChannelOptions
-from tbone.dispatch.events import Event, History, MessageTooLarge, stored_event
+from tbone.dispatch.events import Event, History, MessageTooLarge
 
 # 5.0.1 brought Redis.aclose() and Redis.from_pool(), both used here.
 if tuple(int(n) for n in re.findall(r"\d+", redis.__version__)[:3]) < (5, 0, 1):  # pragma: no cover
@@ -271,7 +271,7 @@ class RedisChannel(Channel):
                 approximate=True,
             )
         )
-        return stored_event(name, data, payload, stream_id, self.name)
+        return Event.from_json(name, payload, stream_id, self.name, data=data)
 
     async def listen(self, after: str | None) -> AsyncIterator[Event]:
         """Read the stream after ``after`` (None: after its newest entry) with ``XREAD BLOCK``.
@@ -415,7 +415,7 @@ class RedisChannel(Channel):
             return None
         # The frame splices the stored JSON in: no encode round trip (data is decoded once,
         # for Event.data).
-        return stored_event(name, data, payload, stream_id, self.name)
+        return Event.from_json(name, payload, stream_id, self.name, data=data)
 
     # -- running -----------------------------------------------------------------------------
 
