@@ -68,7 +68,12 @@ logger = logging.getLogger("tbone.dispatch.channels.redis")
 _URL_CLIENT_OPTIONS: dict[str, Any] = {"protocol": 2}
 _STREAM_ID = re.compile(r"(\d+)-(\d+)")
 _NAME_FIELD = b"n"  # the event name, UTF-8
-_DATA_FIELD = b"d"  # the JSON text of the event data (tbone.dispatch.jsonenc)
+_DATA_FIELD = b"d"  # the JSON text of the event data
+# "1": ``d`` is tbone.dispatch.jsonenc's text, written by store(), spliced into frames as it is
+# (never decoded on the way). An entry without it was written by something else: its ``d`` is
+# parsed first, so text that is not JSON never reaches a client.
+_FORMAT_FIELD = b"v"
+_FORMAT = "1"
 
 
 # One history page, or one checked read of a reader that is behind: the entries after ARGV[1]
@@ -266,7 +271,7 @@ class RedisChannel(Channel):
         stream_id = _text(
             await self._publisher().xadd(
                 self.key,
-                {_NAME_FIELD: name.encode(), _DATA_FIELD: payload},
+                {_NAME_FIELD: name.encode(), _DATA_FIELD: payload, _FORMAT_FIELD: _FORMAT},
                 maxlen=self.maxlen,
                 approximate=True,
             )
@@ -400,7 +405,10 @@ class RedisChannel(Channel):
                 raise TypeError("entry without fields")
             name = _text(fields.get(_NAME_FIELD) or fields[_NAME_FIELD.decode()])
             payload = _raw(fields.get(_DATA_FIELD) or fields[_DATA_FIELD.decode()])
-            data = jsonenc.loads(payload)
+            # The frame splices the stored JSON in; data is decoded only if someone reads it.
+            event = Event.from_json(name, payload, stream_id, self.name)
+            if _text(fields.get(_FORMAT_FIELD) or fields.get(_FORMAT_FIELD.decode())) != _FORMAT:
+                event.data  # noqa: B018 - not written by store(): check that it is JSON
         except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
             # Written by something else: skip it (raising would stop the reader on it forever).
             self._extra["bad_entries"] += 1
@@ -413,9 +421,7 @@ class RedisChannel(Channel):
                 exc,
             )
             return None
-        # The frame splices the stored JSON in: no encode round trip (data is decoded once,
-        # for Event.data).
-        return Event.from_json(name, payload, stream_id, self.name, data=data)
+        return event
 
     # -- running -----------------------------------------------------------------------------
 

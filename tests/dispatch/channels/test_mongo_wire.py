@@ -46,7 +46,7 @@ def channel_of(db: Any, **options: Any) -> MongoChannel:
 
 def doc(key: str, data: Any, oid: ObjectId | None = None) -> dict[str, Any]:
     """A document as a MongoChannel writes it."""
-    return {"_id": oid or ObjectId(), "key": key, "data": jsonenc.dumps(data), "ts": None}
+    return {"_id": oid or ObjectId(), "key": key, "data": jsonenc.dumps(data), "v": 1, "ts": None}
 
 
 def payloads(carrier: RecordingCarrier) -> list[tuple[str, Any, str]]:
@@ -87,7 +87,8 @@ async def test_publish_creates_the_capped_collection_once_then_inserts(
     insert = await mongo.receive("insert")
     assert insert.doc["insert"] == COLLECTION
     [stored] = insert.doc["documents"]
-    assert set(stored) == {"_id", "key", "data", "ts"}
+    assert set(stored) == {"_id", "key", "data", "v", "ts"}
+    assert stored["v"] == 1  # data is the channel's own JSON text: spliced into frames as is
     assert (stored["key"], jsonenc.loads(stored["data"])) == (
         "resource_create",
         {"pk": 1, "é": [1.5]},
@@ -358,6 +359,24 @@ async def test_foreign_documents_are_skipped_and_counted(
     assert [p[1] for p in payloads(carrier)] == ["ok"]
     assert channel.stats()["skipped"] == 3
     assert caplog.text.count("skipped document") == 1  # warned once, not per document
+
+
+async def test_documents_are_delivered_without_decoding_their_data(
+    mongo: ScriptedMongo, db: Any, parsed: list[str]
+) -> None:
+    channel = channel_of(db)
+    carrier = RecordingCarrier()
+    channel.subscribe("e", carrier)
+    newest = ObjectId()
+    await start_tailing(mongo, newest, [{"_id": newest, "key": None, "marker": "start"}])
+    own = doc("e", {"n": 1})
+    # Written by something else (no "v"): its text is checked to be JSON before delivery.
+    other = {key: value for key, value in doc("e", {"n": 2}).items() if key != "v"}
+    reply_cursor(await mongo.receive("getMore"), [own, other], cursor_id=42)
+    await carrier.wait_for(2)
+    assert [p[1] for p in payloads(carrier)] == [{"n": 1}, {"n": 2}]
+    assert own["data"] not in parsed
+    assert parsed.count(other["data"]) == 1
 
 
 async def test_history_comes_from_the_collection_in_insert_order(

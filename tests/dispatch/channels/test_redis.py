@@ -169,6 +169,28 @@ async def test_frames_equal_the_standard_encoding_and_data_is_decoded(make_chann
     assert all(e.size == len(e.frame.encode()) for e in past)
 
 
+async def test_events_read_from_the_stream_are_decoded_only_when_read(
+    make_channel: Any, parsed: list[str]
+) -> None:
+    channel = await make_channel("lazy", history=100)
+    carrier = RecordingCarrier()
+    channel.subscribe("e", carrier)
+    await channel.ready()
+    values = [{"n": i, "s": "ü"} for i in range(3)]
+    texts = [jsonenc.dumps(v) for v in values]
+    for value in values:
+        await channel.publish("e", value)
+    got = _payloads(await carrier.wait_for(3))
+    assert [p["data"] for p in got] == values
+    past = await channel.history()
+    # The consumer spliced the stored text into the frames, and so did history: only the
+    # carrier's frames were parsed, by the test.
+    assert not set(texts) & set(parsed)
+    assert [e.data for e in past] == values
+    assert [e.data for e in past] == values
+    assert [t for t in parsed if t in texts] == texts  # each once, on first read
+
+
 async def test_foreign_entries_in_the_stream_are_skipped(
     make_channel: Any, redis_server: RedisServer
 ) -> None:
@@ -184,6 +206,20 @@ async def test_foreign_entries_in_the_stream_are_skipped(
     assert [p["id"] for p in got] == [good.id]
     assert channel.stats()["bad_entries"] == 2
     assert [e.id for e in await channel.history()] == [good.id]
+
+
+async def test_entries_written_by_something_else_are_checked_before_delivery(
+    make_channel: Any, redis_server: RedisServer, parsed: list[str]
+) -> None:
+    channel = await make_channel("other-writer", history=100)
+    carrier = RecordingCarrier()
+    channel.subscribe("e", carrier)
+    await channel.ready()
+    async with aioredis.Redis.from_url(redis_server.url) as client:
+        await client.xadd(channel.key, {"n": "e", "d": '{"from": "elsewhere"}'})  # no "v"
+    got = _payloads(await carrier.wait_for(1))
+    assert got[0]["data"] == {"from": "elsewhere"}
+    assert parsed.count('{"from": "elsewhere"}') == 1  # parsed once, before delivery
 
 
 async def test_a_client_you_own_is_used_and_left_open(redis_server: RedisServer) -> None:
