@@ -644,11 +644,13 @@ class Channel(metaclass=_ChannelMeta):
     def kickoff(self) -> None:
         """Start the consumer loop if it is not running. Needs a running event loop."""
         consumer = self._consumer
-        if consumer is not None and not consumer.done():
-            if consumer.get_loop() is asyncio.get_running_loop():
+        if consumer is not None:
+            if consumer.get_loop() is not asyncio.get_running_loop():
+                # A channel outlives event loops in tests and reloads: start afresh on this
+                # one, also when the old loop cancelled its consumer as it shut down.
+                self._reset_loop_state()
+            elif not consumer.done():
                 return
-            # A channel outlives event loops in tests and reloads: start afresh on this one.
-            self._reset_loop_state()
         self._state = "starting"
         self._ready = asyncio.Event()
         self._consumer = asyncio.get_running_loop().create_task(

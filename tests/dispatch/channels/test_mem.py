@@ -210,6 +210,7 @@ async def test_a_channel_survives_its_event_loop() -> None:
     channel.subscribe("e", carrier)  # the old loop is gone: the channel starts afresh here
     await channel.publish("e", "this loop")
     assert (await carrier.wait_for(1))[0]["payload"]["data"] == "this loop"
+    assert channel.stats()["errors"] == 0  # nothing of the old loop was used
 
 
 class MinimalChannel(Channel):
