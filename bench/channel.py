@@ -59,13 +59,12 @@ class NullCarrier(Carrier):
 class EncodePerSubscriber(MemoryChannel):
     """MemoryChannel, but encoding the frame again for every subscriber (the "before")."""
 
-    def deliver(self, event: Event) -> None:
+    def deliver(self, event: Event, *, now: bool = True) -> None:
         carriers = self._subscribers.get(event.name)
         if carriers:
             for carrier in tuple(carriers):
                 text = jsonenc.dumps(event.to_dict())
                 carrier.offer(text, len(text))
-        self._last_id = event.id
 
 
 Runner = Callable[[int, int], Awaitable[float]]

@@ -23,7 +23,10 @@ Rules (``docs/channels.md`` has the long form):
   delivered.
 
 Writing a backend: subclass :class:`Channel` and implement :meth:`Channel.store`,
-:meth:`Channel.listen` and :meth:`Channel.read_history` (see ``docs/channels.md``).
+:meth:`Channel.listen` and :meth:`Channel.read_history`; the optional hooks are
+:meth:`Channel.history_page`, :meth:`Channel.order_key`, :meth:`Channel.on_new_loop` and
+:meth:`Channel.close_backend`. ``docs/channels.md`` ("A custom backend") has the contract and
+a complete example.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import asyncio
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, ClassVar, TypedDict, TypeVar
 
 from tbone.dispatch import jsonenc
@@ -189,8 +192,6 @@ class Channel(metaclass=_ChannelMeta):
         self._publishers: asyncio.Future[None] | None = None  # publishers waiting for room
         self._consumer: asyncio.Task[None] | None = None
         self._ready: asyncio.Event | None = None
-        #: Set by ``listen`` while it holds further events ready to yield (see deliver()).
-        self.more_ready = False
         self._delay = backoff[0]
         self._state = "idle"
         self._last_id: str | None = None
@@ -222,25 +223,41 @@ class Channel(metaclass=_ChannelMeta):
     async def store(self, name: str, data: Any) -> Event:
         """Write one event to the backend and return it with its backend-given id.
 
-        :meth:`publish` has checked the size (unless the backend sets :attr:`checks_size` and
-        calls :meth:`check_size` here itself, with the data it encodes anyway).
+        Called by :meth:`publish`, which has checked the size (unless the backend sets
+        :attr:`checks_size` and calls :meth:`check_size` here itself, with the data it
+        encodes anyway). Raise to fail this publish only (nothing stored, or the backend's
+        error when it cannot tell). A backend that keeps JSON text returns
+        ``Event.from_json(name, payload, id, self.name, data=data)``.
         """
 
     @abc.abstractmethod
-    def listen(self, after: str | None) -> AsyncIterator[Event]:
+    def listen(self, after: str | None) -> AsyncIterator[Event | Sequence[Event]]:
         """Yield the backend's events in order, starting after id ``after`` (None: from now).
+
+        Yield single events, or batches (a sequence of events at hand together, such as one
+        read's answer): the consumer delivers a batch's events one after the other and tells
+        writers that more follow at once, so each sends them as one batch. Every event is
+        yielded once, in the channel's order.
 
         Call :meth:`mark_ready` once the read position is fixed (for "from now", once the
         backend has answered where "now" is), so that :meth:`ready` can tell callers when an
-        event they publish is sure to be seen. Raising or returning ends this attempt: the
-        consumer waits (with backoff) and calls ``listen`` again with the id of the last event
-        it delivered. The consumer may pause between two events (flow control): the backend
-        then simply reads on later.
+        event they publish is sure to be seen; a backend that does not is taken as ready at
+        its first yield. Raising or returning ends this attempt: the consumer waits (with
+        backoff) and calls ``listen`` again with :attr:`last_id`, the last event it
+        delivered. The consumer may pause at a yield (flow control, or to let other tasks
+        run): the backend then simply reads on later, so hold no lock or transaction across
+        a yield. It asks for the next item only once it delivered every event of the
+        previous one, and stops in the middle of a batch only when the channel closes.
         """
 
     @abc.abstractmethod
     async def read_history(self, since: str | None) -> History:
-        """The stored events after ``since`` (all of them when None), oldest first."""
+        """The stored events after ``since`` (all of them when None), oldest first.
+
+        ``complete`` is False when the store no longer reaches back to ``since`` (trimmed,
+        or an id of an earlier life of the channel). Raise ValueError for an id this channel
+        cannot read.
+        """
 
     async def history_page(self, since: str | None, *, limit: int, max_bytes: int) -> History:
         """At most ``limit`` stored events after ``since``, of at most ``max_bytes`` in all.
@@ -439,7 +456,7 @@ class Channel(metaclass=_ChannelMeta):
 
     # -- delivering --------------------------------------------------------------------------
 
-    def deliver(self, event: Event) -> None:
+    def deliver(self, event: Event, *, now: bool = True) -> None:
         """Hand ``event`` to its subscribers (encoded once). Never blocks or raises.
 
         A connection that is behind does not get the frame now: it reads it from the window
@@ -454,7 +471,6 @@ class Channel(metaclass=_ChannelMeta):
             size = event.size
             # With more events ready behind this one, frames queue and each writer sends a
             # batch; alone, each is sent at once (no task switch on the way).
-            now = not self.more_ready
             delivered = 0
             resuming = self._resuming
             for carrier in tuple(carriers):
@@ -658,7 +674,13 @@ class Channel(metaclass=_ChannelMeta):
         )
 
     def mark_ready(self) -> None:
-        """Called by :meth:`listen` once it reads from a fixed position (see :meth:`ready`)."""
+        """Say that :meth:`listen` reads from a fixed position: :meth:`ready` returns now.
+
+        Backends call it in ``listen`` once the read position is fixed, before waiting for
+        the first event (MemoryChannel, whose queue is the position, already in
+        :meth:`kickoff`). The consumer calls it at the first event of a backend that does
+        not. It also resets the backoff: the backend answers again.
+        """
         self._state = "running"
         self._delay = self.backoff[0]  # the backend answers again: the next fault starts afresh
         if self._ready is not None:
@@ -694,32 +716,54 @@ class Channel(metaclass=_ChannelMeta):
         for carrier in list(self._events_of):
             carrier._too_far_behind("events lost; resume", slow=False)
 
+    @property
+    def last_id(self) -> str | None:
+        """The id of the last event the consumer delivered (None before the first one).
+
+        Where the consumer resumes: it calls ``listen(last_id)`` after a backend fault.
+        """
+        return self._last_id
+
+    def on_new_loop(self) -> None:
+        """Drop backend state bound to a previous event loop: clients, tasks, futures, queues.
+
+        A channel outlives event loops (tests, reloads): :meth:`kickoff` calls this when it
+        starts the consumer on a loop other than the one the last consumer ran on, after the
+        channel dropped its own such state. The default does nothing.
+        """
+
     def _reset_loop_state(self) -> None:
-        """Drop state bound to a previous event loop (override to reset backend clients)."""
         self._consumer = None
         self._room = None
         self._publishers = None
         self._pending.clear()
         self._pending_bytes = 0
+        self.on_new_loop()
 
     async def _consume(self) -> None:
         self._delay = self.backoff[0]
         handed = 0
         while True:
             try:
-                async for event in self.listen(self._last_id):
+                async for item in self.listen(self._last_id):
                     if self._state != "running":
                         self.mark_ready()  # for backends that never call it themselves
-                    self.deliver(event)
-                    if self._pending and event.id in self._pending:
-                        self._seen_pending(event.id)
-                    if self._blocked:
-                        await self.make_room()
-                    handed += 1
-                    if handed % YIELD_EVERY == 0:
-                        # A backlog of events is handed out in one go otherwise: let writers
-                        # send and timers (the slow rule) run between slices of it.
-                        await asyncio.sleep(0)
+                    batch = (item,) if isinstance(item, Event) else item
+                    last = len(batch) - 1
+                    for index, event in enumerate(batch):
+                        # Before the last of a batch, more follow at once: writers batch them.
+                        self.deliver(event, now=index == last)
+                        # deliver() records it too; the position must not depend on an override.
+                        self._last_id = event.id
+                        if self._pending and event.id in self._pending:
+                            self._seen_pending(event.id)
+                        if self._blocked:
+                            await self.make_room()
+                        handed += 1
+                        if handed % YIELD_EVERY == 0:
+                            # A backlog of events is handed out in one go otherwise: let
+                            # writers send and timers (the slow rule) run between slices of it.
+                            await asyncio.sleep(0)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -166,6 +166,9 @@ class MongoChannel(Channel):
         # next cursor resumes. None: start from "now".
         self._position: Any = None
         self._position_is_now = False
+        # Closed or moved to another event loop: the next cursor starts from "now", not
+        # after the last event the old subscribers got.
+        self._restarted = False
         #: The driver's tailing cursor while one is open (for diagnostics), else None.
         self.cursor: Any = None
         self._mongo_counts = dict.fromkeys(("cursors", "skipped"), 0)
@@ -245,27 +248,30 @@ class MongoChannel(Channel):
             raise
         return event
 
-    async def listen(self, after: str | None) -> AsyncIterator[Event]:
+    async def listen(self, after: str | None) -> AsyncIterator[list[Event]]:
         """Tail the collection from the read position; see the module docstring.
 
         The position is the last document a cursor of this channel passed; with none yet,
-        ``after`` (an event id), else "now" (the newest document). The cursor starts at the
-        oldest document and this skips up to and including the position, so resuming never
-        relies on ObjectId order. Returning or raising ends one cursor: the consumer loop
-        re-opens it with backoff.
+        ``after`` (an event id), else "now" (the newest document); after a close, "now". The
+        cursor starts at the oldest document and this skips up to and including the
+        position, so resuming never relies on ObjectId order. The documents the driver holds
+        at once (one server answer) are yielded as one batch. Returning or raising ends one
+        cursor: the consumer loop re-opens it with backoff.
         """
         await self.ensure_collection()
         if self._position is None:
-            if after is not None:
+            if after is not None and not self._restarted:
                 self._position, self._position_is_now = self._object_id(after), False
             else:
                 self._position, self._position_is_now = await self._bounded(self._now()), True
+            self._restarted = False
         marker = self._position
         cursor = self._collection.find({}, cursor_type=CursorType.TAILABLE_AWAIT)
         cursor = cursor.max_await_time_ms(int(self.await_time * 1000))
         self._mongo_counts["cursors"] += 1
         self.cursor = cursor
         state = "opening"
+        taken = 0  # documents taken from the cursor
         try:
             while True:
                 doc = await self._fetch(cursor)
@@ -282,6 +288,7 @@ class MongoChannel(Channel):
                         marker = await self._bounded(self._insert_marker())
                         self._position, self._position_is_now = marker, True
                     return
+                taken += 1
                 if state == "opening":
                     state = await self._bounded(self._locate(marker, doc["_id"]))
                     self.mark_ready()
@@ -289,10 +296,17 @@ class MongoChannel(Channel):
                     if doc["_id"] == marker:
                         state = "delivering"
                     continue
-                self._position, self._position_is_now = doc["_id"], False
-                event = self._event(doc)
-                if event is not None:
-                    yield event
+                docs = [doc]
+                while _retrieved(cursor) > taken:  # held by the driver: no read waits
+                    doc = await self._fetch(cursor)
+                    if doc is None:
+                        break
+                    taken += 1
+                    docs.append(doc)
+                self._position, self._position_is_now = docs[-1]["_id"], False
+                events = [e for e in map(self._event, docs) if e is not None]
+                if events:
+                    yield events
         finally:
             self.cursor = None
             await _close_cursor(cursor)
@@ -457,9 +471,8 @@ class MongoChannel(Channel):
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def _reset_loop_state(self) -> None:
-        super()._reset_loop_state()
-        self._ensuring = None
+    def on_new_loop(self) -> None:
+        self._ensuring = None  # a task of the old loop
         self._restart_from_now()
 
     async def close_backend(self) -> None:
@@ -470,7 +483,7 @@ class MongoChannel(Channel):
     def _restart_from_now(self) -> None:
         self._position = None
         self._position_is_now = False
-        self._last_id = None
+        self._restarted = True
 
     def stats(self) -> dict[str, Any]:
         """The base counters plus ``collection``, ``cursors`` (opened), ``skipped`` (documents
@@ -482,6 +495,14 @@ class MongoChannel(Channel):
             **self._mongo_counts,
             "position": None if self._position is None else str(self._position),
         }
+
+
+def _retrieved(cursor: Any) -> int:
+    """Documents the driver received for ``cursor`` so far (PyMongo's, or Motor's PyMongo one)."""
+    retrieved: Any = getattr(cursor, "retrieved", None)
+    if retrieved is None:
+        retrieved = getattr(getattr(cursor, "delegate", None), "retrieved", 0)
+    return int(retrieved)
 
 
 async def _close_cursor(cursor: Any) -> None:

@@ -278,8 +278,10 @@ class RedisChannel(Channel):
         )
         return Event.from_json(name, payload, stream_id, self.name, data=data)
 
-    async def listen(self, after: str | None) -> AsyncIterator[Event]:
+    async def listen(self, after: str | None) -> AsyncIterator[list[Event]]:
         """Read the stream after ``after`` (None: after its newest entry) with ``XREAD BLOCK``.
+
+        Each read's entries are yielded as one batch (at most ``read_count``).
 
         One connection per attempt, closed when the attempt ends. Every read is bounded by
         ``probe_interval``: a silent Redis raises TimeoutError here, and the consumer loop
@@ -341,12 +343,9 @@ class RedisChannel(Channel):
                 self._reader_state = "delivering"
                 position = _text(entries[-1][0])
                 self._lag_ms = max(0, int(time.time() * 1000) - _id_key(position)[0])
-                last = len(entries) - 1
-                for index, (entry_id, fields) in enumerate(entries):
-                    event = self._decode(entry_id, fields)
-                    if event is not None:
-                        self.more_ready = index < last
-                        yield event
+                events = self._events(entries)
+                if events:
+                    yield events
         finally:
             self._reader_state = "down"
             self._reader = None
@@ -376,7 +375,7 @@ class RedisChannel(Channel):
         if since is not None:
             self._check_id(since)
         entries = await self._publisher().xrange(self.key, since or "-", "+")
-        events = [e for e in (self._decode(i, f) for i, f in entries or ()) if e is not None]
+        events = self._events(entries or ())
         if since is None:
             return History(events, complete=True)
         if entries and _text(entries[0][0]) == since:
@@ -389,7 +388,7 @@ class RedisChannel(Channel):
         if since is not None:
             self._check_id(since)
         found, more, entries = await self._page(self._publisher(), since or "-", limit, max_bytes)
-        events = [e for e in (self._decode(i, f) for i, f in entries) if e is not None]
+        events = self._events(entries)
         return History(events, complete=since is None or found, more=more)
 
     def order_key(self, id: str) -> Any:
@@ -397,6 +396,10 @@ class RedisChannel(Channel):
         return _id_key(id)
 
     # -- decoding ----------------------------------------------------------------------------
+
+    def _events(self, entries: Iterable[Any]) -> list[Event]:
+        """The events of stream entries ``(id, fields)``, foreign entries left out."""
+        return [e for e in (self._decode(i, f) for i, f in entries) if e is not None]
 
     def _decode(self, entry_id: bytes | str | None, fields: Any) -> Event | None:
         stream_id = _text(entry_id)
@@ -443,8 +446,7 @@ class RedisChannel(Channel):
         finally:
             self._stopping = False
 
-    def _reset_loop_state(self) -> None:
-        super()._reset_loop_state()
+    def on_new_loop(self) -> None:
         # Clients of a previous loop cannot be awaited from this one: drop them.
         self._reader = None
         self._reader_state = "stopped"

@@ -562,12 +562,31 @@ async def test_listen_resumes_after_a_given_id_and_kills_its_cursor(
     tail = await mongo.receive("find")
     assert (tail.doc["tailable"], tail.doc["awaitData"]) == (True, True)
     reply_cursor(tail, [given, after], cursor_id=60)
-    event = await asyncio.wait_for(first, 5)
+    [event] = await asyncio.wait_for(first, 5)  # one batch: what the answer held after given
     assert (event.id, event.name, event.data) == (str(after["_id"]), "e", "after")
     assert len(mongo.commands("find")) == 1  # the position was the oldest: no look-up
     await stream.aclose()
     assert [k["cursors"] for k in mongo.commands("killCursors")] == [[60]]
     assert channel.cursor is None
+
+
+async def test_the_documents_of_one_server_answer_are_one_batch(
+    mongo: ScriptedMongo, db: Any
+) -> None:
+    channel = channel_of(db)
+    mongo.auto("create", lambda r: r.ok())
+    given = doc("e", "given")
+    stream = channel.listen(str(given["_id"]))
+    first = asyncio.ensure_future(stream.__anext__())
+    reply_cursor(await mongo.receive("find"), [given, doc("e", 1), doc("e", 2)], cursor_id=61)
+    assert [e.data for e in await asyncio.wait_for(first, 5)] == [1, 2]
+    second = asyncio.ensure_future(stream.__anext__())
+    reply_cursor(await mongo.receive("getMore"), [doc("e", 3), doc("e", 4)], cursor_id=61)
+    assert [e.data for e in await asyncio.wait_for(second, 5)] == [3, 4]
+    third = asyncio.ensure_future(stream.__anext__())
+    reply_cursor(await mongo.receive("getMore"), [doc("e", 5)], cursor_id=61)
+    assert [e.data for e in await asyncio.wait_for(third, 5)] == [5]  # not held for more
+    await stream.aclose()
 
 
 async def test_history_is_read_in_pages_checked_against_a_roll_over(

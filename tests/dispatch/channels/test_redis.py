@@ -433,3 +433,26 @@ async def test_a_backlog_is_read_in_batches_in_order(
     assert [p["id"] for p in got] == ids
     assert [p["data"] for p in got] == list(range(35))
     assert channel.stats()["behind"] is False  # the last read was not a full batch
+
+
+async def test_the_entries_of_one_read_are_delivered_as_one_batch(
+    redis_server: RedisServer,
+) -> None:
+    nows: list[bool] = []
+
+    class Watched(RedisChannel):
+        def deliver(self, event: Any, *, now: bool = True) -> None:
+            nows.append(now)
+            super().deliver(event, now=now)
+
+    channel = Watched(name="one-read", url=redis_server.url, block_ms=200, probe_interval=1)
+    carrier = RecordingCarrier()
+    channel.subscribe("e", carrier)
+    await channel.ready()
+    async with aioredis.Redis.from_url(redis_server.url) as client:
+        pipe = client.pipeline(transaction=True)  # stored at once: one XREAD answer gets all
+        for i in range(3):
+            pipe.xadd(channel.key, {"n": "e", "d": str(i), "v": "1"})
+        await pipe.execute()
+    await carrier.wait_for(3)
+    assert nows == [False, False, True]  # writers were told more followed
