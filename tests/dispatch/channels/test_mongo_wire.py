@@ -364,11 +364,9 @@ async def test_foreign_documents_are_skipped_and_counted(
 async def test_documents_are_delivered_without_decoding_their_data(
     mongo: ScriptedMongo, db: Any, parsed: list[str]
 ) -> None:
-    channel = channel_of(db)
     carrier = RecordingCarrier()
-    channel.subscribe("e", carrier)
-    newest = ObjectId()
-    await start_tailing(mongo, newest, [{"_id": newest, "key": None, "marker": "start"}])
+    channel_of(db).subscribe("e", carrier)
+    await start_tailing(mongo, newest := ObjectId(), [{"_id": newest, "marker": "start"}])
     own = doc("e", {"n": 1})
     # Written by something else (no "v"): its text is checked to be JSON before delivery.
     other = {key: value for key, value in doc("e", {"n": 2}).items() if key != "v"}

@@ -50,6 +50,15 @@ def _payloads(frames: list[Any]) -> list[Any]:
     return [f["payload"] for f in frames if f["type"] == "event"]
 
 
+async def _reading(make_channel: Any, name: str) -> tuple[RedisChannel, RecordingCarrier]:
+    """A channel whose reader reads, and a carrier subscribed to its "e" events."""
+    channel = await make_channel(name, history=100)
+    carrier = RecordingCarrier()
+    channel.subscribe("e", carrier)
+    await channel.ready()
+    return channel, carrier
+
+
 class _LogWatch(logging.Handler):
     """Lets a test await a log message of the channels (no polling, no sleeps)."""
 
@@ -172,10 +181,7 @@ async def test_frames_equal_the_standard_encoding_and_data_is_decoded(make_chann
 async def test_events_read_from_the_stream_are_decoded_only_when_read(
     make_channel: Any, parsed: list[str]
 ) -> None:
-    channel = await make_channel("lazy", history=100)
-    carrier = RecordingCarrier()
-    channel.subscribe("e", carrier)
-    await channel.ready()
+    channel, carrier = await _reading(make_channel, "lazy")
     values = [{"n": i, "s": "ü"} for i in range(3)]
     texts = [jsonenc.dumps(v) for v in values]
     for value in values:
@@ -211,10 +217,7 @@ async def test_foreign_entries_in_the_stream_are_skipped(
 async def test_entries_written_by_something_else_are_checked_before_delivery(
     make_channel: Any, redis_server: RedisServer, parsed: list[str]
 ) -> None:
-    channel = await make_channel("other-writer", history=100)
-    carrier = RecordingCarrier()
-    channel.subscribe("e", carrier)
-    await channel.ready()
+    channel, carrier = await _reading(make_channel, "other-writer")
     async with aioredis.Redis.from_url(redis_server.url) as client:
         await client.xadd(channel.key, {"n": "e", "d": '{"from": "elsewhere"}'})  # no "v"
     got = _payloads(await carrier.wait_for(1))
