@@ -59,12 +59,10 @@ class NullCarrier(Carrier):
 class EncodePerSubscriber(MemoryChannel):
     """MemoryChannel, but encoding the frame again for every subscriber (the "before")."""
 
-    def deliver(self, event: Event, *, now: bool = True) -> None:
-        carriers = self._subscribers.get(event.name)
-        if carriers:
-            for carrier in tuple(carriers):
-                text = jsonenc.dumps(event.to_dict())
-                carrier.offer(text, len(text))
+    def deliver(self, event: Event) -> None:
+        for carrier in self.subscribers(event.name):
+            text = jsonenc.dumps(event.to_dict())
+            carrier.offer(text, len(text))
 
 
 Runner = Callable[[int, int], Awaitable[float]]

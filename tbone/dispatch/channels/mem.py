@@ -50,10 +50,10 @@ class MemoryChannel(Channel):
         super().__init__(name, history=history, **options)
         if isinstance(history_bytes, bool) or not isinstance(history_bytes, int):
             raise ValueError(f"history_bytes must be an int, got {history_bytes!r}")
-        if history_bytes < self._window.max_bytes:
+        if history_bytes < self.window_bytes:
             raise ValueError(
                 f"history_bytes ({history_bytes}) must be at least window_bytes "
-                f"({self._window.max_bytes}): a client closed while behind resumes from history"
+                f"({self.window_bytes}): a client closed while behind resumes from history"
             )
         self.history_bytes = history_bytes
         self.epoch = str(int(time.time() * 1000))

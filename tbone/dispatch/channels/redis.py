@@ -322,7 +322,7 @@ class RedisChannel(Channel):
                 if checked:
                     self._reader_state = "catching up"
                     found, more, entries = await self._page(
-                        reader, position, self.read_count, self._window.max_bytes // 4
+                        reader, position, self.read_count, self.window_bytes // 4
                     )
                     self._answered()
                     self._check_stopping()

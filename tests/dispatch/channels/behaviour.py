@@ -253,3 +253,37 @@ class ChannelBehaviour:
         assert [f["payload"]["id"] for f in frames[:50]] == [e.id for e in missed]
         assert frames[50]["type"] == "recovered"
         assert carrier.closed_with is None
+
+    async def test_an_in_process_subscription_gets_live_events_in_order(
+        self, make_channel: MakeChannel, name: str
+    ) -> None:
+        channel = await make_channel(name)
+        async with channel.subscription("a", "b") as events:
+            for n in range(5):
+                await channel.publish("a" if n % 2 else "b", n)
+                await channel.publish("other", n)  # not subscribed: never seen
+            got = [await asyncio.wait_for(anext(events), 5) for _ in range(5)]
+            assert [(e.name, e.data) for e in got] == [
+                ("b", 0),
+                ("a", 1),
+                ("b", 2),
+                ("a", 3),
+                ("b", 4),
+            ]
+            assert events.complete is True
+            assert events.last_id == got[-1].id
+        assert channel.stats()["subscribers"] == 0  # leaving unsubscribed
+
+    async def test_an_in_process_subscription_resumes_then_goes_live(
+        self, make_channel: MakeChannel, name: str
+    ) -> None:
+        channel = await make_channel(name, history=100)
+        published = [await channel.publish("e", n) for n in range(10)]
+        async with channel.subscription("e", since=published[3].id) as events:
+            await channel.publish("e", 10)
+            got = [await asyncio.wait_for(anext(events), 5) for _ in range(7)]
+            assert [e.data for e in got] == list(range(4, 11))
+            assert events.complete is True
+        async with channel.subscription("e", history=True) as events:
+            got = [await asyncio.wait_for(anext(events), 5) for _ in range(11)]
+            assert [e.data for e in got] == list(range(11))

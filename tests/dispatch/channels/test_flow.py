@@ -232,7 +232,7 @@ async def test_a_subclass_that_delivers_its_own_way_is_not_held_back() -> None:
     # What this process published is counted as delivered by the consumer loop, not inside
     # deliver(): a subclass overriding deliver() does not make publish wait.
     class Counting(MemoryChannel):
-        def deliver(self, event: Any, *, now: bool = True) -> None:
+        def deliver(self, event: Any) -> None:
             self.count = getattr(self, "count", 0) + 1
 
     channel = Counting(name="own-way", queue_size=10)
