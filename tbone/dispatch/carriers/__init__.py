@@ -29,12 +29,14 @@ room again, ``closed(how)`` when it closed. This module imports no channel.
 
 A subclass written for TBone, which overrides only ``async def deliver(self, data)`` and may
 not call ``super().__init__()``, works with every channel: its ``deliver`` receives each frame
-decoded (``{"type": "event", "payload": {...}}``), and the base state is made on first use.
+decoded (``{"type": "event", "payload": {...}}``), and the base state is made after its own
+``__init__``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
 from collections.abc import Coroutine, Generator
@@ -91,6 +93,21 @@ class Carrier:
     default_max_bytes: ClassVar[int] = 1 << 20
     default_slow_timeout: ClassVar[float] = 5.0
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None:
+            # A subclass written for TBone may not call Carrier.__init__: give it the base
+            # state after its own __init__ (equal by identity, default limits). Done here, at
+            # construction, so attribute access stays as fast as on any class.
+            @functools.wraps(init)
+            def __init__(self: Carrier, *args: Any, **kwargs: Any) -> None:
+                init(self, *args, **kwargs)
+                if "outbox" not in self.__dict__:
+                    Carrier.__init__(self, self.__dict__.get("connection", self))
+
+            cls.__init__ = __init__  # type: ignore[method-assign]
+
     def __new__(cls, *args: Any, **kwargs: Any) -> Carrier:
         if cls.send_text is Carrier.send_text and cls.deliver is Carrier.deliver:
             raise TypeError(
@@ -120,7 +137,9 @@ class Carrier:
         self.close_code: int | None = None
         # Frames and their sizes in two deques: no tuple per frame, which at thousands of
         # subscribers would be thousands of objects per event for the garbage collector.
-        self._outbox: deque[str] = deque()
+        #: Frames waiting to be sent, oldest first. Read it (channels test it before
+        #: :attr:`behind`, per delivery); never change it.
+        self.outbox: deque[str] = deque()
         self._sizes: deque[int] = deque()
         self._queued_bytes = 0
         self._writer: asyncio.Task[None] | None = None
@@ -136,15 +155,6 @@ class Carrier:
         # Few attributes on purpose: past 30, CPython stops sharing the keys of instance
         # dicts, and each connection's dict grows fivefold (the water marks are computed).
         self._watch: _Watch | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        # Only for attributes not found: a subclass written for TBone that never called
-        # Carrier.__init__ gets the base state on first use (equal by identity, default limits).
-        state = self.__dict__
-        if "_outbox" not in state and not name.startswith("__"):
-            Carrier.__init__(self, state.get("connection", self))
-            return getattr(self, name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # -- what subclasses implement ---------------------------------------------------------
 
@@ -183,7 +193,7 @@ class Carrier:
         return hash(id(self.connection))
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else f"queued={len(self._outbox)}"
+        state = "closed" if self.closed else f"queued={len(self.outbox)}"
         return f"<{type(self).__name__} {self.connection!r} {state}>"
 
     # -- sending now -------------------------------------------------------------------------
@@ -221,7 +231,7 @@ class Carrier:
             return False
         if size is None:
             size = len(text)
-        outbox = self._outbox
+        outbox = self.outbox
         if outbox and (
             len(outbox) >= self.max_messages or self._queued_bytes + size > self.max_bytes
         ):
@@ -260,9 +270,7 @@ class Carrier:
         windows once the outbox is down to a quarter.
         """
         # Behind from half full; back to taking frames (live, or from the window) at a quarter.
-        return (
-            len(self._outbox) * 2 >= self.max_messages or self._queued_bytes * 2 >= self.max_bytes
-        )
+        return len(self.outbox) * 2 >= self.max_messages or self._queued_bytes * 2 >= self.max_bytes
 
     @property
     def lagging(self) -> bool:
@@ -271,7 +279,7 @@ class Carrier:
 
     def _below_low_water(self) -> bool:
         return (
-            len(self._outbox) * 4 <= self.max_messages and self._queued_bytes * 4 <= self.max_bytes
+            len(self.outbox) * 4 <= self.max_messages and self._queued_bytes * 4 <= self.max_bytes
         )
 
     async def room(self) -> bool:
@@ -325,7 +333,7 @@ class Carrier:
     @property
     def queued(self) -> int:
         """Frames waiting in the outbox."""
-        return len(self._outbox)
+        return len(self.outbox)
 
     def _wake(self) -> None:
         waiter, self._waiter = self._waiter, None
@@ -334,7 +342,7 @@ class Carrier:
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        outbox, sizes = self._outbox, self._sizes
+        outbox, sizes = self.outbox, self._sizes
         send = self.send_text
         while True:
             inflight = self._inflight
@@ -434,7 +442,7 @@ class Carrier:
         it (error frames) are not dropped with the outbox.
         """
         writer_busy = self._writer is not None and self._waiter is None
-        if self.closed or not (self._outbox or writer_busy):
+        if self.closed or not (self.outbox or writer_busy):
             return not self.closed
         if self._drained is None or self._drained.done():
             self._drained = asyncio.get_running_loop().create_future()
@@ -545,7 +553,7 @@ class Carrier:
     def _mark_closed(self, code: int | None) -> None:
         self.closed = True
         self.close_code = code
-        self._outbox.clear()
+        self.outbox.clear()
         self._sizes.clear()
         self._queued_bytes = 0
         self._signal_drained()

@@ -593,6 +593,7 @@ class Channel(metaclass=registry.ChannelMeta):
         self._publishers = None
         self._pending.clear()
         self._pending_bytes = 0
+        self._fanout.on_new_loop()
         self.on_new_loop()
 
     async def _consume(self) -> None:

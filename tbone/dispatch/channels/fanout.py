@@ -24,10 +24,11 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Protocol
 
+from tbone.dispatch.carriers import Carrier
 from tbone.dispatch.channels.window import Lag, Window
 
 if TYPE_CHECKING:
-    from tbone.dispatch.carriers import Carrier, Closed
+    from tbone.dispatch.carriers import Closed
     from tbone.dispatch.events import Event
 
 __all__ = ["Fanout", "Hold", "Subscription"]
@@ -50,7 +51,7 @@ class Subscription:
     progress (else None).
     """
 
-    __slots__ = ("carrier", "events", "fanout", "hold", "lag")
+    __slots__ = ("carrier", "events", "fanout", "frames", "hold", "lag")
 
     def __init__(self, fanout: Fanout, carrier: Carrier) -> None:
         self.fanout = fanout
@@ -58,6 +59,8 @@ class Subscription:
         self.events: set[str] = set()
         self.lag: Lag | None = None
         self.hold: Hold | None = None
+        #: The carrier takes frames (the base offer_event): offer() them, with no call between.
+        self.frames = True
 
     def __repr__(self) -> str:
         return f"<Subscription {self.fanout.name!r} {self.carrier!r} {sorted(self.events)}>"
@@ -97,6 +100,7 @@ class Fanout:
         if sub is None:
             sub = Subscription(self, carrier)
             sub.carrier = carrier.bind(sub)  # raises ValueError when the carrier is closed
+            sub.frames = type(sub.carrier).offer_event is Carrier.offer_event
             self.subs[sub.carrier] = sub
         if event not in sub.events:
             sub.events.add(event)
@@ -172,6 +176,8 @@ class Fanout:
         seq = self.window.append(event) if lagging else -1
         subs = self.by_event.get(event.name)
         if subs:
+            text = event.frame
+            size = event.size
             delivered = 0
             for sub in tuple(subs):
                 if sub.lag is not None:
@@ -180,13 +186,20 @@ class Fanout:
                 if hold is not None and hold.intercept(event):
                     continue
                 carrier = sub.carrier
-                if carrier.behind:
-                    if seq < 0:
-                        seq = self.window.append(event)
-                    self._start_lag(sub, seq)
+                if sub.frames:
+                    # Per delivery, so no call that can be spared: an empty outbox is never
+                    # behind, and offer() takes the frame encoded once.
+                    if not (carrier.outbox and carrier.behind):
+                        if carrier.offer(text, size, now=now):
+                            delivered += 1
+                        continue
+                elif not carrier.behind:
+                    if carrier.offer_event(event, now=now):
+                        delivered += 1
                     continue
-                if carrier.offer_event(event, now=now):
-                    delivered += 1
+                if seq < 0:
+                    seq = self.window.append(event)
+                self._start_lag(sub, seq)
             self.counts["delivered"] += delivered
         if seq >= 0 and self.window.over():
             self._evict()
@@ -295,6 +308,10 @@ class Fanout:
                         sub.carrier.close_soon("subscriber too slow")
         finally:
             self.waited += loop.time() - started
+
+    def on_new_loop(self) -> None:
+        """Drop a wait of :meth:`make_room` left by an event loop that ended."""
+        self._room = None
 
     def forget_all(self) -> None:
         """Drop every entry (the channel closed its carriers; some may not have left)."""
