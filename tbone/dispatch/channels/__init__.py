@@ -38,16 +38,19 @@ import logging
 import random
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Any, ClassVar, TypedDict, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict, TypeVar, cast
 
 from tbone.dispatch import jsonenc
 from tbone.dispatch.carriers import Carrier, wait_closing
 from tbone.dispatch.channels import registry
 from tbone.dispatch.channels.fanout import Fanout
 from tbone.dispatch.channels.resume import replay
-from tbone.dispatch.channels.stream import EventStream, SubscriptionClosed
+from tbone.dispatch.channels.stream import EventStream, StreamOptions, SubscriptionClosed
 from tbone.dispatch.errors import CLOSE_GOING_AWAY, ChannelNameConflict, MessageTooLarge
 from tbone.dispatch.events import Event, History
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -161,6 +164,7 @@ class Channel(metaclass=registry.ChannelMeta):
         self.queue_bytes = queue_bytes
         self.publish_timeout = publish_timeout
         self.backoff = backoff
+        self.window_size = window
         self.window_bytes = window_bytes
         self._resume_locks: dict[Carrier, asyncio.Lock] = {}
         # Events this process published that its consumer has not delivered yet (id -> size).
@@ -483,15 +487,7 @@ class Channel(metaclass=registry.ChannelMeta):
             if not lock.locked() and self._resume_locks.get(live) is lock:
                 del self._resume_locks[live]
 
-    def subscription(
-        self,
-        *events: str,
-        since: str | None = None,
-        history: bool = False,
-        max_messages: int | None = None,
-        max_bytes: int | None = None,
-        slow_timeout: float | None = None,
-    ) -> EventStream:
+    def subscription(self, *events: str, **options: Unpack[StreamOptions]) -> EventStream:
         """The events named ``events``, for code in this process::
 
             async with channel.subscription("a", "b") as events:
@@ -502,15 +498,7 @@ class Channel(metaclass=registry.ChannelMeta):
         ``slow_timeout``, with a connection's defaults); ``since`` and ``history`` resume as
         :meth:`resume` does. See :class:`~tbone.dispatch.channels.stream.EventStream`.
         """
-        return EventStream(
-            self,
-            events,
-            since=since,
-            history=history,
-            max_messages=max_messages,
-            max_bytes=max_bytes,
-            slow_timeout=slow_timeout,
-        )
+        return EventStream(self, events, **options)
 
     # -- running -----------------------------------------------------------------------------
 

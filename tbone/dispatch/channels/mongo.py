@@ -73,16 +73,20 @@ class CollectionNotCapped(TBoneError, RuntimeError):
     ``database``, ``collection`` and the server's ``info`` about it (from listCollections).
     """
 
+    database: str
+    collection: str
+    info: dict[str, Any]
+
     def __init__(self, database: str, collection: str, info: dict[str, Any]) -> None:
-        self.database = database
-        self.collection = collection
-        self.info = info
         super().__init__(
             f"collection {database}.{collection} exists but is not capped "
             f"(type {info.get('type', 'collection')!r}, options {info.get('options', {})!r}); "
             "MongoChannel tails a capped collection. Drop it if it holds nothing you need "
             f"(db.{collection}.drop()), convert it (convertToCapped), or give the channel "
-            "another collection with MongoChannel(..., prefix=...)."
+            "another collection with MongoChannel(..., prefix=...).",
+            database=database,
+            collection=collection,
+            info=info,
         )
 
 

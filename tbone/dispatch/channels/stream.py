@@ -19,13 +19,13 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Collection, Iterable
-from typing import Protocol
+from typing import Protocol, TypedDict
 
 from tbone.dispatch.carriers import Carrier
 from tbone.dispatch.errors import CLOSE_TRY_AGAIN_LATER, TBoneError
 from tbone.dispatch.events import Event
 
-__all__ = ["EventStream", "SubscriptionClosed"]
+__all__ = ["EventStream", "StreamOptions", "SubscriptionClosed"]
 
 
 class SubscriptionClosed(TBoneError):
@@ -35,14 +35,18 @@ class SubscriptionClosed(TBoneError):
     event taken: ``channel.subscription(..., since=exc.last_id)`` resumes after it.
     """
 
+    channel: str
+    code: int
+    last_id: str | None
+
     def __init__(self, channel: str, code: int, last_id: str | None) -> None:
-        self.channel = channel
-        self.code = code
-        self.last_id = last_id
         super().__init__(
             f"the subscription to channel {channel!r} was closed with {code}: the reader did "
             f"not keep up for slow_timeout, or the channel lost events; resume with "
-            f"since={last_id!r}"
+            f"since={last_id!r}",
+            channel=channel,
+            code=code,
+            last_id=last_id,
         )
 
 
@@ -58,6 +62,16 @@ class _Channel(Protocol):
     async def resume(
         self, carrier: Carrier, events: Iterable[str], since: str | None, *, history: bool = ...
     ) -> bool: ...
+
+
+class StreamOptions(TypedDict, total=False):
+    """The options of :meth:`Channel.subscription` (see :class:`EventStream`)."""
+
+    since: str | None
+    history: bool
+    max_messages: int | None
+    max_bytes: int | None
+    slow_timeout: float | None
 
 
 class EventStream(Carrier):
