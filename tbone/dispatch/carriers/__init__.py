@@ -43,7 +43,7 @@ from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from tbone.dispatch import jsonenc
-from tbone.dispatch.errors import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER
+from tbone.dispatch.errors import CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_TRY_AGAIN_LATER
 
 if TYPE_CHECKING:
     from tbone.dispatch.events import Event
@@ -503,7 +503,7 @@ class Carrier:
 
     # -- closing -----------------------------------------------------------------------------
 
-    async def close(self, code: int = 1000, reason: str = "") -> None:
+    async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Close the connection with ``code`` and remove the carrier from every channel.
 
         Frames still in the outbox are dropped. Safe to call more than once.
