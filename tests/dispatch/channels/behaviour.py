@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 
-from tbone.dispatch import Channel, MessageTooLarge
+from tbone.dispatch import Carrier, Channel, MessageTooLarge
 from tbone.dispatch.testing import RecordingCarrier
+from tests.support.asgi_server import wait_until
 
 MakeChannel = Callable[..., Awaitable[Channel]]
 
@@ -287,3 +288,27 @@ class ChannelBehaviour:
         async with channel.subscription("e", history=True) as events:
             got = [await asyncio.wait_for(anext(events), 5) for _ in range(11)]
             assert [e.data for e in got] == list(range(11))
+
+    async def test_a_carrier_written_for_tbone_gets_events_and_can_leave(
+        self, make_channel: MakeChannel, name: str
+    ) -> None:
+        # TBone's carriers implemented deliver(data) only and skipped super().__init__().
+        class TBoneCarrier(Carrier):
+            def __init__(self) -> None:
+                self.frames: list[Any] = []
+
+            async def deliver(self, data: Any) -> None:
+                self.frames.append(data)
+
+        channel = await make_channel(name)
+        carrier = TBoneCarrier()
+        channel.subscribe("e", carrier)
+        await channel.ready()
+        for n in range(3):
+            await channel.publish("e", n)
+        await wait_until(lambda: len(carrier.frames) == 3, what="three frames")
+        assert [f["payload"]["data"] for f in carrier.frames] == [0, 1, 2]
+        assert channel.unsubscribe("e", carrier) is True
+        await channel.publish("e", 3)
+        assert channel.subscribers("e") == []
+        assert len(carrier.frames) == 3
