@@ -2,36 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from importlib.metadata import requires
-from pathlib import Path
 
 import pytest
 
 from bench.__main__ import BENCHMARKS, EXTRA, INSTALL, main
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def run(*args: str, prelude: str = "") -> subprocess.CompletedProcess[str]:
-    """``python -m bench ARGS`` after ``prelude`` (Python run first in the same process)."""
-    code = f"{prelude}\nimport runpy\nrunpy.run_module('bench', run_name='__main__')"
-    return subprocess.run(
-        [sys.executable, "-c", code, *args],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+from tests.support.bench import python_m_bench
 
 
 def test_help_is_plain_text() -> None:
-    result = run("--help")
+    result = python_m_bench("--help")
     assert result.returncode == 0, result.stderr
     assert "``" not in result.stdout  # no reStructuredText markup
     assert not re.search(r":\w+:`", result.stdout), result.stdout
@@ -42,7 +23,9 @@ def test_help_is_plain_text() -> None:
 
 def test_a_missing_extra_is_one_line_before_anything_runs() -> None:
     # blinker missing, as without the bench extra (None in sys.modules: not found).
-    result = run("signals", "--quick", prelude="import sys; sys.modules['blinker'] = None")
+    result = python_m_bench(
+        "signals", "--quick", prelude="import sys; sys.modules['blinker'] = None"
+    )
     assert result.returncode == 1
     assert result.stdout == ""  # not even the header: nothing ran
     assert result.stderr.splitlines() == [
