@@ -233,7 +233,10 @@ def test_the_declarations_name_everything_the_module_has() -> None:
 
 
 def test_the_package_is_the_python_packages_version_and_points_at_both_files() -> None:
-    assert PACKAGE["version"] == version("tbone-asgi")
+    pyproject = (STATIC.parents[1] / "pyproject.toml").read_text()
+    python_version = re.search(r'^version = "([^"]+)"', pyproject, flags=re.M)
+    assert python_version is not None
+    assert PACKAGE["version"] == python_version.group(1) == version("tbone-asgi")
     assert PACKAGE["type"] == "module"
     assert PACKAGE["exports"]["."] == {"types": "./tbone.d.ts", "default": "./tbone.js"}
     assert PACKAGE["types"] == "./tbone.d.ts"
