@@ -1,15 +1,13 @@
-"""``python -m bench [NAME ...] [--quick]``: run benchmarks and print their tables.
+"""``python -m bench``: run benchmarks and print their tables (``--help`` says how).
 
-Names: signals, channel, fanout, idle, slow, redis, server_settings (default: all, in that
-order). ``--quick`` runs tiny sizes (seconds in all: what the smoke test uses); ``--runs``
-overrides the number of runs; ``--landed REV`` picks the commit whose tbone fanout runs as
-"tbone (landed)".
+Its help is plain text (:data:`USAGE`): argparse prints a description as it is written.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import os
 import platform
 import sys
@@ -18,7 +16,36 @@ from collections.abc import Callable
 
 from bench._landed import REVISION
 
-__all__ = ["BENCHMARKS", "main"]
+__all__ = ["BENCHMARKS", "EXTRA", "USAGE", "main"]
+
+INSTALL = "pip install 'tbone-asgi[bench]'"
+
+USAGE = f"""\
+Run benchmarks, in the order given, and print their tables (Markdown, medians
+over several runs).
+
+examples:
+  python -m bench                  every benchmark, full sizes (minutes)
+  python -m bench signals channel  two of them
+  python -m bench --quick          tiny sizes, seconds in all: checks the harness
+  python -m bench fanout --runs 9  more runs for steadier medians
+
+Needs the bench extra: {INSTALL}. docs/performance.md keeps
+the latest tables and how they were made.
+"""
+
+# What the bench extra installs, by import name: checked before anything runs, so a missing
+# one is one line up front rather than a traceback in the middle of a run.
+EXTRA = (
+    "blinker",
+    "django",
+    "broadcaster",
+    "starlette",
+    "uvicorn",
+    "websockets",
+    "redis",
+    "orjson",
+)
 
 
 def _signals(quick: bool, runs: int | None) -> str:
@@ -132,9 +159,16 @@ def machine() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=USAGE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
-        "names", nargs="*", metavar="NAME", help=f"{', '.join(BENCHMARKS)} (default: all)"
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help=f"{', '.join(BENCHMARKS)} (default: all, in that order)",
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the harness")
     parser.add_argument("--runs", type=int, default=None, help="runs per measurement")
@@ -149,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    missing = [name for name in EXTRA if importlib.util.find_spec(name) is None]
+    if missing:
+        return fail(f"the benchmarks need {', '.join(missing)}, not installed: {INSTALL}")
     runners: dict[str, Callable[[bool, int | None], str]] = {
         **BENCHMARKS,
         "fanout": functools.partial(_fanout, landed=args.landed),
@@ -159,13 +196,17 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         try:
             table = runners[name](args.quick, args.runs)
-        except ImportError as exc:
-            raise ImportError(
-                f"benchmark {name!r} needs {exc.name or exc}: pip install 'tbone-asgi[bench]'"
-            ) from exc
+        except ImportError as exc:  # one the EXTRA check cannot see (a broken install)
+            return fail(f"benchmark {name!r} cannot import {exc.name or exc}: {INSTALL}")
         print(table, flush=True)
         print(f"({name}: {time.perf_counter() - start:.1f} s)\n", flush=True)
     return 0
+
+
+def fail(message: str) -> int:
+    """Print ``message`` as the one line of a failed run; the exit status."""
+    print(f"python -m bench: {message}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -10,28 +10,16 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests.support.bench import python_m_bench
 from tests.support.redis_server import require_redis_server
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_bench(name: str) -> str:
     """Run ``python -m bench NAME --quick``; its stdout. Fails with stderr when it fails."""
-    result = subprocess.run(
-        [sys.executable, "-m", "bench", name, "--quick"],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
+    result = python_m_bench(name, "--quick")
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 

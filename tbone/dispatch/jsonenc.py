@@ -13,7 +13,14 @@ set, frozenset      a list (in iteration order)
 bytes, bytearray    standard base64 text
 bson ObjectId       its 24-digit hex string (when ``bson`` is importable)
 dataclass           a dict of its fields
+pydantic model      ``model.model_dump(mode="json")`` (pydantic v2)
 ==================  ===============================================
+
+A pydantic model is encoded as pydantic itself encodes it for JSON: by field name (not by
+alias), with pydantic's formats for the fields it holds (``"2024-05-01T00:00:00Z"`` for a UTC
+datetime, for example). Models may sit anywhere in the data, in lists and dicts. pydantic is
+never imported here: a model exists only once pydantic has been imported, so the check looks
+for ``pydantic.main`` in ``sys.modules``.
 
 Two documented differences remain: NaN and infinities raise ``ValueError`` with the standard
 library but become ``null`` with orjson, and integers beyond 64 bits raise ``TypeError`` with
@@ -28,6 +35,7 @@ import datetime
 import decimal
 import enum
 import json
+import sys
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -57,6 +65,8 @@ def default(obj: Any) -> Any:
         return base64.b64encode(bytes(obj)).decode("ascii")
     if _ObjectId is not None and isinstance(obj, _ObjectId):
         return str(obj)
+    if _is_pydantic_model(obj):
+        return obj.model_dump(mode="json")
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return dataclasses.asdict(obj)
     raise TypeError(
@@ -64,6 +74,14 @@ def default(obj: Any) -> Any:
         "convert it to a dict, list, str or number, or to a type that tbone.dispatch.jsonenc "
         "lists"
     )
+
+
+def _is_pydantic_model(obj: Any) -> bool:
+    """Whether ``obj`` is a pydantic v2 model, without importing pydantic."""
+    # BaseModel lives in pydantic.main: no model can exist before that module is imported.
+    # A pydantic 1 model has no model_dump(): it falls through to the TypeError.
+    main = sys.modules.get("pydantic.main")
+    return main is not None and isinstance(obj, main.BaseModel) and hasattr(obj, "model_dump")
 
 
 _std_encoder = json.JSONEncoder(

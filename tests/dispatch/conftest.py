@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -24,3 +27,20 @@ def parsed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(jsonenc, "loads", spy)
     return texts
+
+
+@pytest.fixture
+def stdlib_jsonenc(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """A fresh copy of ``tbone.dispatch.jsonenc`` loaded as if orjson were not installed.
+
+    ``tbone.dispatch.jsonenc`` itself takes orjson when it is installed, so a test comparing
+    the two runs both paths in one process.
+    """
+    monkeypatch.setitem(sys.modules, "orjson", None)  # import orjson -> ImportError
+    spec = importlib.util.find_spec("tbone.dispatch.jsonenc")
+    assert spec is not None
+    assert spec.loader is not None
+    std = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(std)
+    assert std.ORJSON is False
+    return std
