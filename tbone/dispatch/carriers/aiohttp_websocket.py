@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Collection
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 try:
     from aiohttp import web
@@ -40,10 +40,14 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from tbone.dispatch.carriers import Carrier
+from tbone.dispatch.carriers.options import CarrierOptions
 from tbone.dispatch.channels import Channel, get_channel
 from tbone.dispatch.channels.mem import MemoryChannel
 from tbone.dispatch.origin import OriginPolicy
 from tbone.dispatch.protocol import Authorize, Limits, ProtocolSession, Refused
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["AioHttpWebSocketCarrier", "serve"]
 
@@ -71,19 +75,15 @@ class AioHttpWebSocketCarrier(Carrier):
         self,
         ws: web.WebSocketResponse,
         *,
-        max_messages: int | None = None,
-        max_bytes: int | None = None,
-        slow_timeout: float | None = None,
         close_timeout: float = 5.0,
+        **options: Unpack[CarrierOptions],
     ) -> None:
         if not isinstance(ws, web.WebSocketResponse):
             raise TypeError(
                 "AioHttpWebSocketCarrier wraps an aiohttp web.WebSocketResponse (ws = "
                 f"web.WebSocketResponse(); await ws.prepare(request)), got {type(ws).__name__}"
             )
-        super().__init__(
-            ws, max_messages=max_messages, max_bytes=max_bytes, slow_timeout=slow_timeout
-        )
+        super().__init__(ws, **options)
         self.close_timeout = close_timeout
 
     def _transport(self) -> asyncio.Transport | None:

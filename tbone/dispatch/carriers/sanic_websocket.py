@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Collection
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 try:
     from sanic import response
@@ -39,6 +39,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from tbone.dispatch.carriers import Carrier
+from tbone.dispatch.carriers.options import CarrierOptions
 from tbone.dispatch.channels import Channel, get_channel
 from tbone.dispatch.channels.mem import MemoryChannel
 from tbone.dispatch.origin import OriginPolicy
@@ -49,6 +50,9 @@ from tbone.dispatch.protocol import (
     Refused,
     check_event_names,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["SanicWebSocketCarrier", "add_route", "serve"]
 
@@ -78,13 +82,7 @@ class SanicWebSocketCarrier(Carrier):
     )
 
     def __init__(
-        self,
-        ws: Any,
-        *,
-        max_messages: int | None = None,
-        max_bytes: int | None = None,
-        slow_timeout: float | None = None,
-        close_timeout: float = 5.0,
+        self, ws: Any, *, close_timeout: float = 5.0, **options: Unpack[CarrierOptions]
     ) -> None:
         if type(ws).__name__ == "WebSocketConnection":
             # Sanic run as an ASGI app hands out this shim: it cannot close with a code and
@@ -99,9 +97,7 @@ class SanicWebSocketCarrier(Carrier):
                 f"SanicWebSocketCarrier wraps the websocket Sanic passes to a handler "
                 f"(async def handler(request, ws)), got {type(ws).__name__}"
             )
-        super().__init__(
-            ws, max_messages=max_messages, max_bytes=max_bytes, slow_timeout=slow_timeout
-        )
+        super().__init__(ws, **options)
         self.close_timeout = close_timeout
 
     def _transport(self) -> asyncio.Transport | None:
