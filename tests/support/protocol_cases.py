@@ -3,9 +3,9 @@
 A test module subclasses :class:`ProtocolCases` (the name does not start with ``Test``, so it
 is collected only through subclasses) and provides a ``start`` fixture: a factory
 ``start(channel, **options)`` returning an async context manager that serves the protocol for
-``channel`` with those options (``events``, ``authorize``, ``allowed_origins``, ``limits``,
-``max_bytes``) on a real server and yields the websocket URL of the endpoint. Clients are the
-``websockets`` library and aiohttp's client.
+``channel`` (a Channel or a name) with those options (any of
+:class:`~tbone.dispatch.serving.ServeOptions`) on a real server and yields the websocket URL of
+the endpoint. Clients are the ``websockets`` library and aiohttp's client.
 """
 
 from __future__ import annotations
@@ -13,17 +13,24 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from functools import partial
 from typing import Any
 
 import aiohttp
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from tbone.dispatch import MemoryChannel
+from tbone.dispatch import MemoryChannel, get_channel, serving
 from tbone.dispatch.protocol import Limits
-from tests.support.web_servers import read_until_closed, wait_until, ws_connect
+from tests.support.web_servers import (
+    read_until_closed,
+    small_buffer_socket,
+    wait_until,
+    ws_connect,
+)
 
 __all__ = ["ProtocolCases", "Start", "refused_with_403", "refused_with_1008"]
 
@@ -59,6 +66,12 @@ class DownChannel(MemoryChannel):
 
     async def history_page(self, since: str | None, *, limit: int, max_bytes: int) -> Any:
         raise ConnectionError("the backend is down")
+
+
+def _handed_over(channel: MemoryChannel, last: str) -> bool:
+    """The channel handed ``last`` to its subscribers, or closed one as too slow."""
+    stats = channel.stats()
+    return bool(stats["last_id"] == last or stats["closed_slow"])
 
 
 def deny_secret(connection: Any, event: str) -> bool:
@@ -277,6 +290,129 @@ class ProtocolCases:
             await channel.publish("tick", 1)  # nobody left to fail on it
         noisy = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
         assert noisy == [], [r.getMessage() for r in noisy]
+
+    # -- limits and options, the same on every server (they live in the serving loop) -------
+
+    async def test_one_connection_over_max_connections_is_closed_with_1013(
+        self, start: Start, channel: MemoryChannel
+    ) -> None:
+        async with start(channel, max_connections=2) as url:
+            async with ws_connect(url) as one, ws_connect(url) as two:
+                for client in (one, two):
+                    await subscribe(client, "tick")
+                    await ping(client)
+                async with ws_connect(url) as third:
+                    texts, closed = await read_until_closed(third)
+                assert texts == []
+                assert closed.rcvd is not None
+                assert (closed.rcvd.code, closed.rcvd.reason) == (1013, "too many connections")
+                assert channel.stats()["subscribers"] == 2
+            # Once they left there is room again.
+            await wait_until(lambda: channel not in serving._open, what="connections released")
+            async with ws_connect(url) as again:
+                await ping(again)
+
+    async def test_a_client_over_the_frame_rate_is_closed_with_1008(
+        self, start: Start, channel: MemoryChannel
+    ) -> None:
+        limits = Limits(max_messages_per_second=5, burst=5)
+        # close_timeout: Sanic reads no frame past the one that broke the rule, so the client's
+        # answer to our close waits behind its unread pings until the connection is aborted.
+        async with (
+            start(channel, limits=limits, close_timeout=1.0) as url,
+            ws_connect(url) as client,
+        ):
+            for _ in range(20):
+                await client.send('{"type": "ping"}')
+            texts, closed = await read_until_closed(client)
+            assert 5 <= len(texts) < 20  # the burst, and what the bucket refilled meanwhile
+            assert closed.rcvd is not None
+            assert closed.rcvd.code == 1008
+
+    async def test_events_per_frame_and_subscriptions_per_connection(
+        self, start: Start, channel: MemoryChannel
+    ) -> None:
+        limits = Limits(max_events_per_subscribe=2, max_subscriptions=3)
+        async with start(channel, limits=limits) as url:
+            await self.subscription_refused(url + "?events=a,b,c,d")
+            async with ws_connect(url) as client:
+                await subscribe(client, "a", "b", "c")
+                assert (await recv(client))["payload"]["code"] == "too_many_events"
+                await subscribe(client, "a", "b")
+                await subscribe(client, "c", "d")
+                assert (await recv(client))["payload"]["code"] == "too_many_subscriptions"
+                await ping(client)
+                assert channel.stats()["subscriptions"] == 2
+
+    async def test_resumes_per_minute_and_the_replay_cap(
+        self, start: Start, channel: MemoryChannel
+    ) -> None:
+        first = await channel.publish("tick", 0)
+        for i in range(1, 4):
+            await channel.publish("tick", i)
+        limits = Limits(max_resumes_per_minute=2, max_replay_events=2)
+        async with start(channel, limits=limits) as url, ws_connect(url) as client:
+            for _ in range(2):
+                await subscribe(client, "tick", since=first.id)
+                assert [p["data"] for p in await recv_events(client, 2)] == [1, 2]
+                assert (await recv(client))["payload"]["complete"] is False
+            await subscribe(client, "tick", since=first.id)
+            assert (await recv(client))["payload"]["code"] == "too_many_resumes"
+            await ping(client)
+
+    @pytest.mark.parametrize(
+        "outbox", [{"max_messages": 4}, {"max_bytes": 64 * 1024}], ids=["messages", "bytes"]
+    )
+    async def test_a_client_that_stops_reading_is_closed_with_1013(
+        self, start: Start, outbox: dict[str, int]
+    ) -> None:
+        channel = MemoryChannel(name="outbox")  # the default window: the outbox decides
+        pad = "x" * 16_000
+        async with start(channel, slow_timeout=0.5, **outbox) as url:
+            url += "?events=tick"
+            # No compression: the bytes on the wire are the bytes published.
+            async with ws_connect(
+                url, compression=None, max_queue=4, sock=small_buffer_socket(url)
+            ) as client:
+                await ping(client)
+                # It reads nothing from now on: once the kernel's and the server's buffers are
+                # full its outbox fills, and 0.5 s behind closes it (bounded: 20 s).
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 20.0
+                published = 0
+                while not channel.stats()["closed_slow"] and loop.time() < deadline:
+                    last = await channel.publish("tick", pad)
+                    published += 1
+                    if published % 10 == 0:
+                        await wait_until(partial(_handed_over, channel, last.id))
+                assert channel.stats()["closed_slow"] == 1
+                _, closed = await read_until_closed(client)
+            assert closed.rcvd is not None
+            assert closed.rcvd.code == 1013
+            assert channel.stats()["subscribers"] == 0
+
+    async def test_a_channel_name_nothing_created_is_served_with_a_warning_once(
+        self, start: Start, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        caplog.set_level(logging.WARNING, logger="tbone.dispatch.serving")
+        name = f"nobody-made-{uuid.uuid4().hex[:8]}"
+        async with start(name) as url:
+            async with ws_connect(url + "?events=tick") as client:
+                await ping(client)
+                made = get_channel(name)
+                assert type(made) is MemoryChannel  # served all the same
+                await made.publish("tick", 1)
+                assert [p["data"] for p in await recv_events(client, 1)] == [1]
+            await made.close(forget=True)
+            async with ws_connect(url) as client:  # made anew, but said once is enough
+                await ping(client)
+        warnings = [r for r in caplog.records if r.name == "tbone.dispatch.serving"]
+        assert len(warnings) == 1, [r.getMessage() for r in warnings]
+        assert warnings[0].levelno == logging.WARNING
+        message = warnings[0].getMessage()
+        assert f"no channel named {name!r} was created in this process" in message
+        assert f"serving a new MemoryChannel({name!r})" in message
+        assert "at startup" in message
 
 
 async def refused_with_403(url: str, origin: str | None = None) -> None:
