@@ -60,12 +60,9 @@ class EncodePerSubscriber(MemoryChannel):
     """MemoryChannel, but encoding the frame again for every subscriber (the "before")."""
 
     def deliver(self, event: Event) -> None:
-        carriers = self._subscribers.get(event.name)
-        if carriers:
-            for carrier in tuple(carriers):
-                text = jsonenc.dumps(event.to_dict())
-                carrier.offer(text, len(text))
-        self._last_id = event.id
+        for carrier in self.subscribers(event.name):
+            text = jsonenc.dumps(event.to_dict())
+            carrier.offer(text, len(text))
 
 
 Runner = Callable[[int, int], Awaitable[float]]

@@ -7,29 +7,30 @@ channels. :func:`publish_changes` connects receivers that turn those signals int
 receives.
 
 Each process keeps its own store. With a shared backend (``uvicorn demo:app --workers 2`` and
-Redis) a :class:`StoreMirror` keeps every process's store in step: it subscribes to the same
-events and applies those made by other processes (replaying the channel's history at
+Redis) :func:`mirror_changes` keeps every process's store in step: an in-process subscription
+to the same events applies those made by other processes (the channel's history first, at
 startup), so a page gets the same list from any worker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-import json
 import logging
 import time
 import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tbone.dispatch import Carrier, Channel, Signal
+from tbone.dispatch import Channel, Signal
+from tbone.dispatch.channels import EventStream
 
 __all__ = [
     "Item",
     "ItemError",
     "ItemStore",
     "StoreFull",
-    "StoreMirror",
+    "mirror_changes",
     "post_delete",
     "post_save",
     "publish_changes",
@@ -183,26 +184,17 @@ def publish_changes(store: ItemStore, channel: Channel) -> None:
     post_delete.connect(on_delete, sender=store, weak=False)
 
 
-class StoreMirror(Carrier):
-    """A carrier that applies ``resource_create`` / ``resource_delete`` events to a store.
+async def mirror_changes(
+    store: ItemStore, events: EventStream, caught_up: asyncio.Event | None = None
+) -> None:
+    """Apply the ``resource_create`` / ``resource_delete`` events of ``events`` to ``store``.
 
-    Subscribe it with ``await channel.resume(StoreMirror(store), events, None)``: the store
-    first catches up with the channel's history, then follows live events. A new mirror is
-    needed after the channel closed it (at app shutdown).
+    ``events`` is an in-process subscription (``channel.subscription(*EVENTS, history=True)``):
+    the store first catches up with the channel's history, then follows live events, so
+    every process of a shared backend lists the same items. ``caught_up`` is set once the
+    history is applied. Returns when the subscription ends.
     """
-
-    def __init__(self, store: ItemStore) -> None:
-        # The outbox may hold a whole history replay (the channel keeps up to 1,000 events).
-        super().__init__(store, max_messages=100_000, max_bytes=64 << 20)
-        self.store = store
-
-    async def send_text(self, text: str) -> None:
-        frame = json.loads(text)
-        if frame.get("type") == "event":
-            payload = frame["payload"]
-            self.store.apply(payload["name"], payload["data"])
-        elif frame.get("type") == "recovered" and not frame["payload"]["complete"]:
-            logger.warning("the item list may miss changes: the channel's history was trimmed")
-
-    async def close_connection(self, code: int, reason: str) -> None:
-        """Nothing to close: the mirror is in-process."""
+    async for event in events:
+        store.apply(event.name, event.data)
+        if caught_up is not None and not events.queued and events.complete is not None:
+            caught_up.set()

@@ -22,8 +22,10 @@ Errors are ``{"error": {"code", "message", "field"?}}``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -35,9 +37,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from demo.backend import channel_from_env
-from demo.items import ItemError, ItemStore, StoreFull, StoreMirror, publish_changes
+from demo.items import ItemError, ItemStore, StoreFull, mirror_changes, publish_changes
 from tbone.dispatch import Channel
 from tbone_asgi import channel_route, channels_lifespan
+
+logger = logging.getLogger("demo")
 
 __all__ = ["EVENTS", "MAX_BODY", "create_app"]
 
@@ -126,9 +130,27 @@ def create_app(channel: Channel | None = None, store: ItemStore | None = None) -
 
     @contextlib.asynccontextmanager
     async def mirror(app: Starlette) -> AsyncIterator[None]:
-        # Other processes' changes (a shared backend) reach this store, history first.
-        await channel.resume(StoreMirror(store), EVENTS, None)
-        yield
+        # Other processes' changes (a shared backend) reach this store: the history the
+        # channel holds is in the subscription before the app serves, live changes follow.
+        # Room for a whole default history (10,000 events) at once.
+        async with channel.subscription(
+            *EVENTS, history=True, max_messages=20_000, max_bytes=64 << 20
+        ) as events:
+            caught_up = asyncio.Event()
+            follower = asyncio.ensure_future(mirror_changes(store, events, caught_up))
+            if await events.recovered() is False:
+                logger.warning("the item list may miss changes: the channel's history was trimmed")
+            if not events.queued:
+                caught_up.set()
+            # The history is applied (or the subscription ended): now serve.
+            waiting = asyncio.ensure_future(caught_up.wait())
+            await asyncio.wait([waiting, follower], return_when=asyncio.FIRST_COMPLETED)
+            waiting.cancel()
+            try:
+                yield
+            finally:
+                follower.cancel()
+                await asyncio.wait([follower])
 
     app = Starlette(
         routes=[

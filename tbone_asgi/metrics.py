@@ -49,6 +49,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from tbone.dispatch.channels import Channel, get_channel, registered_channels
+from tbone.dispatch.errors import CLOSE_POLICY_VIOLATION
 
 __all__ = ["CONTENT_TYPE", "METRICS", "MetricsApp", "metrics_route", "render_metrics"]
 
@@ -222,7 +223,8 @@ class MetricsApp:
         if scope["type"] == "lifespan":
             return  # nothing to start: a lifespan-aware parent handles its own
         if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008, "reason": "metrics are HTTP"})
+            refusal = {"type": "websocket.close", "code": CLOSE_POLICY_VIOLATION}
+            await send({**refusal, "reason": "metrics are HTTP"})
             return
         method = scope.get("method", "GET")
         if method not in ("GET", "HEAD"):

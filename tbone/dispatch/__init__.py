@@ -11,6 +11,7 @@ from tbone.dispatch.channels import (
     get_channel,
 )
 from tbone.dispatch.channels.mem import MemoryChannel
+from tbone.dispatch.channels.stream import EventStream, SubscriptionClosed
 from tbone.dispatch.errors import TBoneError
 from tbone.dispatch.events import Event, History, MessageTooLarge
 from tbone.dispatch.signals import Signal, receiver
@@ -20,10 +21,12 @@ __all__ = [
     "Channel",
     "ChannelNameConflict",
     "Event",
+    "EventStream",
     "History",
     "MemoryChannel",
     "MessageTooLarge",
     "Signal",
+    "SubscriptionClosed",
     "TBoneError",
     "clear_registry",
     "close_all_channels",

@@ -8,6 +8,8 @@ written against those keeps working.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "CLOSE_GOING_AWAY",
     "CLOSE_MESSAGE_TOO_BIG",
@@ -42,7 +44,15 @@ CLOSE_REASONS = {
 
 
 class TBoneError(Exception):
-    """Base class of the exceptions this package raises."""
+    """Base class of the exceptions this package raises.
+
+    ``details`` become attributes: every exception carries the data that explains it.
+    """
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        for key, value in details.items():
+            setattr(self, key, value)
 
 
 class MessageTooLarge(TBoneError, ValueError):
@@ -53,13 +63,14 @@ class MessageTooLarge(TBoneError, ValueError):
     ``limit``.
     """
 
+    channel: str
+    event: str
+    size: int
+    limit: int
+
     def __init__(
         self, channel: str, event: str, size: int, limit: int, *, fix: str | None = None
     ) -> None:
-        self.channel = channel
-        self.event = event
-        self.size = size
-        self.limit = limit
         fix = fix or (
             "raise the channel's max_message_bytes, keeping it at most half of the "
             "subscribers' outbox (Carrier max_bytes, 1 MiB by default)"
@@ -67,19 +78,27 @@ class MessageTooLarge(TBoneError, ValueError):
         super().__init__(
             f"event {event!r} on channel {channel!r} is {size} bytes encoded, over the limit of "
             f"{limit} bytes; nothing was published. Publish a smaller payload (for example the "
-            f"id of a record clients can fetch), or {fix}."
+            f"id of a record clients can fetch), or {fix}.",
+            channel=channel,
+            event=event,
+            size=size,
+            limit=limit,
         )
 
 
 class ChannelNameConflict(TBoneError, TypeError):
     """A channel name is already bound to a channel of another class."""
 
+    name: str
+    existing: type
+    wanted: type
+
     def __init__(self, name: str, existing: type, wanted: type) -> None:
-        self.name = name
-        self.existing = existing
-        self.wanted = wanted
         super().__init__(
             f"channel {name!r} is already a {existing.__name__} in this process; "
             f"cannot make it a {wanted.__name__}. Use another name, or close the first one "
-            "(await channel.close(forget=True)) before creating the new one."
+            "(await channel.close(forget=True)) before creating the new one.",
+            name=name,
+            existing=existing,
+            wanted=wanted,
         )

@@ -26,24 +26,59 @@ __all__ = [
     "recovered_frame",
 ]
 
+# The parts of an event frame around its name, data, id and channel (``jsonenc``'s output for
+# Event.to_dict(): compact, keys in that order). All ASCII: lengths are the same in str and bytes.
+_HEAD = b'{"type":"event","payload":{"name":'
+_DATA = b',"data":'
+_ID = b',"id":'
+_CHANNEL = b',"channel":'
+_END = b"}}"
+
+#: Event._data of an event made by Event.from_json until its data is read.
+_UNDECODED: Any = object()
+
 
 class Event:
     """One published event: its ``name``, ``data``, channel-ordered ``id`` and ``channel``.
 
     The wire frame is encoded once, the first time :attr:`frame` is read, and then shared by
     every subscriber. Events are immutable by convention: do not change ``data`` after
-    publishing.
+    publishing. Backends that hold the data as JSON text already make events with
+    :meth:`from_json`, which builds the frame from that text and decodes ``data`` only when
+    it is read.
     """
 
-    __slots__ = ("_frame", "_size", "channel", "data", "id", "name")
+    # Few slots on purpose: channels hold thousands of events (history, catch-up windows).
+    __slots__ = ("_data", "_frame", "_size", "channel", "id", "name")
 
     def __init__(self, name: str, data: Any, id: str, channel: str) -> None:
         self.name = name
-        self.data = data
+        self._data = data
         self.id = id
         self.channel = channel
         self._frame: str | None = None
         self._size = 0
+
+    @classmethod
+    def from_json(
+        cls, name: str, payload: bytes | str, id: str, channel: str, *, data: Any = _UNDECODED
+    ) -> Event:
+        """An event whose data is the JSON text ``payload``, as :mod:`~tbone.dispatch.jsonenc`
+        encodes it (compact, UTF-8 as is): what a backend stored.
+
+        The frame is built from ``payload`` without decoding it (:func:`event_frame`), byte
+        for byte what encoding the decoded data gives, so fan-out never decodes. ``data`` is
+        decoded on first read and kept; pass ``data=`` when the value is at hand (the
+        publisher's), and it is used as is. Raises UnicodeDecodeError for bytes that are not
+        UTF-8; JSON that does not parse raises ValueError only when ``data`` is read.
+        """
+        raw = event_frame(
+            name, payload.encode() if isinstance(payload, str) else payload, id, channel
+        )
+        event = cls(name, data, id, channel)
+        event._frame = raw.decode()
+        event._size = len(raw)
+        return event
 
     def __repr__(self) -> str:
         return f"Event(name={self.name!r}, id={self.id!r}, channel={self.channel!r})"
@@ -59,6 +94,22 @@ class Event:
         )
 
     __hash__ = None  # type: ignore[assignment]  # data may be unhashable
+
+    @property
+    def data(self) -> Any:
+        """The event's data; for an event made by :meth:`from_json`, decoded on first read."""
+        data = self._data
+        if data is _UNDECODED:
+            data = self._data = jsonenc.loads(self._payload())
+        return data
+
+    def _payload(self) -> str:
+        # The data's JSON text is in the frame, between the name and the id: cut it out
+        # rather than keep a second copy of it in every event.
+        frame = self.frame
+        start = len(_HEAD) + len(jsonenc.dumps(self.name)) + len(_DATA)
+        after = len(_ID) + len(jsonenc.dumps(self.id)) + len(_CHANNEL)
+        return frame[start : -(after + len(jsonenc.dumps(self.channel)) + len(_END))]
 
     def to_dict(self) -> dict[str, Any]:
         """The frame as a dict (what a client receives, decoded)."""
@@ -92,31 +143,22 @@ class Event:
 def event_frame(name: str, payload: bytes, id: str, channel: str) -> bytes:
     """The event frame for data already encoded as JSON (``payload``), without re-encoding it.
 
-    Byte for byte what :attr:`Event.frame` gives for the decoded data: backends that store
-    the JSON text (Redis, MongoDB) and MemoryChannel build frames with it.
+    Byte for byte what :attr:`Event.frame` gives for the decoded data when ``payload`` is
+    what :mod:`~tbone.dispatch.jsonenc` encodes (see :meth:`Event.from_json`).
     """
     return b"".join(
         (
-            b'{"type":"event","payload":{"name":',
+            _HEAD,
             jsonenc.dumps_bytes(name),
-            b',"data":',
+            _DATA,
             payload,
-            b',"id":',
+            _ID,
             jsonenc.dumps_bytes(id),
-            b',"channel":',
+            _CHANNEL,
             jsonenc.dumps_bytes(channel),
-            b"}}",
+            _END,
         )
     )
-
-
-def stored_event(name: str, data: Any, payload: bytes, id: str, channel: str) -> Event:
-    """An Event whose frame is built from its stored JSON ``payload`` (see :func:`event_frame`)."""
-    event = Event(name, data, id, channel)
-    frame = event_frame(name, payload, id, channel)
-    event._size = len(frame)
-    event._frame = frame.decode()
-    return event
 
 
 class History:

@@ -14,6 +14,7 @@ from tbone.dispatch import MemoryChannel
 from tbone_asgi.client import subscribe
 from tests.demo.restartable import RestartableServer
 from tests.demo.waiting import ready, take
+from tests.support.asgi_server import wait_until
 
 
 @pytest.fixture
@@ -146,3 +147,22 @@ async def test_two_apps_publish_only_their_own_items() -> None:
     await one.create({"name": "only in one"})
     assert [e.data["name"] for e in await first.history()] == ["only in one"]
     assert len(await second.history()) == 0
+
+
+async def test_the_store_catches_up_with_the_history_at_startup() -> None:
+    # Changes another process made before this one started are in the channel's history: the
+    # mirror applies them before the app serves, then follows live ones.
+    channel = MemoryChannel(name="demo-catch-up")
+    made_elsewhere = {"id": "other-1", "name": "Bread", "note": "", "created": 1.0}
+    await channel.publish("resource_create", made_elsewhere)
+    await channel.publish("resource_create", {**made_elsewhere, "id": "other-2", "name": "Tea"})
+    await channel.publish("resource_delete", {"id": "other-2", "name": "Tea"})
+    store = ItemStore()
+    async with (
+        RestartableServer(create_app(channel, store)) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=10) as http,
+    ):
+        listing = (await http.get("/api/items")).json()
+        assert [item["id"] for item in listing["items"]] == ["other-1"]
+        await channel.publish("resource_create", {**made_elsewhere, "id": "other-3"})
+        await wait_until(lambda: store.get("other-3") is not None, what="a live change applied")

@@ -193,7 +193,7 @@ class Watch:
         self.start = self.peak = rss()
         self.late = 0.0  # the most this loop ran a 10 ms timer late
         self.done = False
-        sent, close = carrier._sent, carrier._too_far_behind
+        sent, close = carrier._sent, carrier.close_soon
 
         def record_send(size: int) -> bool:
             self.last_send_at = time.monotonic()
@@ -205,12 +205,12 @@ class Watch:
             close(reason, slow=slow)
 
         carrier._sent = record_send  # type: ignore[method-assign]
-        carrier._too_far_behind = record_close  # type: ignore[method-assign]
+        carrier.close_soon = record_close  # type: ignore[method-assign]
 
     async def run(self) -> None:
         while not self.done:
             carrier = self.carrier
-            if self.behind_at is None and (carrier.behind or carrier._lagging):
+            if self.behind_at is None and (carrier.behind or carrier.lagging):
                 self.behind_at = time.monotonic()
             self.peak = max(self.peak, rss())
             before = time.monotonic()

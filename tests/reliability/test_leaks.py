@@ -51,7 +51,7 @@ def _census(channel: MemoryChannel) -> dict[str, int]:
         "sessions": sum(isinstance(o, ProtocolSession) for o in objects),
         "subscribers": channel.stats()["subscribers"],
         "subscriptions": channel.stats()["subscriptions"],
-        "live carriers": len(carriers._live),
+        "live carriers": carriers.live_connections(),
         "open connections": sum(serving._open.values()),
     }
 

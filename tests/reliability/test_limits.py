@@ -57,7 +57,7 @@ def test_defaults_exist() -> None:
     channel = MemoryChannel(name="defaults")
     assert (channel.history_size, channel.max_message_bytes) == (10_000, 512 * 1024)
     # History is deeper than what one connection may hold back: window plus outbox.
-    assert channel._window.max_events + Carrier.default_max_messages < channel.history_size
+    assert channel.window_size + Carrier.default_max_messages < channel.history_size
     assert channel.publish_timeout == 5.0
     with pytest.raises(ValueError, match="max_connections must be at least 1"):
         ChannelEndpoint("limits", max_connections=0)

@@ -78,7 +78,7 @@ async def test_shutdown_under_load_then_resume(
         # The server has stopped: nothing of it may be left in this loop.
         pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         assert pending == [], pending
-        assert carriers._live == {}
+        assert carriers.live_connections() == 0
         assert not carriers._closing
         assert serving._open == {}
         assert [c.close_code for c in clients] == [code] * CLIENTS

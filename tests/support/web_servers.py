@@ -225,7 +225,7 @@ async def one_client_stops_reading(
         while not slow_carrier.closed and loop.time() < deadline:
             await publish(20, blob)
             peak = max(peak, slow_carrier.backlog())
-            if behind_at is None and (slow_carrier.behind or slow_carrier._lagging):
+            if behind_at is None and (slow_carrier.behind or slow_carrier.lagging):
                 behind_at = loop.time()
         assert slow_carrier.closed, f"slow client still open after {sent} events"
         assert slow_carrier.close_code == 1013

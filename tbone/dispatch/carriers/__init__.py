@@ -8,7 +8,8 @@ rules:
 * ``await deliver(data)`` / ``await deliver_text(text)`` send now and return True when the
   text was handed to the connection, False when the peer is gone. They never raise for a
   closed peer.
-* Channels do not await sends: they :meth:`~Carrier.offer` pre-encoded frames. A frame with
+* Channels do not await sends: they :meth:`~Carrier.offer_event` events, whose frames are
+  encoded once for every subscriber. A frame with
   nothing ahead of it is sent at once (most sends complete without waiting: the server
   buffers the bytes); the rest wait in an outbox that one writer task per connection drains
   in order, and that task also finishes a send that had to wait.
@@ -19,28 +20,61 @@ rules:
   reads. A connection that is behind and completes no send for ``slow_timeout`` seconds
   (5 s by default) is closed with code 1013 and unsubscribed everywhere; so is one whose send
   fails, and one whose outbox overflows (frames offered directly, beyond both limits).
+
+The contract with channels is one-way: channels call the carrier (:meth:`~Carrier.bind`,
+:meth:`~Carrier.unbind`, :meth:`~Carrier.lag`, :meth:`~Carrier.offer_event`,
+:meth:`~Carrier.close_soon`), and the carrier calls back only through the :class:`Link` each
+channel registers with :meth:`~Carrier.bind`: ``refill()`` when a connection that was behind has
+room again, ``closed(how)`` when it closed. This module imports no channel.
+
+A subclass written for TBone, which overrides only ``async def deliver(self, data)`` and may
+not call ``super().__init__()``, works with every channel: its ``deliver`` receives each frame
+decoded (``{"type": "event", "payload": {...}}``), and the base state is made after its own
+``__init__``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
 from collections.abc import Coroutine, Generator
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from tbone.dispatch import jsonenc
-from tbone.dispatch.errors import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER
+from tbone.dispatch.errors import CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_TRY_AGAIN_LATER
 
 if TYPE_CHECKING:
-    from tbone.dispatch.channels import Channel
+    from tbone.dispatch.events import Event
 
-__all__ = ["CLOSE_GOING_AWAY", "CLOSE_TRY_AGAIN_LATER", "Carrier"]
+__all__ = [
+    "CLOSE_GOING_AWAY",
+    "CLOSE_TRY_AGAIN_LATER",
+    "Carrier",
+    "Link",
+    "live_connections",
+    "wait_closing",
+]
 
 logger = logging.getLogger("tbone.dispatch.carriers")
 
 #: A writer lets other tasks run after this many sends in a row.
 _SLICE = 64
+
+#: How a carrier closed, as told to its links: too slow (1013), its send failed, or closed on
+#: purpose (by the application, the glue or a channel).
+Closed = Literal["slow", "failed", "closed"]
+
+
+class Link(Protocol):
+    """A channel's record of one connection, registered with :meth:`Carrier.bind`."""
+
+    def refill(self) -> None:
+        """The connection has room again: offer the events it lags on (see :meth:`Carrier.lag`)."""
+
+    def closed(self, how: Closed) -> None:
+        """The carrier closed and left every channel: forget the connection."""
 
 
 class Carrier:
@@ -58,6 +92,29 @@ class Carrier:
     default_max_messages: ClassVar[int] = 1000
     default_max_bytes: ClassVar[int] = 1 << 20
     default_slow_timeout: ClassVar[float] = 5.0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None:
+            # A subclass written for TBone may not call Carrier.__init__: give it the base
+            # state after its own __init__ (equal by identity, default limits). Done here, at
+            # construction, so attribute access stays as fast as on any class.
+            @functools.wraps(init)
+            def __init__(self: Carrier, *args: Any, **kwargs: Any) -> None:
+                init(self, *args, **kwargs)
+                if "outbox" not in self.__dict__:
+                    Carrier.__init__(self, self.__dict__.get("connection", self))
+
+            cls.__init__ = __init__  # type: ignore[method-assign]
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Carrier:
+        if cls.send_text is Carrier.send_text and cls.deliver is Carrier.deliver:
+            raise TypeError(
+                f"{cls.__name__} sends nothing: implement async send_text(self, text) (and "
+                "close_connection), or, as TBone carriers did, async deliver(self, data)"
+            )
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -80,7 +137,9 @@ class Carrier:
         self.close_code: int | None = None
         # Frames and their sizes in two deques: no tuple per frame, which at thousands of
         # subscribers would be thousands of objects per event for the garbage collector.
-        self._outbox: deque[str] = deque()
+        #: Frames waiting to be sent, oldest first. Read it (channels test it before
+        #: :attr:`behind`, per delivery); never change it.
+        self.outbox: deque[str] = deque()
         self._sizes: deque[int] = deque()
         self._queued_bytes = 0
         self._writer: asyncio.Task[None] | None = None
@@ -89,8 +148,8 @@ class Carrier:
         self._buffered = 0  # at most what the server holds for the peer (see _sent)
         # A send started in offer() that had to wait, for the writer task to finish.
         self._inflight: tuple[Coroutine[Any, Any, None], Any, int] | None = None
-        self._channels: dict[Channel, None] = {}  # channels this connection is subscribed on
-        self._lagging: dict[Channel, None] = {}  # channels whose window it reads from
+        self._links: dict[Link, None] = {}  # one per channel this connection is subscribed on
+        self._lagging: dict[Link, None] = {}  # channels holding frames back for it
         self._room: asyncio.Future[None] | None = None  # set by room(), resolved at low water
         self._sends = 0  # completed sends: what the slow watch calls progress
         # Few attributes on purpose: past 30, CPython stops sharing the keys of instance
@@ -100,12 +159,19 @@ class Carrier:
     # -- what subclasses implement ---------------------------------------------------------
 
     async def send_text(self, text: str) -> None:
-        """Send one text frame. Raise (any of :attr:`disconnect_errors`) if the peer is gone."""
-        raise NotImplementedError
+        """Send one text frame. Raise (any of :attr:`disconnect_errors`) if the peer is gone.
+
+        The default, for subclasses that override :meth:`deliver` instead (TBone's API),
+        passes the frame to it decoded; a ``deliver`` that returns False means the peer left.
+        """
+        if await self.deliver(jsonenc.loads(text)) is False:
+            raise ConnectionResetError(f"{self!r}: deliver() returned False")
 
     async def close_connection(self, code: int, reason: str) -> None:
-        """Close the underlying connection with ``code``; must not raise if already closed."""
-        raise NotImplementedError
+        """Close the underlying connection with ``code``; must not raise if already closed.
+
+        The default does nothing: a carrier that cannot close its connection stops sending.
+        """
 
     def backlog(self) -> int:
         """Bytes the server holds for this connection that our outbox no longer sees.
@@ -127,7 +193,7 @@ class Carrier:
         return hash(id(self.connection))
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else f"queued={len(self._outbox)}"
+        state = "closed" if self.closed else f"queued={len(self.outbox)}"
         return f"<{type(self).__name__} {self.connection!r} {state}>"
 
     # -- sending now -------------------------------------------------------------------------
@@ -165,7 +231,7 @@ class Carrier:
             return False
         if size is None:
             size = len(text)
-        outbox = self._outbox
+        outbox = self.outbox
         if outbox and (
             len(outbox) >= self.max_messages or self._queued_bytes + size > self.max_bytes
         ):
@@ -189,6 +255,13 @@ class Carrier:
         # it when it finds the connection behind, and room() when a replay waits.
         return True
 
+    def offer_event(self, event: Event, *, now: bool = True) -> bool:
+        """:meth:`offer` the frame of ``event`` (what channels call; the frame is shared).
+
+        Subclasses that want the Event itself (an in-process subscriber) override this.
+        """
+        return self.offer(event.frame, event.size, now=now)
+
     @property
     def behind(self) -> bool:
         """True while the outbox (with a send under way) is at least half full.
@@ -197,13 +270,16 @@ class Carrier:
         windows once the outbox is down to a quarter.
         """
         # Behind from half full; back to taking frames (live, or from the window) at a quarter.
-        return (
-            len(self._outbox) * 2 >= self.max_messages or self._queued_bytes * 2 >= self.max_bytes
-        )
+        return len(self.outbox) * 2 >= self.max_messages or self._queued_bytes * 2 >= self.max_bytes
+
+    @property
+    def lagging(self) -> bool:
+        """True while some channel holds frames back for this connection (see :meth:`lag`)."""
+        return bool(self._lagging)
 
     def _below_low_water(self) -> bool:
         return (
-            len(self._outbox) * 4 <= self.max_messages and self._queued_bytes * 4 <= self.max_bytes
+            len(self.outbox) * 4 <= self.max_messages and self._queued_bytes * 4 <= self.max_bytes
         )
 
     async def room(self) -> bool:
@@ -257,7 +333,7 @@ class Carrier:
     @property
     def queued(self) -> int:
         """Frames waiting in the outbox."""
-        return len(self._outbox)
+        return len(self.outbox)
 
     def _wake(self) -> None:
         waiter, self._waiter = self._waiter, None
@@ -266,7 +342,7 @@ class Carrier:
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        outbox, sizes = self._outbox, self._sizes
+        outbox, sizes = self.outbox, self._sizes
         send = self.send_text
         while True:
             inflight = self._inflight
@@ -306,7 +382,7 @@ class Carrier:
                     continue
             if self._drained is not None:
                 self._signal_drained()
-            if self.closed or not self._channels:
+            if self.closed or not self._links:
                 self._writer = None
                 return
             waiter = self._waiter = loop.create_future()
@@ -315,8 +391,8 @@ class Carrier:
     def _low_water(self) -> None:
         # Room again: take the next events from the windows of the channels this connection
         # lags on (the frames go to the outbox), and wake a replay waiting in room().
-        for channel in tuple(self._lagging):
-            channel._refill(self)
+        for link in tuple(self._lagging):
+            link.refill()
             if self.closed:
                 return
         room = self._room
@@ -354,7 +430,7 @@ class Carrier:
                 now - watch.since,
             )
             self._watch = None
-            self._too_far_behind("subscriber too slow")
+            self.close_soon("subscriber too slow")
             return
         watch.handle = loop.call_later(self.slow_timeout / 4, self._check_watch)
 
@@ -366,7 +442,7 @@ class Carrier:
         it (error frames) are not dropped with the outbox.
         """
         writer_busy = self._writer is not None and self._waiter is None
-        if self.closed or not (self._outbox or writer_busy):
+        if self.closed or not (self.outbox or writer_busy):
             return not self.closed
         if self._drained is None or self._drained.done():
             self._drained = asyncio.get_running_loop().create_future()
@@ -383,35 +459,58 @@ class Carrier:
 
     # -- channels ----------------------------------------------------------------------------
 
-    def _attach(self, channel: Channel) -> Carrier:
-        """Return the one live carrier of this connection, now subscribed on ``channel``."""
-        canonical = _live.get(self)
-        if canonical is None or canonical.closed:
+    def live(self) -> Carrier | None:
+        """The carrier channels use for this connection (this one or an equal one), or None."""
+        return _live.get(self)
+
+    def bind(self, link: Link) -> Carrier:
+        """Register a channel's ``link`` on this connection's live carrier, and return it.
+
+        The first carrier bound for a connection is the live one: every channel shares its
+        outbox and writer, so frames of several channels never race on one websocket. Raises
+        ValueError when this carrier is closed.
+        """
+        live = _live.get(self)
+        if live is None or live.closed:
             if self.closed:
                 raise ValueError(f"{self!r} is closed; it cannot be subscribed")
-            canonical = _live[self] = self
-        canonical._channels[channel] = None
-        return canonical
+            live = _live[self] = self
+        live._links[link] = None
+        return live
 
-    def _detach(self, channel: Channel) -> None:
-        """``channel`` no longer has a subscription for this connection."""
-        self._channels.pop(channel, None)
-        self._lagging.pop(channel, None)
-        if not self._channels:
+    def unbind(self, link: Link) -> None:
+        """The channel of ``link`` no longer holds a subscription for this connection."""
+        self._links.pop(link, None)
+        self._lagging.pop(link, None)
+        if not self._links:
             if _live.get(self) is self:
                 del _live[self]
             self._wake()  # an idle writer exits once nothing is subscribed
 
+    def lag(self, link: Link) -> None:
+        """The channel of ``link`` holds frames back for this connection (it is behind).
+
+        The writer calls ``link.refill()`` whenever the outbox is down to a quarter, until
+        :meth:`unlag`; the slow rule watches the connection meanwhile.
+        """
+        self._lagging[link] = None
+        if self._watch is None:
+            self._start_watch()
+
+    def unlag(self, link: Link) -> None:
+        """The channel of ``link`` has nothing held back for this connection any more."""
+        self._lagging.pop(link, None)
+
     # -- closing -----------------------------------------------------------------------------
 
-    async def close(self, code: int = 1000, reason: str = "") -> None:
+    async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Close the connection with ``code`` and remove the carrier from every channel.
 
         Frames still in the outbox are dropped. Safe to call more than once.
         """
         if not self.closed:
             self._mark_closed(code)
-            self._detach_all()
+            self._detach_all("closed")
         await self._stop_writer()
         try:
             await self.close_connection(code, reason)
@@ -422,21 +521,18 @@ class Carrier:
 
     def _overflow(self) -> None:
         logger.info("%r: outbox over its limits; closing with 1013", self)
-        self._too_far_behind("subscriber too slow")
+        self.close_soon("subscriber too slow")
 
-    def _too_far_behind(self, reason: str, *, slow: bool = True) -> None:
+    def close_soon(self, reason: str, *, slow: bool = True) -> None:
         """Close with 1013 (try again later) and leave every channel, without waiting.
 
-        ``slow``: counted in the channels' ``closed_slow`` (False when the channel itself
-        lost events and asks the client to resume).
+        ``slow``: the connection is closed for being too slow (counted in the channels'
+        ``closed_slow``); False when a channel lost events and asks the client to resume.
         """
         if self.closed:
             return
-        if slow:
-            for channel in self._channels:
-                channel._count("closed_slow")
         self._mark_closed(CLOSE_TRY_AGAIN_LATER)
-        self._detach_all()
+        self._detach_all("slow" if slow else "closed")
         # The close handshake may block on a peer that does not read, so it runs in a task of
         # its own, which also stops the writer.
         task = asyncio.get_running_loop().create_task(self.close(CLOSE_TRY_AGAIN_LATER, reason))
@@ -451,15 +547,13 @@ class Carrier:
         self._gone()
 
     def _gone(self) -> None:
-        for channel in self._channels:
-            channel._count("dropped")
         self._mark_closed(None)
-        self._detach_all()
+        self._detach_all("failed")
 
     def _mark_closed(self, code: int | None) -> None:
         self.closed = True
         self.close_code = code
-        self._outbox.clear()
+        self.outbox.clear()
         self._sizes.clear()
         self._queued_bytes = 0
         self._signal_drained()
@@ -470,11 +564,11 @@ class Carrier:
         if room is not None and not room.done():
             room.set_result(None)
 
-    def _detach_all(self) -> None:
-        channels, self._channels = list(self._channels), {}
+    def _detach_all(self, how: Closed) -> None:
+        links, self._links = list(self._links), {}
         self._lagging = {}
-        for channel in channels:
-            channel._forget(self)
+        for link in links:
+            link.closed(how)
         if _live.get(self) is self:
             del _live[self]
         self._wake()
@@ -545,3 +639,8 @@ async def wait_closing() -> None:
     """Wait for the close handshakes of carriers closed as too slow (used by Channel.close)."""
     while _closing:
         await asyncio.wait(list(_closing))
+
+
+def live_connections() -> int:
+    """Connections subscribed on some channel in this process (for leak checks and metrics)."""
+    return len(_live)

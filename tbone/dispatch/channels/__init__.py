@@ -23,25 +23,34 @@ Rules (``docs/channels.md`` has the long form):
   delivered.
 
 Writing a backend: subclass :class:`Channel` and implement :meth:`Channel.store`,
-:meth:`Channel.listen` and :meth:`Channel.read_history` (see ``docs/channels.md``).
+:meth:`Channel.listen` and :meth:`Channel.read_history`; the optional hooks are
+:meth:`Channel.history_page`, :meth:`Channel.order_key`, :meth:`Channel.on_new_loop` and
+:meth:`Channel.close_backend`. ``docs/channels.md`` ("A custom backend") has the contract and
+a complete example.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
+import inspect
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable
-from typing import Any, ClassVar, TypedDict, TypeVar
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict, TypeVar, cast
 
 from tbone.dispatch import jsonenc
-from tbone.dispatch.carriers import CLOSE_GOING_AWAY, Carrier, wait_closing
-from tbone.dispatch.channels.resume import Hold, replay
-from tbone.dispatch.channels.window import Lag, Window
-from tbone.dispatch.errors import ChannelNameConflict, MessageTooLarge
+from tbone.dispatch.carriers import Carrier, wait_closing
+from tbone.dispatch.channels import registry
+from tbone.dispatch.channels.fanout import Fanout
+from tbone.dispatch.channels.resume import replay
+from tbone.dispatch.channels.stream import EventStream, StreamOptions, SubscriptionClosed
+from tbone.dispatch.errors import CLOSE_GOING_AWAY, ChannelNameConflict, MessageTooLarge
 from tbone.dispatch.events import Event, History
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -49,7 +58,9 @@ __all__ = [
     "Channel",
     "ChannelNameConflict",
     "ChannelOptions",
+    "EventStream",
     "MessageTooLarge",
+    "SubscriptionClosed",
     "clear_registry",
     "close_all_channels",
     "get_channel",
@@ -60,8 +71,6 @@ __all__ = [
 logger = logging.getLogger("tbone.dispatch.channels")
 
 C = TypeVar("C", bound="Channel")
-
-_registry: dict[str, Channel] = {}
 
 
 #: The consumer lets other tasks run after this many events in a row.
@@ -85,27 +94,7 @@ class ChannelOptions(TypedDict, total=False):
     backoff: tuple[float, float]
 
 
-class _ChannelMeta(abc.ABCMeta):
-    """Makes ``SomeChannel(name=...)`` return the process's one channel of that name."""
-
-    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        name = kwargs.get("name", args[0] if args else None)
-        if not isinstance(name, str) or not name:
-            raise TypeError(
-                f"{cls.__name__} needs a name: {cls.__name__}(name='pubsub'). Channels are "
-                "per-process singletons looked up by name."
-            )
-        existing = _registry.get(name)
-        if existing is not None:
-            if type(existing) is not cls:
-                raise ChannelNameConflict(name, type(existing), cls)
-            return existing
-        channel = super().__call__(*args, **kwargs)
-        _registry[name] = channel
-        return channel
-
-
-class Channel(metaclass=_ChannelMeta):
+class Channel(metaclass=registry.ChannelMeta):
     """Base class of channels. See the module docstring for the rules.
 
     Options common to every backend (``docs/channels.md`` has the long form):
@@ -175,27 +164,19 @@ class Channel(metaclass=_ChannelMeta):
         self.queue_bytes = queue_bytes
         self.publish_timeout = publish_timeout
         self.backoff = backoff
-        self._subscribers: dict[str, dict[Carrier, None]] = {}  # event -> carriers, in order
-        self._events_of: dict[Carrier, set[str]] = {}  # carrier -> events it is subscribed to
-        self._resuming: dict[Carrier, Hold] = {}  # carriers catching up on history
+        self.window_size = window
+        self.window_bytes = window_bytes
         self._resume_locks: dict[Carrier, asyncio.Lock] = {}
-        self._window = Window(window, window_bytes)
-        self._lag: dict[Carrier, Lag] = {}  # connections reading from the window
-        self._blocked = False  # the window is full and a lagging connection needs its oldest
-        self._room: asyncio.Future[None] | None = None  # the consumer waiting for the window
         # Events this process published that its consumer has not delivered yet (id -> size).
         self._pending: OrderedDict[str, int] = OrderedDict()
         self._pending_bytes = 0
         self._publishers: asyncio.Future[None] | None = None  # publishers waiting for room
         self._consumer: asyncio.Task[None] | None = None
         self._ready: asyncio.Event | None = None
-        #: Set by ``listen`` while it holds further events ready to yield (see deliver()).
-        self.more_ready = False
         self._delay = backoff[0]
         self._state = "idle"
         self._last_id: str | None = None
         self._last_error: str | None = None
-        self._waited = 0.0
         self._counts = dict.fromkeys(
             (
                 "published",
@@ -212,6 +193,7 @@ class Channel(metaclass=_ChannelMeta):
             ),
             0,
         )
+        self._fanout = Fanout(name, self._counts, window, window_bytes)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} {self._state}>"
@@ -222,25 +204,41 @@ class Channel(metaclass=_ChannelMeta):
     async def store(self, name: str, data: Any) -> Event:
         """Write one event to the backend and return it with its backend-given id.
 
-        :meth:`publish` has checked the size (unless the backend sets :attr:`checks_size` and
-        calls :meth:`check_size` here itself, with the data it encodes anyway).
+        Called by :meth:`publish`, which has checked the size (unless the backend sets
+        :attr:`checks_size` and calls :meth:`check_size` here itself, with the data it
+        encodes anyway). Raise to fail this publish only (nothing stored, or the backend's
+        error when it cannot tell). A backend that keeps JSON text returns
+        ``Event.from_json(name, payload, id, self.name, data=data)``.
         """
 
     @abc.abstractmethod
-    def listen(self, after: str | None) -> AsyncIterator[Event]:
+    def listen(self, after: str | None) -> AsyncIterator[Event | Sequence[Event]]:
         """Yield the backend's events in order, starting after id ``after`` (None: from now).
+
+        Yield single events, or batches (a sequence of events at hand together, such as one
+        read's answer): the consumer delivers a batch's events one after the other and tells
+        writers that more follow at once, so each sends them as one batch. Every event is
+        yielded once, in the channel's order.
 
         Call :meth:`mark_ready` once the read position is fixed (for "from now", once the
         backend has answered where "now" is), so that :meth:`ready` can tell callers when an
-        event they publish is sure to be seen. Raising or returning ends this attempt: the
-        consumer waits (with backoff) and calls ``listen`` again with the id of the last event
-        it delivered. The consumer may pause between two events (flow control): the backend
-        then simply reads on later.
+        event they publish is sure to be seen; a backend that does not is taken as ready at
+        its first yield. Raising or returning ends this attempt: the consumer waits (with
+        backoff) and calls ``listen`` again with :attr:`last_id`, the last event it
+        delivered. The consumer may pause at a yield (flow control, or to let other tasks
+        run): the backend then simply reads on later, so hold no lock or transaction across
+        a yield. It asks for the next item only once it delivered every event of the
+        previous one, and stops in the middle of a batch only when the channel closes.
         """
 
     @abc.abstractmethod
     async def read_history(self, since: str | None) -> History:
-        """The stored events after ``since`` (all of them when None), oldest first."""
+        """The stored events after ``since`` (all of them when None), oldest first.
+
+        ``complete`` is False when the store no longer reaches back to ``since`` (trimmed,
+        or an id of an earlier life of the channel). Raise ValueError for an id this channel
+        cannot read.
+        """
 
     async def history_page(self, since: str | None, *, limit: int, max_bytes: int) -> History:
         """At most ``limit`` stored events after ``since``, of at most ``max_bytes`` in all.
@@ -269,13 +267,9 @@ class Channel(metaclass=_ChannelMeta):
         carrier subscribed for a connection is kept, so a later carrier object for the same
         connection works for :meth:`unsubscribe`. "From now on" is the channel's stream: a
         connection that is behind gets the events delivered after this call, when it gets there.
+        Raises ValueError when ``carrier`` is closed.
         """
-        live = carrier._attach(self)
-        self._subscribers.setdefault(event, {})[live] = None
-        self._events_of.setdefault(live, set()).add(event)
-        lag = self._lag.get(live)
-        if lag is not None:
-            lag.toggle(event, True, self._window.end)
+        self._fanout.subscribe(event, carrier)
         self.kickoff()
 
     def unsubscribe(self, event: str, carrier: Carrier) -> bool:
@@ -283,44 +277,18 @@ class Channel(metaclass=_ChannelMeta):
 
         Events delivered before this call still reach a connection that is behind.
         """
-        carriers = self._subscribers.get(event)
-        if not carriers or carrier not in carriers:
-            return False
-        events = self._events_of.get(carrier, set())
-        events.discard(event)
-        live = next(c for c in carriers if c == carrier)
-        lag = self._lag.get(live)
-        if lag is not None:
-            lag.toggle(event, False, self._window.end)
-        if not events and lag is None:
-            self._events_of.pop(carrier, None)
-            self._resuming.pop(carrier, None)
-            live._detach(self)
-        del carriers[carrier]
-        if not carriers:
-            del self._subscribers[event]
-        return True
+        return self._fanout.unsubscribe(event, carrier)
 
     def unsubscribe_all(self, carrier: Carrier) -> None:
         """Remove every subscription of the connection of ``carrier`` on this channel."""
-        for event in list(self._events_of.get(carrier, ())):
-            self.unsubscribe(event, carrier)
+        sub = self._fanout.subscription(carrier)
+        if sub is not None:
+            for event in list(sub.events):
+                self._fanout.unsubscribe(event, carrier)
 
     def subscribers(self, event: str) -> list[Carrier]:
         """The carriers subscribed to ``event``, in subscription order."""
-        return list(self._subscribers.get(event, ()))
-
-    def _forget(self, carrier: Carrier) -> None:
-        # Called by a carrier that closed or failed: it already left, just drop the entries.
-        for event in self._events_of.pop(carrier, ()):
-            carriers = self._subscribers.get(event)
-            if carriers is not None:
-                carriers.pop(carrier, None)
-                if not carriers:
-                    del self._subscribers[event]
-        self._resuming.pop(carrier, None)
-        if self._lag.pop(carrier, None) is not None:
-            self._lag_changed()
+        return [sub.carrier for sub in self._fanout.by_event.get(event, ())]
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -439,107 +407,21 @@ class Channel(metaclass=_ChannelMeta):
 
     # -- delivering --------------------------------------------------------------------------
 
-    def deliver(self, event: Event) -> None:
+    def deliver(self, event: Event, *, now: bool = True) -> None:
         """Hand ``event`` to its subscribers (encoded once). Never blocks or raises.
 
-        A connection that is behind does not get the frame now: it reads it from the window
+        ``now`` False: more events follow at once (writers then send them in one go). A
+        connection that is behind does not get the frame now: it reads it from the window
         later, in order. Called by the consumer loop; backends that have no loop of their own
         may call it (and should then await :meth:`make_room` when :attr:`blocked` is True).
         """
-        lag = self._lag
-        seq = self._window.append(event) if lag else -1
-        carriers = self._subscribers.get(event.name)
-        if carriers:
-            text = event.frame
-            size = event.size
-            # With more events ready behind this one, frames queue and each writer sends a
-            # batch; alone, each is sent at once (no task switch on the way).
-            now = not self.more_ready
-            delivered = 0
-            resuming = self._resuming
-            for carrier in tuple(carriers):
-                if lag and carrier in lag:
-                    continue  # it takes this event from the window when it gets there
-                if resuming and carrier in resuming and resuming[carrier].intercept(event):
-                    continue
-                # Carrier.behind, inline (per delivery); an empty outbox always takes the frame.
-                queued = carrier._outbox
-                if queued and (
-                    len(queued) * 2 >= carrier.max_messages
-                    or carrier._queued_bytes * 2 >= carrier.max_bytes
-                ):
-                    if seq < 0:
-                        seq = self._window.append(event)
-                    self._start_lag(carrier, seq)
-                    lag = self._lag
-                    continue
-                if carrier.offer(text, size, now=now):
-                    delivered += 1
-            self._counts["delivered"] += delivered
+        self._fanout.deliver(event, now)
         self._last_id = event.id
-        if seq >= 0 and self._window.over():
-            self._evict()
-
-    def _start_lag(self, carrier: Carrier, seq: int) -> None:
-        self._lag[carrier] = Lag(seq, self._events_of.get(carrier, set()))
-        carrier._lagging[self] = None
-        self._counts["lagged"] += 1
-        if carrier._watch is None:
-            carrier._start_watch()
-
-    def _refill(self, carrier: Carrier) -> None:
-        """Called by a lagging connection's writer with room again: queue what follows."""
-        lag = self._lag.get(carrier)
-        if lag is None:
-            carrier._lagging.pop(self, None)
-            return
-        window = self._window
-        at_tail = lag.cursor <= window.first
-        hold = self._resuming.get(carrier)
-        seq, end = lag.cursor, window.end
-        delivered = 0
-        while seq < end and not carrier.behind:
-            event = window.get(seq)
-            seq += 1
-            if not lag.wants(event.name, seq - 1):
-                continue
-            if hold is not None and hold.intercept(event):
-                continue
-            if not carrier.offer(event.frame, event.size, now=False):
-                return  # closed: it left every channel
-            delivered += 1
-        lag.cursor = seq
-        self._counts["delivered"] += delivered
-        if seq >= end:  # caught up: live again
-            del self._lag[carrier]
-            carrier._lagging.pop(self, None)
-            if not self._events_of.get(carrier):  # unsubscribed from all while behind
-                self._events_of.pop(carrier, None)
-                carrier._detach(self)
-            self._lag_changed()
-        elif at_tail and self._room is not None:
-            _resolve(self._room)
-
-    def _lag_changed(self) -> None:
-        if not self._lag:
-            self._window.clear()
-            self._blocked = False
-        if self._room is not None:
-            _resolve(self._room)
-
-    def _evict(self) -> None:
-        window = self._window
-        if not self._lag:
-            window.clear()
-            self._blocked = False
-            return
-        window.evict_before(min(lag.cursor for lag in self._lag.values()))
-        self._blocked = window.over()
 
     @property
     def blocked(self) -> bool:
         """True while the window is full and a connection behind still needs its oldest event."""
-        return self._blocked
+        return self._fanout.blocked
 
     async def make_room(self) -> None:
         """Wait until the window may drop its oldest event (see ``docs/channels.md``).
@@ -549,43 +431,7 @@ class Channel(metaclass=_ChannelMeta):
         is closed with 1013 and the others go on. The consumer loop awaits this after an event
         that left the window blocked, so publishers slow down meanwhile.
         """
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        self._counts["waits"] += 1
-        try:
-            while True:
-                self._evict()
-                if not self._blocked:
-                    return
-                first = self._window.first
-                holding = [(c, lag) for c, lag in self._lag.items() if lag.cursor <= first]
-                budget = min(c.slow_timeout - lag.held for c, lag in holding)
-                begun = loop.time()
-                if budget > 0:
-                    room = self._room = loop.create_future()
-                    try:
-                        await _wait_at_most(room, budget)
-                    finally:
-                        self._room = None
-                waited = loop.time() - begun
-                for carrier, lag in holding:
-                    if self._lag.get(carrier) is not lag:
-                        continue  # moved on or left
-                    if carrier.closed:  # closed without leaving (a subclass's close): drop it
-                        self._forget(carrier)
-                        continue
-                    lag.held += waited
-                    if lag.held >= carrier.slow_timeout and lag.cursor <= self._window.first:
-                        logger.info(
-                            "channel %r: %r held the window full for %.1fs (slow_timeout); "
-                            "closing it with 1013",
-                            self.name,
-                            carrier,
-                            lag.held,
-                        )
-                        carrier._too_far_behind("subscriber too slow")
-        finally:
-            self._waited += loop.time() - started
+        await self._fanout.make_room()
 
     # -- resume ------------------------------------------------------------------------------
 
@@ -611,6 +457,7 @@ class Channel(metaclass=_ChannelMeta):
         events: Iterable[str],
         since: str | None,
         *,
+        history: bool = False,
         max_events: int = 10_000,
         max_bytes: int = 16 * 1024 * 1024,
     ) -> bool:
@@ -622,33 +469,49 @@ class Channel(metaclass=_ChannelMeta):
         it names. History is read in pages and sent at the pace the connection reads; at most
         ``max_events`` events and ``max_bytes`` bytes are replayed, and a longer history ends
         with ``complete`` False. Returns ``complete`` (see :meth:`history`). With
-        ``since=None`` this is a plain subscribe and no ``recovered`` frame is sent. Resumes
-        of one connection on one channel run one after the other.
+        ``since=None`` this is a plain subscribe and no ``recovered`` frame is sent, unless
+        ``history`` is True: then the replay starts at the oldest event held. Resumes of one
+        connection on one channel run one after the other.
         """
         names = set(events)
-        live = carrier._attach(self)
-        if since is None:
+        if since is None and not history:
             for name in names:
-                self.subscribe(name, live)
+                self.subscribe(name, carrier)
             return True
+        live = carrier.live() or carrier
         lock = self._resume_locks.setdefault(live, asyncio.Lock())
         try:
             async with lock:
-                return await replay(self, live, names, since, max_events, max_bytes)
+                return await replay(self, self._fanout, live, names, since, max_events, max_bytes)
         finally:
             if not lock.locked() and self._resume_locks.get(live) is lock:
                 del self._resume_locks[live]
+
+    def subscription(self, *events: str, **options: Unpack[StreamOptions]) -> EventStream:
+        """The events named ``events``, for code in this process::
+
+            async with channel.subscription("a", "b") as events:
+                async for event in events:
+                    ...
+
+        Bounded like a websocket subscriber (``max_messages``, ``max_bytes``,
+        ``slow_timeout``, with a connection's defaults); ``since`` and ``history`` resume as
+        :meth:`resume` does. See :class:`~tbone.dispatch.channels.stream.EventStream`.
+        """
+        return EventStream(self, events, **options)
 
     # -- running -----------------------------------------------------------------------------
 
     def kickoff(self) -> None:
         """Start the consumer loop if it is not running. Needs a running event loop."""
         consumer = self._consumer
-        if consumer is not None and not consumer.done():
-            if consumer.get_loop() is asyncio.get_running_loop():
+        if consumer is not None:
+            if consumer.get_loop() is not asyncio.get_running_loop():
+                # A channel outlives event loops in tests and reloads: start afresh on this
+                # one, also when the old loop cancelled its consumer as it shut down.
+                self._reset_loop_state()
+            elif not consumer.done():
                 return
-            # A channel outlives event loops in tests and reloads: start afresh on this one.
-            self._reset_loop_state()
         self._state = "starting"
         self._ready = asyncio.Event()
         self._consumer = asyncio.get_running_loop().create_task(
@@ -656,7 +519,13 @@ class Channel(metaclass=_ChannelMeta):
         )
 
     def mark_ready(self) -> None:
-        """Called by :meth:`listen` once it reads from a fixed position (see :meth:`ready`)."""
+        """Say that :meth:`listen` reads from a fixed position: :meth:`ready` returns now.
+
+        Backends call it in ``listen`` once the read position is fixed, before waiting for
+        the first event (MemoryChannel, whose queue is the position, already in
+        :meth:`kickoff`). The consumer calls it at the first event of a backend that does
+        not. It also resets the backoff: the backend answers again.
+        """
         self._state = "running"
         self._delay = self.backoff[0]  # the backend answers again: the next fault starts afresh
         if self._ready is not None:
@@ -687,37 +556,64 @@ class Channel(metaclass=_ChannelMeta):
             "connections with 1013 so that their clients resume",
             self.name,
             reason,
-            len(self._events_of),
+            len(self._fanout.subs),
         )
-        for carrier in list(self._events_of):
-            carrier._too_far_behind("events lost; resume", slow=False)
+        self._fanout.close_all("events lost; resume")
+
+    @property
+    def last_id(self) -> str | None:
+        """The id of the last event the consumer delivered (None before the first one).
+
+        Where the consumer resumes: it calls ``listen(last_id)`` after a backend fault.
+        """
+        return self._last_id
+
+    def on_new_loop(self) -> None:
+        """Drop backend state bound to a previous event loop: clients, tasks, futures, queues.
+
+        A channel outlives event loops (tests, reloads): :meth:`kickoff` calls this when it
+        starts the consumer on a loop other than the one the last consumer ran on, after the
+        channel dropped its own such state. The default does nothing.
+        """
 
     def _reset_loop_state(self) -> None:
-        """Drop state bound to a previous event loop (override to reset backend clients)."""
         self._consumer = None
-        self._room = None
         self._publishers = None
         self._pending.clear()
         self._pending_bytes = 0
+        self._fanout.on_new_loop()
+        self.on_new_loop()
 
     async def _consume(self) -> None:
         self._delay = self.backoff[0]
         handed = 0
+        # An override of deliver(event) written for TBone gets no batching hint; one that
+        # takes now= (as Channel.deliver does) gets it.
+        hinted = "now" in inspect.signature(self.deliver).parameters
         while True:
             try:
-                async for event in self.listen(self._last_id):
+                async for item in self.listen(self._last_id):
                     if self._state != "running":
                         self.mark_ready()  # for backends that never call it themselves
-                    self.deliver(event)
-                    if self._pending and event.id in self._pending:
-                        self._seen_pending(event.id)
-                    if self._blocked:
-                        await self.make_room()
-                    handed += 1
-                    if handed % YIELD_EVERY == 0:
-                        # A backlog of events is handed out in one go otherwise: let writers
-                        # send and timers (the slow rule) run between slices of it.
-                        await asyncio.sleep(0)
+                    batch = (item,) if isinstance(item, Event) else item
+                    last = len(batch) - 1
+                    for index, event in enumerate(batch):
+                        if hinted:
+                            # Before a batch's last event, more follow at once: writers batch.
+                            self.deliver(event, now=index == last)
+                        else:
+                            self.deliver(event)
+                        # deliver() records it too; the position must not depend on an override.
+                        self._last_id = event.id
+                        if self._pending and event.id in self._pending:
+                            self._seen_pending(event.id)
+                        if self._fanout.blocked:
+                            await self._fanout.make_room()
+                        handed += 1
+                        if handed % YIELD_EVERY == 0:
+                            # A backlog of events is handed out in one go otherwise: let
+                            # writers send and timers (the slow rule) run between slices of it.
+                            await asyncio.sleep(0)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -749,20 +645,16 @@ class Channel(metaclass=_ChannelMeta):
             if consumer.get_loop() is asyncio.get_running_loop():
                 await asyncio.wait([consumer])
         self._drop_pending()
-        carriers = list(self._events_of)
         await asyncio.gather(
-            *(c.close(CLOSE_GOING_AWAY, "channel closed") for c in carriers),
+            *(c.close(CLOSE_GOING_AWAY, "channel closed") for c in list(self._fanout.subs)),
             return_exceptions=True,
         )
-        for carrier in carriers:  # in case a carrier's close failed early
-            self._forget(carrier)
-        self._lag.clear()
-        self._lag_changed()
+        self._fanout.forget_all()  # in case a carrier's close failed early
         await wait_closing()
         await self.close_backend()
         self._state = "closed"
-        if forget and _registry.get(self.name) is self:
-            del _registry[self.name]
+        if forget:
+            registry.forget(self)
 
     async def close_backend(self) -> None:
         """Release backend resources (connections, cursors). Called by :meth:`close`."""
@@ -798,12 +690,12 @@ class Channel(metaclass=_ChannelMeta):
         return {
             "name": self.name,
             "backend": self.backend,
-            "subscribers": len(self._events_of),
-            "subscriptions": sum(len(c) for c in self._subscribers.values()),
+            "subscribers": len(self._fanout.subs),
+            "subscriptions": sum(len(s) for s in self._fanout.by_event.values()),
             **self._counts,
-            "lagging": len(self._lag),
-            "window": len(self._window),
-            "waited_s": round(self._waited, 3),
+            "lagging": len(self._fanout.lagging),
+            "window": len(self._fanout.window),
+            "waited_s": round(self._fanout.waited, 3),
             "pending": len(self._pending),
             "consumer": self._state,
             "last_error": self._last_error,
@@ -828,29 +720,24 @@ async def _wait_at_most(future: asyncio.Future[None], timeout: float) -> None:
     await asyncio.wait((future,), timeout=timeout)
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
 def get_channel(name: str) -> Channel | None:
     """The channel registered under ``name`` in this process, or None."""
-    return _registry.get(name)
+    return cast("Channel | None", registry.lookup(name))
 
 
 def registered_channels() -> list[Channel]:
     """Every channel registered in this process, in creation order (metrics, health checks)."""
-    return list(_registry.values())
+    return cast("list[Channel]", registry.every())
 
 
 def clear_registry() -> None:
     """Forget every channel without closing them (tests; prefer :func:`close_all_channels`)."""
-    _registry.clear()
+    registry.clear()
 
 
 async def close_all_channels() -> None:
     """Close every registered channel and empty the registry (app shutdown, test teardown)."""
-    channels = list(_registry.values())
-    _registry.clear()
+    channels = registered_channels()
+    registry.clear()
     for channel in channels:
         await channel.close()

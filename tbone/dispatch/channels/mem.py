@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from tbone.dispatch import jsonenc
 from tbone.dispatch.channels import Channel, ChannelOptions
-from tbone.dispatch.events import Event, History, stored_event
+from tbone.dispatch.events import Event, History
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -50,10 +50,10 @@ class MemoryChannel(Channel):
         super().__init__(name, history=history, **options)
         if isinstance(history_bytes, bool) or not isinstance(history_bytes, int):
             raise ValueError(f"history_bytes must be an int, got {history_bytes!r}")
-        if history_bytes < self._window.max_bytes:
+        if history_bytes < self.window_bytes:
             raise ValueError(
                 f"history_bytes ({history_bytes}) must be at least window_bytes "
-                f"({self._window.max_bytes}): a client closed while behind resumes from history"
+                f"({self.window_bytes}): a client closed while behind resumes from history"
             )
         self.history_bytes = history_bytes
         self.epoch = str(int(time.time() * 1000))
@@ -66,7 +66,7 @@ class MemoryChannel(Channel):
         payload = jsonenc.dumps_bytes(data)  # bad data fails here, not in a subscriber
         self.check_size(name, payload)
         self._seq += 1
-        event = stored_event(name, data, payload, f"{self.epoch}-{self._seq}", self.name)
+        event = Event.from_json(name, payload, f"{self.epoch}-{self._seq}", self.name, data=data)
         kept = self._kept
         if len(kept) == kept.maxlen:
             self._kept_bytes -= kept[0].size
@@ -89,20 +89,22 @@ class MemoryChannel(Channel):
         if self._state != "running":
             self.mark_ready()
 
-    async def listen(self, after: str | None) -> AsyncIterator[Event]:
-        # The queue outlives a restart of the consumer, so nothing is lost or repeated.
+    async def listen(self, after: str | None) -> AsyncIterator[list[Event]]:
+        """Yield what the queue holds, as one batch, as soon as it holds anything.
+
+        The queue is the read position (``after`` is not needed): it outlives a restart of
+        the consumer, so nothing is lost or repeated. Publishers wait while ``queue_size``
+        events are queued (see :meth:`Channel.publish`), which keeps batches about that size.
+        """
         queue = self._queue
         if queue is None:
             queue = self._queue = asyncio.Queue()
         self.mark_ready()
         while True:
-            event = await queue.get()
-            self.more_ready = not queue.empty()
-            yield event
+            batch = [await queue.get()]
             while not queue.empty():
-                event = queue.get_nowait()
-                self.more_ready = not queue.empty()
-                yield event
+                batch.append(queue.get_nowait())
+            yield batch
 
     def _start(self, since: str | None) -> tuple[int, bool]:
         """Index in the history of the first event after ``since``, and ``complete``."""
@@ -137,9 +139,8 @@ class MemoryChannel(Channel):
         epoch, _, seq = id.partition("-")
         return (int(epoch), int(seq)) if epoch.isdigit() and seq.isdigit() else None
 
-    def _reset_loop_state(self) -> None:
-        super()._reset_loop_state()
-        self._queue = None
+    def on_new_loop(self) -> None:
+        self._queue = None  # its waiters belong to the old loop
 
     async def close_backend(self) -> None:
         self._queue = None

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from tbone.dispatch import jsonenc
 from tbone.dispatch.channels import MAX_MESSAGE_BYTES, WINDOW_BYTES, Channel, ChannelOptions
 from tbone.dispatch.errors import TBoneError
-from tbone.dispatch.events import Event, History, MessageTooLarge, stored_event
+from tbone.dispatch.events import Event, History, MessageTooLarge
 
 try:
     from bson import ObjectId
@@ -54,8 +54,12 @@ T = TypeVar("T")
 
 #: Server error code of ``create`` when the collection already exists.
 NAMESPACE_EXISTS = 48
-#: Bytes a document takes beyond its key and data text (``_id``, field names, ``ts``).
+#: Bytes a document takes beyond its key and data text (``_id``, field names, ``v``, ``ts``).
 _DOC_OVERHEAD = 96
+#: A document's ``v``: its ``data`` is tbone.dispatch.jsonenc's text, written by store() and
+#: spliced into frames as it is. Documents without it were written by something else: their
+#: ``data`` is parsed first, so text that is not JSON never reaches a client.
+_FORMAT = 1
 #: Seconds allowed for killing a cursor when it is dropped.
 _CLOSE_TIMEOUT = 5.0
 #: Tries to read one history page when the collection keeps rolling over meanwhile.
@@ -69,16 +73,20 @@ class CollectionNotCapped(TBoneError, RuntimeError):
     ``database``, ``collection`` and the server's ``info`` about it (from listCollections).
     """
 
+    database: str
+    collection: str
+    info: dict[str, Any]
+
     def __init__(self, database: str, collection: str, info: dict[str, Any]) -> None:
-        self.database = database
-        self.collection = collection
-        self.info = info
         super().__init__(
             f"collection {database}.{collection} exists but is not capped "
             f"(type {info.get('type', 'collection')!r}, options {info.get('options', {})!r}); "
             "MongoChannel tails a capped collection. Drop it if it holds nothing you need "
             f"(db.{collection}.drop()), convert it (convertToCapped), or give the channel "
-            "another collection with MongoChannel(..., prefix=...)."
+            "another collection with MongoChannel(..., prefix=...).",
+            database=database,
+            collection=collection,
+            info=info,
         )
 
 
@@ -162,6 +170,9 @@ class MongoChannel(Channel):
         # next cursor resumes. None: start from "now".
         self._position: Any = None
         self._position_is_now = False
+        # Closed or moved to another event loop: the next cursor starts from "now", not
+        # after the last event the old subscribers got.
+        self._restarted = False
         #: The driver's tailing cursor while one is open (for diagnostics), else None.
         self.cursor: Any = None
         self._mongo_counts = dict.fromkeys(("cursors", "skipped"), 0)
@@ -207,7 +218,7 @@ class MongoChannel(Channel):
     # -- backend hooks -----------------------------------------------------------------------
 
     async def store(self, name: str, data: Any) -> Event:
-        """Insert one document ``{_id, key, data, ts}``; ``data`` is kept as JSON text.
+        """Insert one document ``{_id, key, data, v, ts}``; ``data`` is kept as JSON text.
 
         JSON text, not BSON, so every process's subscribers get exactly the frame the
         publisher's data encodes to (no BSON type changes, no 64-bit or key-type limits).
@@ -228,40 +239,43 @@ class MongoChannel(Channel):
             )
         self.check_size(name, payload)
         oid = ObjectId()
-        event = stored_event(name, data, payload, str(oid), self.name)
+        event = Event.from_json(name, payload, str(oid), self.name, data=data)
         await self.ensure_collection()
         # Expected before the insert: the tailing cursor may see it before the insert answers.
         self.expect(event)
         try:
             await self._collection.insert_one(
-                {"_id": oid, "key": name, "data": payload.decode(), "ts": _utcnow()}
+                {"_id": oid, "key": name, "data": payload.decode(), "v": _FORMAT, "ts": _utcnow()}
             )
         except BaseException:
             self.unexpect(event)
             raise
         return event
 
-    async def listen(self, after: str | None) -> AsyncIterator[Event]:
+    async def listen(self, after: str | None) -> AsyncIterator[list[Event]]:
         """Tail the collection from the read position; see the module docstring.
 
         The position is the last document a cursor of this channel passed; with none yet,
-        ``after`` (an event id), else "now" (the newest document). The cursor starts at the
-        oldest document and this skips up to and including the position, so resuming never
-        relies on ObjectId order. Returning or raising ends one cursor: the consumer loop
-        re-opens it with backoff.
+        ``after`` (an event id), else "now" (the newest document); after a close, "now". The
+        cursor starts at the oldest document and this skips up to and including the
+        position, so resuming never relies on ObjectId order. The documents the driver holds
+        at once (one server answer) are yielded as one batch. Returning or raising ends one
+        cursor: the consumer loop re-opens it with backoff.
         """
         await self.ensure_collection()
         if self._position is None:
-            if after is not None:
+            if after is not None and not self._restarted:
                 self._position, self._position_is_now = self._object_id(after), False
             else:
                 self._position, self._position_is_now = await self._bounded(self._now()), True
+            self._restarted = False
         marker = self._position
         cursor = self._collection.find({}, cursor_type=CursorType.TAILABLE_AWAIT)
         cursor = cursor.max_await_time_ms(int(self.await_time * 1000))
         self._mongo_counts["cursors"] += 1
         self.cursor = cursor
         state = "opening"
+        taken = 0  # documents taken from the cursor
         try:
             while True:
                 doc = await self._fetch(cursor)
@@ -278,6 +292,7 @@ class MongoChannel(Channel):
                         marker = await self._bounded(self._insert_marker())
                         self._position, self._position_is_now = marker, True
                     return
+                taken += 1
                 if state == "opening":
                     state = await self._bounded(self._locate(marker, doc["_id"]))
                     self.mark_ready()
@@ -285,10 +300,17 @@ class MongoChannel(Channel):
                     if doc["_id"] == marker:
                         state = "delivering"
                     continue
-                self._position, self._position_is_now = doc["_id"], False
-                event = self._event(doc)
-                if event is not None:
-                    yield event
+                docs = [doc]
+                while _retrieved(cursor) > taken:  # held by the driver: no read waits
+                    doc = await self._fetch(cursor)
+                    if doc is None:
+                        break
+                    taken += 1
+                    docs.append(doc)
+                self._position, self._position_is_now = docs[-1]["_id"], False
+                events = [e for e in map(self._event, docs) if e is not None]
+                if events:
+                    yield events
         finally:
             self.cursor = None
             await _close_cursor(cursor)
@@ -427,11 +449,14 @@ class MongoChannel(Channel):
             self._skip(doc, "it has no str key and JSON text data")
             return None
         try:
-            data = jsonenc.loads(text)
+            # The frame splices the stored text in; data is decoded only if someone reads it.
+            event = Event.from_json(key, text, str(doc["_id"]), self.name)
+            if doc.get("v") != _FORMAT:
+                event.data  # noqa: B018 - not written by store(): check that it is JSON
         except ValueError as exc:
             self._skip(doc, f"its data is not JSON ({exc})")
             return None
-        return stored_event(key, data, text.encode(), str(doc["_id"]), self.name)
+        return event
 
     def _skip(self, doc: Any, why: str) -> None:
         # Written by something else than a MongoChannel: nothing to deliver, say so once.
@@ -450,9 +475,8 @@ class MongoChannel(Channel):
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def _reset_loop_state(self) -> None:
-        super()._reset_loop_state()
-        self._ensuring = None
+    def on_new_loop(self) -> None:
+        self._ensuring = None  # a task of the old loop
         self._restart_from_now()
 
     async def close_backend(self) -> None:
@@ -463,7 +487,7 @@ class MongoChannel(Channel):
     def _restart_from_now(self) -> None:
         self._position = None
         self._position_is_now = False
-        self._last_id = None
+        self._restarted = True
 
     def stats(self) -> dict[str, Any]:
         """The base counters plus ``collection``, ``cursors`` (opened), ``skipped`` (documents
@@ -475,6 +499,14 @@ class MongoChannel(Channel):
             **self._mongo_counts,
             "position": None if self._position is None else str(self._position),
         }
+
+
+def _retrieved(cursor: Any) -> int:
+    """Documents the driver received for ``cursor`` so far (PyMongo's, or Motor's PyMongo one)."""
+    retrieved: Any = getattr(cursor, "retrieved", None)
+    if retrieved is None:
+        retrieved = getattr(getattr(cursor, "delegate", None), "retrieved", 0)
+    return int(retrieved)
 
 
 async def _close_cursor(cursor: Any) -> None:

@@ -46,7 +46,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from tbone.dispatch import jsonenc
 from tbone.dispatch.channels import Channel, ChannelOptions
-from tbone.dispatch.events import Event, History, MessageTooLarge, stored_event
+from tbone.dispatch.events import Event, History, MessageTooLarge
 
 # 5.0.1 brought Redis.aclose() and Redis.from_pool(), both used here.
 if tuple(int(n) for n in re.findall(r"\d+", redis.__version__)[:3]) < (5, 0, 1):  # pragma: no cover
@@ -68,7 +68,12 @@ logger = logging.getLogger("tbone.dispatch.channels.redis")
 _URL_CLIENT_OPTIONS: dict[str, Any] = {"protocol": 2}
 _STREAM_ID = re.compile(r"(\d+)-(\d+)")
 _NAME_FIELD = b"n"  # the event name, UTF-8
-_DATA_FIELD = b"d"  # the JSON text of the event data (tbone.dispatch.jsonenc)
+_DATA_FIELD = b"d"  # the JSON text of the event data
+# "1": ``d`` is tbone.dispatch.jsonenc's text, written by store(), spliced into frames as it is
+# (never decoded on the way). An entry without it was written by something else: its ``d`` is
+# parsed first, so text that is not JSON never reaches a client.
+_FORMAT_FIELD = b"v"
+_FORMAT = "1"
 
 
 # One history page, or one checked read of a reader that is behind: the entries after ARGV[1]
@@ -266,15 +271,17 @@ class RedisChannel(Channel):
         stream_id = _text(
             await self._publisher().xadd(
                 self.key,
-                {_NAME_FIELD: name.encode(), _DATA_FIELD: payload},
+                {_NAME_FIELD: name.encode(), _DATA_FIELD: payload, _FORMAT_FIELD: _FORMAT},
                 maxlen=self.maxlen,
                 approximate=True,
             )
         )
-        return stored_event(name, data, payload, stream_id, self.name)
+        return Event.from_json(name, payload, stream_id, self.name, data=data)
 
-    async def listen(self, after: str | None) -> AsyncIterator[Event]:
+    async def listen(self, after: str | None) -> AsyncIterator[list[Event]]:
         """Read the stream after ``after`` (None: after its newest entry) with ``XREAD BLOCK``.
+
+        Each read's entries are yielded as one batch (at most ``read_count``).
 
         One connection per attempt, closed when the attempt ends. Every read is bounded by
         ``probe_interval``: a silent Redis raises TimeoutError here, and the consumer loop
@@ -315,7 +322,7 @@ class RedisChannel(Channel):
                 if checked:
                     self._reader_state = "catching up"
                     found, more, entries = await self._page(
-                        reader, position, self.read_count, self._window.max_bytes // 4
+                        reader, position, self.read_count, self.window_bytes // 4
                     )
                     self._answered()
                     self._check_stopping()
@@ -336,12 +343,9 @@ class RedisChannel(Channel):
                 self._reader_state = "delivering"
                 position = _text(entries[-1][0])
                 self._lag_ms = max(0, int(time.time() * 1000) - _id_key(position)[0])
-                last = len(entries) - 1
-                for index, (entry_id, fields) in enumerate(entries):
-                    event = self._decode(entry_id, fields)
-                    if event is not None:
-                        self.more_ready = index < last
-                        yield event
+                events = self._events(entries)
+                if events:
+                    yield events
         finally:
             self._reader_state = "down"
             self._reader = None
@@ -371,7 +375,7 @@ class RedisChannel(Channel):
         if since is not None:
             self._check_id(since)
         entries = await self._publisher().xrange(self.key, since or "-", "+")
-        events = [e for e in (self._decode(i, f) for i, f in entries or ()) if e is not None]
+        events = self._events(entries or ())
         if since is None:
             return History(events, complete=True)
         if entries and _text(entries[0][0]) == since:
@@ -384,7 +388,7 @@ class RedisChannel(Channel):
         if since is not None:
             self._check_id(since)
         found, more, entries = await self._page(self._publisher(), since or "-", limit, max_bytes)
-        events = [e for e in (self._decode(i, f) for i, f in entries) if e is not None]
+        events = self._events(entries)
         return History(events, complete=since is None or found, more=more)
 
     def order_key(self, id: str) -> Any:
@@ -393,6 +397,10 @@ class RedisChannel(Channel):
 
     # -- decoding ----------------------------------------------------------------------------
 
+    def _events(self, entries: Iterable[Any]) -> list[Event]:
+        """The events of stream entries ``(id, fields)``, foreign entries left out."""
+        return [e for e in (self._decode(i, f) for i, f in entries) if e is not None]
+
     def _decode(self, entry_id: bytes | str | None, fields: Any) -> Event | None:
         stream_id = _text(entry_id)
         try:
@@ -400,7 +408,10 @@ class RedisChannel(Channel):
                 raise TypeError("entry without fields")
             name = _text(fields.get(_NAME_FIELD) or fields[_NAME_FIELD.decode()])
             payload = _raw(fields.get(_DATA_FIELD) or fields[_DATA_FIELD.decode()])
-            data = jsonenc.loads(payload)
+            # The frame splices the stored JSON in; data is decoded only if someone reads it.
+            event = Event.from_json(name, payload, stream_id, self.name)
+            if _text(fields.get(_FORMAT_FIELD) or fields.get(_FORMAT_FIELD.decode())) != _FORMAT:
+                event.data  # noqa: B018 - not written by store(): check that it is JSON
         except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
             # Written by something else: skip it (raising would stop the reader on it forever).
             self._extra["bad_entries"] += 1
@@ -413,9 +424,7 @@ class RedisChannel(Channel):
                 exc,
             )
             return None
-        # The frame splices the stored JSON in: no encode round trip (data is decoded once,
-        # for Event.data).
-        return stored_event(name, data, payload, stream_id, self.name)
+        return event
 
     # -- running -----------------------------------------------------------------------------
 
@@ -437,8 +446,7 @@ class RedisChannel(Channel):
         finally:
             self._stopping = False
 
-    def _reset_loop_state(self) -> None:
-        super()._reset_loop_state()
+    def on_new_loop(self) -> None:
         # Clients of a previous loop cannot be awaited from this one: drop them.
         self._reader = None
         self._reader_state = "stopped"

@@ -22,18 +22,33 @@ How (``docs/channels.md``, "Ids, history and resume"):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
-from tbone.dispatch.events import Event, recovered_frame
+from tbone.dispatch.events import Event, History, recovered_frame
 
 if TYPE_CHECKING:
     from tbone.dispatch.carriers import Carrier
-    from tbone.dispatch.channels import Channel
+    from tbone.dispatch.channels.fanout import Fanout, Subscription
 
-__all__ = ["PAGE_EVENTS", "Hold", "replay"]
+__all__ = ["PAGE_EVENTS", "Hold", "Source", "replay"]
 
 #: The most events one history page holds (its bytes are bounded by the connection's outbox).
 PAGE_EVENTS = 1000
+
+
+class Source(Protocol):
+    """What a resume needs of its channel."""
+
+    name: str
+
+    def subscribe(self, event: str, carrier: Carrier) -> None: ...
+
+    async def ready(self) -> None: ...
+
+    async def history_page(self, since: str | None, *, limit: int, max_bytes: int) -> History: ...
+
+    def order_key(self, id: str) -> Any: ...
 
 
 class Hold:
@@ -42,21 +57,22 @@ class Hold:
     __slots__ = (
         "buffer",
         "buffered_bytes",
-        "carrier",
-        "channel",
         "dropped",
         "filtering",
         "last_key",
         "max_bytes",
         "max_events",
         "names",
+        "order_key",
         "seen",
+        "sub",
     )
 
-    def __init__(self, channel: Channel, carrier: Carrier, names: set[str]) -> None:
-        self.channel = channel
-        self.carrier = carrier
+    def __init__(self, sub: Subscription, names: set[str], order_key: Callable[[str], Any]) -> None:
+        self.sub = sub
+        self.order_key = order_key
         self.names = names
+        carrier = sub.carrier
         self.buffer: list[Event] | None = []  # None once released
         self.buffered_bytes = 0
         self.max_events = max(1, carrier.max_messages // 4)
@@ -93,7 +109,7 @@ class Hold:
         From here on live events that the replay already covered are skipped, up to the
         first new one.
         """
-        key = None if last_id is None else self.channel.order_key(last_id)
+        key = None if last_id is None else self.order_key(last_id)
         if key is not None:
             self.last_key = key
         else:
@@ -112,41 +128,48 @@ class Hold:
 
     def _duplicate(self, event: Event) -> bool:
         if self.last_key is not None:
-            key = self.channel.order_key(event.id)
+            key = self.order_key(event.id)
             return key is not None and key <= self.last_key
         return event.id in self.seen
 
     def _done(self) -> None:
-        resuming = self.channel._resuming
-        if resuming.get(self.carrier) is self:
-            del resuming[self.carrier]
+        if self.sub.hold is self:
+            self.sub.hold = None
 
 
 async def replay(
-    channel: Channel,
+    channel: Source,
+    fanout: Fanout,
     carrier: Carrier,
     names: set[str],
-    since: str,
+    since: str | None,
     max_events: int,
     max_bytes: int,
 ) -> bool:
-    """Resume ``carrier`` (the connection's live carrier) on ``names`` after ``since``.
+    """Resume ``carrier`` on ``names`` (at least one) of ``channel`` after ``since``.
+
+    ``since`` None: from the oldest event held.
 
     See the module docstring. Returns ``complete``. Raises ValueError (before anything is
     sent, with the subscriptions it made left in place for the caller to undo) when the
     channel cannot read ``since``.
     """
-    hold = channel._resuming[carrier] = Hold(channel, carrier, names)
+    for name in names:
+        channel.subscribe(name, carrier)
+    sub = fanout.subscription(carrier)
+    if sub is None:  # nothing to resume, or the carrier closed
+        return True
+    # Set before any await: no live event of `names` can pass before the hold is on.
+    hold = sub.hold = Hold(sub, names, channel.order_key)
+    carrier = sub.carrier
     try:
-        for name in names:
-            channel.subscribe(name, carrier)
         # Live events are read from "now" once the consumer is ready: history must be read
         # after that point, or an event published in between would fall in the gap.
         await channel.ready()
         complete = True
         cursor: str | None = since
         last_read: str | None = None
-        replayed: set[str] = {since}
+        replayed: set[str] = set() if since is None else {since}
         sent = sent_bytes = 0
         while True:
             dropped = hold.dropped
@@ -154,7 +177,7 @@ async def replay(
                 cursor, limit=PAGE_EVENTS, max_bytes=max(1, carrier.max_bytes // 2)
             )
             complete = complete and page.complete
-            if channel._resuming.get(carrier) is not hold:
+            if sub.hold is not hold:
                 return complete  # closed or unsubscribed meanwhile
             capped = False
             for event in page.events:
@@ -164,9 +187,9 @@ async def replay(
                         break
                     if carrier.behind and not await carrier.room():
                         return complete  # closed as too slow, or gone
-                    if channel._resuming.get(carrier) is not hold:
+                    if sub.hold is not hold:
                         return complete
-                    carrier.offer(event.frame, event.size, now=False)
+                    carrier.offer_event(event, now=False)
                     sent += 1
                     sent_bytes += event.size
                     if len(replayed) < max_events + 1:
@@ -180,12 +203,12 @@ async def replay(
             if not page.more and hold.dropped == dropped:
                 break
     except BaseException:
-        if channel._resuming.get(carrier) is hold:
-            del channel._resuming[carrier]
+        if sub.hold is hold:
+            sub.hold = None
         raise
-    if channel._resuming.get(carrier) is not hold:
+    if sub.hold is not hold:
         return complete
-    carrier.offer(recovered_frame(channel.name, complete))
+    carrier.offer(recovered_frame(fanout.name, complete))
     for event in hold.release(last_read or since, replayed):
-        carrier.offer(event.frame, event.size)
+        carrier.offer_event(event)
     return complete

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import pytest
 
 from tbone.dispatch import MemoryChannel
 from tbone.dispatch.carriers import Carrier
 from tbone.dispatch.testing import RecordingCarrier
+from tests.support.asgi_server import wait_until
 
 
 class Exploding(RecordingCarrier):
@@ -96,14 +98,66 @@ async def test_close_is_idempotent_and_detaches() -> None:
         channel.subscribe("e", carrier)
 
 
-async def test_the_base_class_needs_send_text() -> None:
-    bare = Carrier(object())
-    with pytest.raises(NotImplementedError):
-        await bare.send_text("x")
-    with pytest.raises(NotImplementedError):
-        await bare.close_connection(1000, "")
-    assert bare.backlog() == 0
-    assert "Carrier" in repr(bare)
+def test_a_carrier_that_sends_nothing_is_refused_when_made() -> None:
+    with pytest.raises(TypeError, match="implement async send_text"):
+        Carrier(object())
+
+    class Silent(Carrier):
+        pass
+
+    with pytest.raises(TypeError, match=r"Silent sends nothing.*deliver\(self, data\)"):
+        Silent(object())
+
+
+class TBoneStyle(Carrier):
+    """A carrier written for TBone: only deliver(), and no call to super().__init__()."""
+
+    default_slow_timeout = 0.2
+
+    def __init__(self, sink: list[Any], *, stuck: asyncio.Event | None = None) -> None:
+        self.sink = sink
+        self.stuck = stuck
+
+    async def deliver(self, data: Any) -> None:
+        if self.stuck is not None:
+            await self.stuck.wait()
+        self.sink.append(data)
+
+
+async def test_a_tbone_style_carrier_gets_every_event_decoded() -> None:
+    received: list[Any] = []
+    carrier = TBoneStyle(received)
+    channel = MemoryChannel(name="tbone-style")
+    channel.subscribe("e", carrier)
+    await channel.ready()
+    for i in range(2500):  # more than one outbox: the window path too
+        await channel.publish("e", {"n": i})
+    await wait_until(lambda: len(received) == 2500)
+    assert [frame["payload"]["data"]["n"] for frame in received] == list(range(2500))
+    assert received[0]["type"] == "event"
+    assert received[0]["payload"]["name"] == "e"
+    assert channel.unsubscribe("e", carrier) is True
+    assert channel.subscribers("e") == []
+    assert carrier != TBoneStyle([])  # equal by identity: it names no connection
+
+
+async def test_a_stuck_tbone_style_carrier_is_closed_by_the_slow_rule() -> None:
+    stuck = asyncio.Event()
+    slow = TBoneStyle([], stuck=stuck)
+    fast_received: list[Any] = []
+    fast = TBoneStyle(fast_received)
+    channel = MemoryChannel(name="tbone-style-slow")
+    channel.subscribe("e", slow)
+    channel.subscribe("e", fast)
+    await channel.ready()
+    for i in range(3000):
+        await channel.publish("e", i)
+    await wait_until(lambda: slow.closed, timeout=5)
+    assert slow.close_code == 1013
+    await wait_until(lambda: len(fast_received) == 3000)
+    assert channel.subscribers("e") == [fast]
+    assert channel.stats()["closed_slow"] == 1
+    stuck.set()
 
 
 async def test_a_send_that_completes_at_once_needs_no_writer_task() -> None:

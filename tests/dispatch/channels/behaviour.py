@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 
-from tbone.dispatch import Channel, MessageTooLarge
+from tbone.dispatch import Carrier, Channel, MessageTooLarge
 from tbone.dispatch.testing import RecordingCarrier
+from tests.support.asgi_server import wait_until
 
 MakeChannel = Callable[..., Awaitable[Channel]]
 
@@ -253,3 +254,61 @@ class ChannelBehaviour:
         assert [f["payload"]["id"] for f in frames[:50]] == [e.id for e in missed]
         assert frames[50]["type"] == "recovered"
         assert carrier.closed_with is None
+
+    async def test_an_in_process_subscription_gets_live_events_in_order(
+        self, make_channel: MakeChannel, name: str
+    ) -> None:
+        channel = await make_channel(name)
+        async with channel.subscription("a", "b") as events:
+            for n in range(5):
+                await channel.publish("a" if n % 2 else "b", n)
+                await channel.publish("other", n)  # not subscribed: never seen
+            got = [await asyncio.wait_for(anext(events), 5) for _ in range(5)]
+            assert [(e.name, e.data) for e in got] == [
+                ("b", 0),
+                ("a", 1),
+                ("b", 2),
+                ("a", 3),
+                ("b", 4),
+            ]
+            assert events.complete is True
+            assert events.last_id == got[-1].id
+        assert channel.stats()["subscribers"] == 0  # leaving unsubscribed
+
+    async def test_an_in_process_subscription_resumes_then_goes_live(
+        self, make_channel: MakeChannel, name: str
+    ) -> None:
+        channel = await make_channel(name, history=100)
+        published = [await channel.publish("e", n) for n in range(10)]
+        async with channel.subscription("e", since=published[3].id) as events:
+            await channel.publish("e", 10)
+            got = [await asyncio.wait_for(anext(events), 5) for _ in range(7)]
+            assert [e.data for e in got] == list(range(4, 11))
+            assert events.complete is True
+        async with channel.subscription("e", history=True) as events:
+            got = [await asyncio.wait_for(anext(events), 5) for _ in range(11)]
+            assert [e.data for e in got] == list(range(11))
+
+    async def test_a_carrier_written_for_tbone_gets_events_and_can_leave(
+        self, make_channel: MakeChannel, name: str
+    ) -> None:
+        # TBone's carriers implemented deliver(data) only and skipped super().__init__().
+        class TBoneCarrier(Carrier):
+            def __init__(self) -> None:
+                self.frames: list[Any] = []
+
+            async def deliver(self, data: Any) -> None:
+                self.frames.append(data)
+
+        channel = await make_channel(name)
+        carrier = TBoneCarrier()
+        channel.subscribe("e", carrier)
+        await channel.ready()
+        for n in range(3):
+            await channel.publish("e", n)
+        await wait_until(lambda: len(carrier.frames) == 3, what="three frames")
+        assert [f["payload"]["data"] for f in carrier.frames] == [0, 1, 2]
+        assert channel.unsubscribe("e", carrier) is True
+        await channel.publish("e", 3)
+        assert channel.subscribers("e") == []
+        assert len(carrier.frames) == 3

@@ -46,7 +46,7 @@ def channel_of(db: Any, **options: Any) -> MongoChannel:
 
 def doc(key: str, data: Any, oid: ObjectId | None = None) -> dict[str, Any]:
     """A document as a MongoChannel writes it."""
-    return {"_id": oid or ObjectId(), "key": key, "data": jsonenc.dumps(data), "ts": None}
+    return {"_id": oid or ObjectId(), "key": key, "data": jsonenc.dumps(data), "v": 1, "ts": None}
 
 
 def payloads(carrier: RecordingCarrier) -> list[tuple[str, Any, str]]:
@@ -87,7 +87,8 @@ async def test_publish_creates_the_capped_collection_once_then_inserts(
     insert = await mongo.receive("insert")
     assert insert.doc["insert"] == COLLECTION
     [stored] = insert.doc["documents"]
-    assert set(stored) == {"_id", "key", "data", "ts"}
+    assert set(stored) == {"_id", "key", "data", "v", "ts"}
+    assert stored["v"] == 1  # data is the channel's own JSON text: spliced into frames as is
     assert (stored["key"], jsonenc.loads(stored["data"])) == (
         "resource_create",
         {"pk": 1, "é": [1.5]},
@@ -360,6 +361,22 @@ async def test_foreign_documents_are_skipped_and_counted(
     assert caplog.text.count("skipped document") == 1  # warned once, not per document
 
 
+async def test_documents_are_delivered_without_decoding_their_data(
+    mongo: ScriptedMongo, db: Any, parsed: list[str]
+) -> None:
+    carrier = RecordingCarrier()
+    channel_of(db).subscribe("e", carrier)
+    await start_tailing(mongo, newest := ObjectId(), [{"_id": newest, "marker": "start"}])
+    own = doc("e", {"n": 1})
+    # Written by something else (no "v"): its text is checked to be JSON before delivery.
+    other = {key: value for key, value in doc("e", {"n": 2}).items() if key != "v"}
+    reply_cursor(await mongo.receive("getMore"), [own, other], cursor_id=42)
+    await carrier.wait_for(2)
+    assert [p[1] for p in payloads(carrier)] == [{"n": 1}, {"n": 2}]
+    assert own["data"] not in parsed
+    assert parsed.count(other["data"]) == 1
+
+
 async def test_history_comes_from_the_collection_in_insert_order(
     mongo: ScriptedMongo, db: Any
 ) -> None:
@@ -543,12 +560,31 @@ async def test_listen_resumes_after_a_given_id_and_kills_its_cursor(
     tail = await mongo.receive("find")
     assert (tail.doc["tailable"], tail.doc["awaitData"]) == (True, True)
     reply_cursor(tail, [given, after], cursor_id=60)
-    event = await asyncio.wait_for(first, 5)
+    [event] = await asyncio.wait_for(first, 5)  # one batch: what the answer held after given
     assert (event.id, event.name, event.data) == (str(after["_id"]), "e", "after")
     assert len(mongo.commands("find")) == 1  # the position was the oldest: no look-up
     await stream.aclose()
     assert [k["cursors"] for k in mongo.commands("killCursors")] == [[60]]
     assert channel.cursor is None
+
+
+async def test_the_documents_of_one_server_answer_are_one_batch(
+    mongo: ScriptedMongo, db: Any
+) -> None:
+    channel = channel_of(db)
+    mongo.auto("create", lambda r: r.ok())
+    given = doc("e", "given")
+    stream = channel.listen(str(given["_id"]))
+    first = asyncio.ensure_future(stream.__anext__())
+    reply_cursor(await mongo.receive("find"), [given, doc("e", 1), doc("e", 2)], cursor_id=61)
+    assert [e.data for e in await asyncio.wait_for(first, 5)] == [1, 2]
+    second = asyncio.ensure_future(stream.__anext__())
+    reply_cursor(await mongo.receive("getMore"), [doc("e", 3), doc("e", 4)], cursor_id=61)
+    assert [e.data for e in await asyncio.wait_for(second, 5)] == [3, 4]
+    third = asyncio.ensure_future(stream.__anext__())
+    reply_cursor(await mongo.receive("getMore"), [doc("e", 5)], cursor_id=61)
+    assert [e.data for e in await asyncio.wait_for(third, 5)] == [5]  # not held for more
+    await stream.aclose()
 
 
 async def test_history_is_read_in_pages_checked_against_a_roll_over(

@@ -50,6 +50,15 @@ def _payloads(frames: list[Any]) -> list[Any]:
     return [f["payload"] for f in frames if f["type"] == "event"]
 
 
+async def _reading(make_channel: Any, name: str) -> tuple[RedisChannel, RecordingCarrier]:
+    """A channel whose reader reads, and a carrier subscribed to its "e" events."""
+    channel = await make_channel(name, history=100)
+    carrier = RecordingCarrier()
+    channel.subscribe("e", carrier)
+    await channel.ready()
+    return channel, carrier
+
+
 class _LogWatch(logging.Handler):
     """Lets a test await a log message of the channels (no polling, no sleeps)."""
 
@@ -169,6 +178,25 @@ async def test_frames_equal_the_standard_encoding_and_data_is_decoded(make_chann
     assert all(e.size == len(e.frame.encode()) for e in past)
 
 
+async def test_events_read_from_the_stream_are_decoded_only_when_read(
+    make_channel: Any, parsed: list[str]
+) -> None:
+    channel, carrier = await _reading(make_channel, "lazy")
+    values = [{"n": i, "s": "ü"} for i in range(3)]
+    texts = [jsonenc.dumps(v) for v in values]
+    for value in values:
+        await channel.publish("e", value)
+    got = _payloads(await carrier.wait_for(3))
+    assert [p["data"] for p in got] == values
+    past = await channel.history()
+    # The consumer spliced the stored text into the frames, and so did history: only the
+    # carrier's frames were parsed, by the test.
+    assert not set(texts) & set(parsed)
+    assert [e.data for e in past] == values
+    assert [e.data for e in past] == values
+    assert [t for t in parsed if t in texts] == texts  # each once, on first read
+
+
 async def test_foreign_entries_in_the_stream_are_skipped(
     make_channel: Any, redis_server: RedisServer
 ) -> None:
@@ -184,6 +212,17 @@ async def test_foreign_entries_in_the_stream_are_skipped(
     assert [p["id"] for p in got] == [good.id]
     assert channel.stats()["bad_entries"] == 2
     assert [e.id for e in await channel.history()] == [good.id]
+
+
+async def test_entries_written_by_something_else_are_checked_before_delivery(
+    make_channel: Any, redis_server: RedisServer, parsed: list[str]
+) -> None:
+    channel, carrier = await _reading(make_channel, "other-writer")
+    async with aioredis.Redis.from_url(redis_server.url) as client:
+        await client.xadd(channel.key, {"n": "e", "d": '{"from": "elsewhere"}'})  # no "v"
+    got = _payloads(await carrier.wait_for(1))
+    assert got[0]["data"] == {"from": "elsewhere"}
+    assert parsed.count('{"from": "elsewhere"}') == 1  # parsed once, before delivery
 
 
 async def test_a_client_you_own_is_used_and_left_open(redis_server: RedisServer) -> None:
@@ -397,3 +436,26 @@ async def test_a_backlog_is_read_in_batches_in_order(
     assert [p["id"] for p in got] == ids
     assert [p["data"] for p in got] == list(range(35))
     assert channel.stats()["behind"] is False  # the last read was not a full batch
+
+
+async def test_the_entries_of_one_read_are_delivered_as_one_batch(
+    redis_server: RedisServer,
+) -> None:
+    nows: list[bool] = []
+
+    class Watched(RedisChannel):
+        def deliver(self, event: Any, *, now: bool = True) -> None:
+            nows.append(now)
+            super().deliver(event, now=now)
+
+    channel = Watched(name="one-read", url=redis_server.url, block_ms=200, probe_interval=1)
+    carrier = RecordingCarrier()
+    channel.subscribe("e", carrier)
+    await channel.ready()
+    async with aioredis.Redis.from_url(redis_server.url) as client:
+        pipe = client.pipeline(transaction=True)  # stored at once: one XREAD answer gets all
+        for i in range(3):
+            pipe.xadd(channel.key, {"n": "e", "d": str(i), "v": "1"})
+        await pipe.execute()
+    await carrier.wait_for(3)
+    assert nows == [False, False, True]  # writers were told more followed
