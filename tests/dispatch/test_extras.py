@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +56,15 @@ def test_a_framework_module_without_its_framework_names_the_extra(
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError: tbone.dispatch.carriers.")
     assert last.endswith(f"pip install 'tbone-asgi[{extra}]'")
+
+
+@pytest.mark.parametrize("framework", ["sanic", "aiohttp"])
+def test_the_carrier_module_names_its_routes(framework: str) -> None:
+    carrier = importlib.import_module(f"tbone.dispatch.carriers.{framework}_websocket")
+    routes = importlib.import_module(f"tbone.dispatch.carriers.{framework}_routes")
+    assert (carrier.add_route, carrier.serve) == (routes.add_route, routes.serve)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        carrier.nothing  # noqa: B018 - the attribute access is the test
 
 
 def test_either_module_of_a_framework_may_be_imported_first() -> None:

@@ -1,11 +1,11 @@
-"""The subscribe protocol as every non-ASGI server must serve it, written once.
+"""The subscribe protocol as every server must serve it, written once.
 
 A test module subclasses :class:`ProtocolCases` (the name does not start with ``Test``, so it
-is collected only through subclasses) and provides a ``start`` fixture: a factory
-``start(channel, **options)`` returning an async context manager that serves the protocol for
-``channel`` (a Channel or a name) with those options (any of
-:class:`~tbone.dispatch.serving.ServeOptions`) on a real server and yields the websocket URL of
-the endpoint. Clients are the ``websockets`` library and aiohttp's client.
+is collected only through subclasses) and says how its server serves the protocol: ``app``
+(``app(channel, **options)``: an app serving ``channel``, a Channel or a name, at ``/ws`` with
+those options, any of :class:`~tbone.dispatch.serving.ServeOptions`), ``run`` (``run(app)``:
+serves it on 127.0.0.1 and yields its ``http://`` URL) and ``refused`` (how it refuses a
+handshake). Clients are the ``websockets`` library and aiohttp's client.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from typing import Any
 
@@ -32,7 +32,13 @@ from tests.support.web_servers import (
     ws_connect,
 )
 
-__all__ = ["ProtocolCases", "Start", "refused_with_403", "refused_with_1008"]
+__all__ = [
+    "ProtocolCases",
+    "Start",
+    "assert_bad_route_options_raise",
+    "refused_with_403",
+    "refused_with_1008",
+]
 
 Start = Callable[..., AbstractAsyncContextManager[str]]
 
@@ -79,11 +85,22 @@ def deny_secret(connection: Any, event: str) -> bool:
 
 
 class ProtocolCases:
-    """Subclasses set ``origin_refused`` and ``subscription_refused`` to how their server
-    refuses a handshake (:func:`refused_with_403` or :func:`refused_with_1008`)."""
+    """The cases; a subclass sets ``app``, ``run`` and ``refused`` (see the module docstring)."""
 
-    origin_refused: Callable[..., Any]
-    subscription_refused: Callable[..., Any]
+    app: Callable[..., Any]
+    run: Callable[[Any], AbstractAsyncContextManager[str]]
+    refused: Callable[..., Awaitable[None]]
+
+    @pytest.fixture
+    def start(self) -> Start:
+        """``start(channel, **options)``: serve them; yield the websocket URL of ``/ws``."""
+
+        @asynccontextmanager
+        async def serve(channel: Any, **options: Any) -> AsyncIterator[str]:
+            async with self.run(self.app(channel, **options)) as base:
+                yield base.replace("http://", "ws://") + "/ws"
+
+        return serve
 
     @pytest.fixture
     def channel(self) -> MemoryChannel:
@@ -192,20 +209,20 @@ class ProtocolCases:
         self, start: Start, channel: MemoryChannel
     ) -> None:
         async with start(channel) as url:
-            await self.origin_refused(url, origin="http://evil.example")
+            await self.refused(url, origin="http://evil.example")
             # The same site is allowed by default, as are listed origins.
             host = url.split("/")[2]
             async with ws_connect(url, origin=f"http://{host}") as client:
                 await ping(client)
         async with start(channel, allowed_origins=["https://app.example"]) as url:
-            await self.origin_refused(url, origin="http://evil.example")
+            await self.refused(url, origin="http://evil.example")
             async with ws_connect(url, origin="https://app.example") as client:
                 await ping(client)
         assert channel.stats()["subscribers"] == 0
 
     async def test_a_refused_subscription(self, start: Start, channel: MemoryChannel) -> None:
         async with start(channel, authorize=deny_secret) as url:
-            await self.subscription_refused(url + "?events=secret")
+            await self.refused(url + "?events=secret")
             async with ws_connect(url) as client:
                 await subscribe(client, "tick", "secret.plans")
                 frame = await recv(client)
@@ -334,7 +351,7 @@ class ProtocolCases:
     ) -> None:
         limits = Limits(max_events_per_subscribe=2, max_subscriptions=3)
         async with start(channel, limits=limits) as url:
-            await self.subscription_refused(url + "?events=a,b,c,d")
+            await self.refused(url + "?events=a,b,c,d")
             async with ws_connect(url) as client:
                 await subscribe(client, "a", "b", "c")
                 assert (await recv(client))["payload"]["code"] == "too_many_events"
@@ -413,6 +430,18 @@ class ProtocolCases:
         assert f"no channel named {name!r} was created in this process" in message
         assert f"serving a new MemoryChannel({name!r})" in message
         assert "at startup" in message
+
+
+def assert_bad_route_options_raise(add_route: Callable[..., None], app: Any) -> None:
+    """``add_route(app, path, channel, **options)`` refuses bad options and adds no route."""
+    with pytest.raises(ValueError, match="scheme://host"):
+        add_route(app, "/ws", "pubsub", allowed_origins=["not an origin"])
+    with pytest.raises(ValueError, match="invalid event names"):
+        add_route(app, "/ws", "pubsub", events=["bad name!"])
+    with pytest.raises(TypeError, match="Channel or a channel name"):
+        add_route(app, "/ws", 42)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'max_mesages'"):
+        add_route(app, "/ws", "pubsub", max_mesages=10)
 
 
 async def refused_with_403(url: str, origin: str | None = None) -> None:

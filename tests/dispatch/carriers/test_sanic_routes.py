@@ -4,33 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 
 from tbone.dispatch import MemoryChannel
-from tbone.dispatch.carriers import sanic_routes, sanic_websocket
 from tbone.dispatch.carriers.sanic_websocket import add_route, serve
 from tests.support.protocol_cases import (
     ProtocolCases,
-    Start,
+    assert_bad_route_options_raise,
     refused_with_403,
     refused_with_1008,
 )
-from tests.support.web_servers import new_sanic_app, sanic_server, wait_until, ws_connect
+from tests.support.web_servers import (
+    assert_a_silent_peer_is_dropped,
+    new_sanic_app,
+    sanic_server,
+    wait_until,
+    ws_connect,
+)
 
 
 def ws_url(base: str, path: str = "/ws") -> str:
     return base.replace("http://", "ws://") + path
-
-
-def test_the_glue_is_importable_from_the_carrier_module() -> None:
-    assert sanic_websocket.add_route is sanic_routes.add_route
-    assert sanic_websocket.serve is sanic_routes.serve
-    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
-        sanic_websocket.nothing  # noqa: B018 - the attribute access is the test
 
 
 async def test_sanic_pings_and_drops_a_peer_that_stops_answering() -> None:
@@ -41,16 +37,7 @@ async def test_sanic_pings_and_drops_a_peer_that_stops_answering() -> None:
     app.config.WEBSOCKET_PING_TIMEOUT = 0.2
     add_route(app, "/ws", channel)
     async with sanic_server(app) as base:
-        client = await ws_connect(ws_url(base) + "?events=tick")
-        await client.send('{"type": "ping"}')
-        assert json.loads(await asyncio.wait_for(client.recv(), 5)) == {"type": "pong"}
-        assert channel.stats()["subscribers"] == 1
-        # A peer that vanished without a FIN (cable pulled) reads and answers nothing.
-        client.transport.pause_reading()
-        await wait_until(
-            lambda: channel.stats()["subscribers"] == 0, timeout=3, what="dropped by keepalive"
-        )
-        client.transport.abort()
+        await assert_a_silent_peer_is_dropped(ws_url(base), channel)
 
 
 async def test_add_route_checks_connect_time_events_once_before_the_upgrade() -> None:
@@ -111,14 +98,7 @@ async def test_a_client_that_leaves_during_its_resume_leaves_no_subscription() -
 
 def test_add_route_rejects_bad_options_when_the_app_is_built() -> None:
     app = new_sanic_app()
-    with pytest.raises(ValueError, match="scheme://host"):
-        add_route(app, "/ws", "pubsub", allowed_origins=["not an origin"])
-    with pytest.raises(ValueError, match="invalid event names"):
-        add_route(app, "/ws", "pubsub", events=["bad name!"])
-    with pytest.raises(TypeError, match="Channel or a channel name"):
-        add_route(app, "/ws", 42)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="unexpected keyword argument 'max_mesages'"):
-        add_route(app, "/ws", "pubsub", max_mesages=10)  # type: ignore[call-arg]
+    assert_bad_route_options_raise(add_route, app)
     assert list(app.router.routes) == []
 
 
@@ -127,43 +107,37 @@ async def test_serve_checks_its_options_before_it_reads_the_connection() -> None
         await serve(None, None, "pubsub", slow_timeout=0)
 
 
+def routed(channel: Any, **options: Any) -> Any:
+    """A Sanic app serving ``channel`` through add_route."""
+    app = new_sanic_app()
+    add_route(app, "/ws", channel, **options)
+    return app
+
+
+def handled(channel: Any, **options: Any) -> Any:
+    """A Sanic app serving ``channel`` through serve() in a websocket handler of its own."""
+    app = new_sanic_app()
+
+    async def handler(request: Any, ws: Any) -> None:
+        await serve(request, ws, channel, **options)
+
+    app.add_websocket_route(handler, "/ws")
+    return app
+
+
 class TestProtocolOnSanic(ProtocolCases):
     """Through add_route: a bad Origin or a refused connect-time subscription gets HTTP 403
     before the upgrade, as on ASGI servers."""
 
-    origin_refused = staticmethod(refused_with_403)
-    subscription_refused = staticmethod(refused_with_403)
-
-    @pytest.fixture
-    def start(self) -> Start:
-        @asynccontextmanager
-        async def run(channel: Any, **options: Any) -> AsyncIterator[str]:
-            app = new_sanic_app()
-            add_route(app, "/ws", channel, **options)
-            async with sanic_server(app) as base:
-                yield ws_url(base)
-
-        return run
+    app = staticmethod(routed)
+    run = staticmethod(sanic_server)
+    refused = staticmethod(refused_with_403)
 
 
-class TestProtocolOnSanicThroughServe(TestProtocolOnSanic):
+class TestProtocolOnSanicThroughServe(ProtocolCases):
     """serve() called from the user's own handler, which Sanic calls after the upgrade: a
     refusal is an error frame and close code 1008."""
 
-    origin_refused = staticmethod(refused_with_1008)
-    subscription_refused = staticmethod(refused_with_1008)
-
-    @pytest.fixture
-    def start(self) -> Start:
-        @asynccontextmanager
-        async def run(channel: Any, **options: Any) -> AsyncIterator[str]:
-            app = new_sanic_app()
-
-            async def handler(request: Any, ws: Any) -> None:
-                await serve(request, ws, channel, **options)
-
-            app.add_websocket_route(handler, "/ws")
-            async with sanic_server(app) as base:
-                yield ws_url(base)
-
-        return run
+    app = staticmethod(handled)
+    run = staticmethod(sanic_server)
+    refused = staticmethod(refused_with_1008)
