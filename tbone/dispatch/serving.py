@@ -214,8 +214,7 @@ def check_channel(channel: Channel | str) -> Channel | str:
     """``channel`` itself; TypeError unless it is a Channel or a channel name."""
     if not isinstance(channel, (Channel, str)) or channel == "":
         raise TypeError(
-            f"channel must be a Channel or a channel name, got {channel!r}; "
-            "e.g. channel_route('/ws', 'pubsub')"
+            f"channel must be a Channel or a channel name such as 'pubsub', got {channel!r}"
         )
     return channel
 
