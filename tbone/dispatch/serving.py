@@ -176,7 +176,7 @@ class Handshake(Protocol):
         """Where refusals are logged (each framework has its own logger)."""
 
     def scope(self) -> Mapping[str, Any]:
-        """The handshake's ``headers`` as an ASGI scope holds them (lower-case bytes pairs)."""
+        """The handshake's ``headers`` as an ASGI scope holds them: (name, value) bytes pairs."""
 
     def query(self) -> tuple[list[str], str | None]:
         """Events and ``since`` from the query; ValueError for one that cannot be read."""
