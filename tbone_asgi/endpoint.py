@@ -27,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from tbone.dispatch.carriers.asgi_websocket import ASGIWebSocketCarrier, find_server_protocol
 from tbone.dispatch.channels import Channel
+from tbone.dispatch.errors import CLOSE_POLICY_VIOLATION
 from tbone.dispatch.protocol import close_reason
 from tbone.dispatch.serving import (
     ServeKeywords,
@@ -121,7 +122,8 @@ class _Connection:
         denial-response extension could carry it, but uvicorn 0.54 logs a spurious "returned
         without completing handshake" error for it.)
         """
-        await self._send({"type": "websocket.close", "code": 1008, "reason": close_reason(reason)})
+        code, text = CLOSE_POLICY_VIOLATION, close_reason(reason)
+        await self._send({"type": "websocket.close", "code": code, "reason": text})
 
     async def receive(self) -> str | bytes | None:
         carrier = self.carrier

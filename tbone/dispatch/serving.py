@@ -30,7 +30,7 @@ from tbone.dispatch.carriers import Carrier
 from tbone.dispatch.carriers.options import CarrierOptions
 from tbone.dispatch.channels import Channel, get_channel
 from tbone.dispatch.channels.mem import MemoryChannel
-from tbone.dispatch.errors import CLOSE_TRY_AGAIN_LATER
+from tbone.dispatch.errors import CLOSE_NORMAL, CLOSE_TRY_AGAIN_LATER
 from tbone.dispatch.origin import OriginPolicy, header
 from tbone.dispatch.protocol import (
     Authorize,
@@ -369,4 +369,4 @@ async def _run(
         session.end()
         if not carrier.closed or carrier.close_code is None:
             # The client left (or its sends failed): stop the writer, release the connection.
-            await carrier.close(1000)
+            await carrier.close(CLOSE_NORMAL)
