@@ -44,23 +44,24 @@ import random
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from tbone.dispatch.errors import TBoneError
 from tbone.dispatch.events import Event
+from tbone.dispatch.extras import requires
 
-try:
+with requires(__name__, "the 'websockets' library", extra="client"):
     from websockets.asyncio.client import ClientConnection, connect
     from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
-except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise ImportError(
-        "tbone_asgi.client needs the 'websockets' library: pip install 'tbone-asgi[client]'"
-    ) from exc
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "Recovered",
     "SubscribeFailed",
+    "SubscribeOptions",
     "Subscription",
     "SubscriptionError",
     "SubscriptionLost",
@@ -151,6 +152,24 @@ class Recovered:
     channel: str
     complete: bool
     since: str
+
+
+class SubscribeOptions(TypedDict, total=False):
+    """The keyword options of :func:`subscribe`, as :class:`Subscription` takes them.
+
+    One type for both, so they are spelt once: see :func:`subscribe` for what each means.
+    """
+
+    since: str | None
+    retries: int | None
+    backoff: tuple[float, float]
+    queue_size: int
+    open_timeout: float
+    ping_interval: float | None
+    origin: str | None
+    headers: dict[str, str] | None
+    on_recovered: Callable[[Recovered], Any] | None
+    on_error: Callable[[dict[str, Any]], Any] | None
 
 
 class _End:
@@ -572,19 +591,7 @@ class Subscription:
 
 @contextlib.asynccontextmanager
 async def subscribe(
-    url: str,
-    events: Sequence[str] | None = None,
-    *,
-    since: str | None = None,
-    retries: int | None = None,
-    backoff: tuple[float, float] = (0.1, 5.0),
-    queue_size: int = 1000,
-    open_timeout: float = 10.0,
-    ping_interval: float | None = 20.0,
-    origin: str | None = None,
-    headers: dict[str, str] | None = None,
-    on_recovered: Callable[[Recovered], Any] | None = None,
-    on_error: Callable[[dict[str, Any]], Any] | None = None,
+    url: str, events: Sequence[str] | None = None, **options: Unpack[SubscribeOptions]
 ) -> AsyncIterator[Subscription]:
     """Subscribe to ``events`` at the websocket ``url``; yield a :class:`Subscription`.
 
@@ -599,20 +606,7 @@ async def subscribe(
     :meth:`Subscription.wait_connected`) and is closed when it is left. Raises ``ValueError``
     for a URL that is not ws:// or wss:// and for a bad event name.
     """
-    sub = Subscription(
-        url,
-        events,
-        since=since,
-        retries=retries,
-        backoff=backoff,
-        queue_size=queue_size,
-        open_timeout=open_timeout,
-        ping_interval=ping_interval,
-        origin=origin,
-        headers=headers,
-        on_recovered=on_recovered,
-        on_error=on_error,
-    )
+    sub = Subscription(url, events, **options)
     sub.start()
     try:
         yield sub

@@ -1,12 +1,13 @@
 """ChannelEndpoint: the pure ASGI app that serves one subscribe websocket for a channel.
 
 :func:`tbone_asgi.channel_route` and :class:`tbone_asgi.ChannelMiddleware` both hand websocket
-connections to it. For one connection, in order:
+connections to it. It wraps each in an adapter for the serving loop of
+:mod:`tbone.dispatch.serving`, which Sanic and aiohttp share; for one connection, in order:
 
-1. The handshake's ``Origin`` is checked (:mod:`tbone.dispatch.origin`); a refused one gets HTTP 403
-   before accept.
-2. Connect-time subscriptions (``?events=a,b&since=<id>``, or the route's ``events``) are
-   checked with ``authorize``; a refusal gets HTTP 403 with the reason, before accept.
+1. The handshake's ``Origin`` (:mod:`tbone.dispatch.origin`), its query (``?events=a,b&since=<id>``)
+   and the connect-time subscriptions (``authorize``, the route's ``events``) are checked; a
+   refusal gets HTTP 403 (a close before the accept), the reason going to the log.
+2. ``max_connections`` per channel: one connection more is accepted and closed with 1013.
 3. The websocket is accepted, subscriptions start (history first with ``since``), and every
    client frame goes to :class:`tbone.dispatch.protocol.ProtocolSession`.
 4. On disconnect, on a protocol violation (closed with 1008 or 1009) or when the connection
@@ -17,98 +18,52 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from starlette.requests import HTTPConnection
 from starlette.types import Receive, Scope, Send
 
 from tbone.dispatch.carriers.asgi_websocket import ASGIWebSocketCarrier, find_server_protocol
-from tbone.dispatch.channels import Channel, get_channel
-from tbone.dispatch.channels.mem import MemoryChannel
-from tbone.dispatch.origin import OriginPolicy, header
-from tbone.dispatch.protocol import (
-    Authorize,
-    Limits,
-    ProtocolSession,
-    Refused,
-    check_event_names,
-    close_reason,
+from tbone.dispatch.channels import Channel
+from tbone.dispatch.errors import CLOSE_POLICY_VIOLATION
+from tbone.dispatch.protocol import close_reason
+from tbone.dispatch.serving import (
+    ServeKeywords,
+    ServeOptions,
+    check_channel,
+    resolve_channel,
+    serve,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["ChannelEndpoint", "resolve_channel"]
 
 logger = logging.getLogger("tbone_asgi")
 
-# Open connections per channel in this process, for ChannelEndpoint.max_connections.
-_open: dict[Channel, int] = {}
-
 # Whether the server's own frame limit was checked: once per process (see _check_server).
 _server_checked = False
-
-
-def resolve_channel(channel: Channel | str) -> Channel:
-    """``channel`` itself, or the channel registered under that name (a new MemoryChannel if none).
-
-    A name is looked up on every connection, so a channel created at startup (say a
-    RedisChannel made in the app's lifespan) is the one used.
-    """
-    if isinstance(channel, Channel):
-        return channel
-    return get_channel(channel) or MemoryChannel(name=channel)
 
 
 class ChannelEndpoint:
     """ASGI app serving the subscribe protocol for ``channel`` on websocket scopes.
 
-    Options (all keyword): ``events`` (the fixed events every client gets, others refused),
-    ``authorize(connection, event)`` (sync or async; ``connection`` is a Starlette
-    ``HTTPConnection`` with headers, cookies, query params, and ``user``/``session`` when
-    those middlewares run), ``allowed_origins`` (see :mod:`tbone.dispatch.origin`), ``limits``
-    (:class:`~tbone.dispatch.protocol.Limits`), ``max_messages``/``max_bytes`` (the
-    connection's outbox: past half of either it reads from the channel's window) and
-    ``slow_timeout`` (seconds it may stay behind without sending before it is closed with
-    1013; see :class:`~tbone.dispatch.carriers.Carrier`), ``close_timeout`` and
-    ``max_connections`` (10,000: open connections per channel in this process, counted across
-    endpoints; one more is accepted and closed at once with 1013, try again later, so clients
-    back off and retry instead of treating it as a refusal).
+    ``channel`` is a Channel or a channel name (looked up at each connection: the channel
+    registered under it, else a new MemoryChannel, with a warning once per name). The keyword
+    options are those of :class:`~tbone.dispatch.serving.ServeOptions` (``events``,
+    ``authorize``, ``allowed_origins``, ``limits``, ``max_messages``, ``max_bytes``,
+    ``slow_timeout``, ``close_timeout``, ``max_connections``), checked here: a bad one raises
+    when the app is built. ``authorize(connection, event)`` gets a Starlette
+    ``HTTPConnection`` (headers, cookies, query params, and ``user``/``session``/``state`` when
+    those are set). ``options`` holds the checked :class:`ServeOptions`.
     """
 
-    def __init__(
-        self,
-        channel: Channel | str,
-        *,
-        events: Collection[str] | None = None,
-        authorize: Authorize | None = None,
-        allowed_origins: Collection[str] | None = None,
-        limits: Limits | None = None,
-        max_messages: int | None = None,
-        max_bytes: int | None = None,
-        slow_timeout: float | None = None,
-        close_timeout: float = 5.0,
-        max_connections: int = 10_000,
-    ) -> None:
-        if not isinstance(channel, (Channel, str)) or channel == "":
-            raise TypeError(
-                f"channel must be a Channel or a channel name, got {channel!r}; "
-                "e.g. channel_route('/ws', 'pubsub')"
-            )
-        self.channel = channel
-        if events is not None:
-            # A bad configuration fails when the app is built, not at the first connection.
-            check_event_names(events)
-        self.events = tuple(events) if events is not None else None
-        self.authorize = authorize
-        self.origins = OriginPolicy(allowed_origins)
-        self.limits = limits or Limits()
-        self.max_messages = max_messages
-        self.max_bytes = max_bytes
-        self.slow_timeout = slow_timeout
-        self.close_timeout = close_timeout
-        if max_connections < 1:
-            raise ValueError(f"max_connections must be at least 1, got {max_connections}")
-        self.max_connections = max_connections
+    def __init__(self, channel: Channel | str, **options: Unpack[ServeKeywords]) -> None:
+        self.channel = check_channel(channel)
+        self.options = ServeOptions(**options)
 
     def __repr__(self) -> str:
         name = self.channel if isinstance(self.channel, str) else self.channel.name
@@ -120,120 +75,84 @@ class ChannelEndpoint:
                 f"{self!r} serves websocket connections only, got a {scope['type']!r} scope; "
                 "mount it with channel_route() or ChannelMiddleware"
             )
-        _check_server(send, self.limits.max_frame_bytes)
+        _check_server(send, self.options.limits.max_frame_bytes)
         message = await receive()
         if message["type"] != "websocket.connect":
             return  # the client left before the handshake completed
-        if not self.origins.allows(scope):
-            await _deny(scope, send, f"origin {header(scope, b'origin')!r} not allowed")
-            return
-        try:
-            events, since = _query(scope)
-        except ValueError as exc:
-            await _deny(scope, send, str(exc))
-            return
+        await serve(_Connection(scope, receive, send, self.options), self.channel, self.options)
 
-        channel = resolve_channel(self.channel)
-        if _open.get(channel, 0) >= self.max_connections:
-            logger.info(
-                "refused websocket %s: channel %r has max_connections=%d open; closing with 1013",
-                scope.get("path"),
-                channel.name,
-                self.max_connections,
-            )
-            await send({"type": "websocket.accept"})
-            await send({"type": "websocket.close", "code": 1013, "reason": "too many connections"})
-            return
-        _open[channel] = _open.get(channel, 0) + 1
-        try:
-            await self._connect(scope, receive, send, channel, events, since)
-        finally:
-            _open[channel] -= 1
-            if not _open[channel]:
-                del _open[channel]
 
-    async def _connect(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        channel: Channel,
-        events: list[str],
-        since: str | None,
-    ) -> None:
-        carrier = ASGIWebSocketCarrier(
+class _Connection:
+    """One ASGI websocket connection, as the serving loop drives it."""
+
+    logger = logger
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send, options: ServeOptions) -> None:
+        self._scope = scope
+        self._receive = receive
+        self._send = send
+        self.path: str = scope.get("path", "")
+        self.request = HTTPConnection(scope, receive)
+        self.close_timeout = options.close_timeout
+        self.carrier = ASGIWebSocketCarrier(
             send,
-            max_messages=self.max_messages,
-            max_bytes=self.max_bytes,
-            slow_timeout=self.slow_timeout,
-            close_timeout=self.close_timeout,
-            accepted=False,  # frames (history, with since) wait for the accept below
-        )
-        session = ProtocolSession(
-            channel,
-            carrier,
-            events=self.events,
-            authorize=self.authorize,
-            limits=self.limits,
-            connection=HTTPConnection(scope, receive),
+            close_timeout=options.close_timeout,
+            accepted=False,  # frames wait for the accept
+            **options.carrier_options(),
         )
 
-        async def accept() -> None:
-            await send({"type": "websocket.accept"})
-            carrier.accepted()
+    def scope(self) -> Scope:
+        return self._scope
 
-        try:
-            await session.start(events, since, accept=accept)
-        except Refused as exc:
-            if carrier.accepted_yet:
-                # Only the channel can tell that it cannot read `since`, after the accept: say
-                # why in an error frame (as the Sanic and aiohttp glue do), then close.
-                logger.info("closing websocket %s with 1008: %s", scope.get("path"), exc)
-                await session.reject(exc, flush_timeout=self.close_timeout)
-            else:
-                await _deny(scope, send, str(exc))
-            return
-        try:
-            await self._serve(session, carrier, receive)
-        finally:
-            session.end()
+    def query(self) -> tuple[list[str], str | None]:
+        return _query(self._scope)
 
-    async def _serve(
-        self, session: ProtocolSession, carrier: ASGIWebSocketCarrier, receive: Receive
-    ) -> None:
-        # The carrier may close on its own (too slow, send failed) while we wait for a client
-        # frame; racing receive() with that lets the endpoint end at once instead of at the
-        # next client frame.
-        ended = asyncio.ensure_future(carrier.wait_ended())
-        try:
-            while True:
-                incoming = asyncio.ensure_future(receive())
+    @property
+    def accepted(self) -> bool:
+        return self.carrier.accepted_yet
+
+    async def accept(self) -> None:
+        await self._send({"type": "websocket.accept"})
+        self.carrier.accepted()
+
+    async def deny(self, reason: str) -> None:
+        """Servers answer a close before the accept with HTTP 403.
+
+        The reason goes to the log (the serving loop's), not the client. (The ASGI
+        denial-response extension could carry it, but uvicorn 0.54 logs a spurious "returned
+        without completing handshake" error for it.)
+        """
+        code, text = CLOSE_POLICY_VIOLATION, close_reason(reason)
+        await self._send({"type": "websocket.close", "code": code, "reason": text})
+
+    async def receive(self) -> str | bytes | None:
+        carrier = self.carrier
+        while True:
+            # The carrier may close on its own (too slow, send failed) while we wait for a
+            # client frame; racing receive() with that ends the connection at once instead of
+            # at the next client frame.
+            incoming = asyncio.ensure_future(self._receive())
+            ended = asyncio.ensure_future(carrier.wait_ended())
+            try:
                 await asyncio.wait({incoming, ended}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ended.cancel()
                 if not incoming.done():
                     incoming.cancel()
                     await asyncio.wait([incoming])
-                    if carrier.close_code is not None:  # closed as too slow: let 1013 go out
-                        await carrier.wait_close_sent(self.close_timeout + 1.0)
-                    return
-                message = incoming.result()
-                kind = message["type"]
-                if kind == "websocket.disconnect":
-                    carrier.disconnected()
-                    return
-                if kind != "websocket.receive":
-                    continue
+            if incoming.cancelled():
+                if carrier.close_code is not None:  # closed as too slow: let 1013 go out
+                    await carrier.wait_close_sent(self.close_timeout + 1.0)
+                return None
+            message = incoming.result()
+            kind = message["type"]
+            if kind == "websocket.disconnect":
+                carrier.disconnected()
+                return None
+            if kind == "websocket.receive":
                 text = message.get("text")
-                data = text if text is not None else message.get("bytes") or b""
-                code = await session.receive(data)
-                if code is not None:
-                    # The error frames that explain why go out first.
-                    await session.close(code, flush_timeout=self.close_timeout)
-                    return
-        finally:
-            ended.cancel()
-            if not carrier.closed or carrier.close_code is None:
-                # Unsubscribed or gone: stop the writer and release the connection.
-                await carrier.close(1000)
+                data: str | bytes = text if text is not None else message.get("bytes") or b""
+                return data
 
 
 def _check_server(send: Send, max_frame_bytes: int) -> None:
@@ -279,13 +198,3 @@ def _query(scope: Mapping[str, Any]) -> tuple[list[str], str | None]:
     if len(sinces) > 1:
         raise ValueError("give since at most once")
     return events, (sinces[0] if sinces else None)
-
-
-async def _deny(scope: Mapping[str, Any], send: Send, reason: str) -> None:
-    """Refuse the handshake: servers answer a close before accept with HTTP 403.
-
-    The reason goes to the log, not the client. (The ASGI denial-response extension could carry
-    it, but uvicorn 0.54 logs a spurious "returned without completing handshake" error for it.)
-    """
-    logger.info("refused websocket %s: %s", scope.get("path"), reason)
-    await send({"type": "websocket.close", "code": 1008, "reason": close_reason(reason)})

@@ -20,7 +20,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from tbone.dispatch.channels import Channel, close_all_channels
-from tbone_asgi.endpoint import resolve_channel
+from tbone.dispatch.serving import resolve_channel
 
 __all__ = ["channels_lifespan"]
 

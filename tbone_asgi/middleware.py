@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tbone.dispatch.channels import Channel
-from tbone.dispatch.protocol import Authorize, Limits
 from tbone_asgi.endpoint import ChannelEndpoint
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from tbone.dispatch.serving import ServeKeywords
 
 __all__ = ["ChannelMiddleware"]
 
@@ -20,8 +23,8 @@ class ChannelMiddleware:
     Everything else (http, lifespan, websockets on other paths) goes to ``app`` untouched, the
     very same scope, receive and send. ``path`` is matched against the path below the scope's
     ``root_path``, so the endpoint stays at ``path`` when the whole app is mounted under a
-    prefix or served with ``--root-path``. The other options are those of
-    :class:`tbone_asgi.endpoint.ChannelEndpoint`::
+    prefix or served with ``--root-path``. The other keyword options are those of
+    :class:`~tbone.dispatch.serving.ServeOptions`; a bad one raises here::
 
         application = ChannelMiddleware(get_asgi_application(), path="/ws", channel="pubsub")
     """
@@ -32,24 +35,13 @@ class ChannelMiddleware:
         *,
         path: str,
         channel: Channel | str,
-        events: Collection[str] | None = None,
-        authorize: Authorize | None = None,
-        allowed_origins: Collection[str] | None = None,
-        limits: Limits | None = None,
-        **options: Any,
+        **options: Unpack[ServeKeywords],
     ) -> None:
         if not path.startswith("/"):
             raise ValueError(f"path must start with '/', got {path!r}")
         self.app = app
         self.path = path
-        self.endpoint = ChannelEndpoint(
-            channel,
-            events=events,
-            authorize=authorize,
-            allowed_origins=allowed_origins,
-            limits=limits,
-            **options,
-        )
+        self.endpoint = ChannelEndpoint(channel, **options)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and route_path(scope) == self.path:

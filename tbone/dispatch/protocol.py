@@ -66,6 +66,7 @@ __all__ = [
     "Limits",
     "ProtocolSession",
     "Refused",
+    "check_connect",
     "check_event_names",
     "close_reason",
     "valid_event_name",
@@ -260,37 +261,31 @@ class ProtocolSession:
         after ``accept``. :class:`Refused` (``bad_since``) is raised then too, with nothing
         left subscribed; the glue closes the accepted connection (the ASGI endpoint: 1008).
         """
-        if isinstance(events, str):
-            events = [events] if events else []
-        names = list(dict.fromkeys(events))
-        if not names and self.fixed_events is not None:
-            names = list(self.fixed_events)
-        if since is not None and not names:
-            raise Refused("bad_since", "since needs events to resume: add events=a,b")
-        if since is not None and not _valid_id(since):
-            raise Refused("bad_since", f"since must be an event id of at most {_MAX_ID} chars")
-        if len(names) > self.limits.max_subscriptions:
-            raise Refused(
-                "too_many_subscriptions",
-                f"{len(names)} events asked, at most {self.limits.max_subscriptions} allowed",
-            )
-        for name in names:
-            problem = self._check_name(name)
-            if problem is not None:
-                raise Refused(
-                    problem.code, problem.message, name if isinstance(name, str) else None
-                )
-            if not await self._allowed(name):
-                raise Refused("forbidden", f"subscribing to {name!r} is not allowed", name)
+        names = await _check_connect(
+            events, since, self.fixed_events, self.authorize, self.limits, self.connection, self
+        )
         if accept is not None:
             await accept()
-        if not names:
+        await self.begin(names, since)
+
+    async def begin(self, names: Iterable[str], since: str | None = None) -> None:
+        """Subscribe at connect to ``names`` as :func:`check_connect` returned them.
+
+        For glue that checks a connection before its websocket exists (Sanic answers HTTP 403
+        from a request middleware, before the upgrade): it calls :func:`check_connect` there
+        and this once the websocket is up. The names are not checked again, so ``authorize``
+        runs once per event. With ``since`` the client gets the missed events, then a
+        ``recovered`` frame; a ``since`` the channel cannot read raises :class:`Refused` as
+        :meth:`start` does, with nothing left subscribed.
+        """
+        wanted = list(names)
+        if not wanted:
             return
         if since is None:
-            self._subscribe(names)
+            self._subscribe(wanted)
             return
         try:
-            await self._resume(names, since)
+            await self._resume(wanted, since)
         except _BadFrame as exc:
             raise Refused(exc.code, exc.message, close_code=exc.close_code) from None
 
@@ -477,31 +472,96 @@ class ProtocolSession:
             self.channel.unsubscribe(name, self.carrier)
 
     def _check_name(self, name: object, *, fixed: bool = True) -> _BadFrame | None:
-        if not valid_event_name(name):
-            return _BadFrame(
-                "bad_event",
-                f"event names are 1 to {MAX_EVENT_NAME} characters of A-Z a-z 0-9 _ . : -, "
-                f"got {_clip(name)}",
-            )
-        if fixed and self.fixed_events is not None and name not in self.fixed_events:
-            return _BadFrame(
-                "not_offered",
-                f"this endpoint offers only {list(self.fixed_events)!r}, not {name!r}",
-            )
-        return None
+        return _name_problem(name, self.fixed_events if fixed else None)
 
     async def _allowed(self, name: str) -> bool:
-        if self.authorize is None:
-            return True
-        try:
-            verdict = self.authorize(self.connection, name)
-            if inspect.isawaitable(verdict):
-                verdict = await verdict
-        except Exception:
-            # A bug in the hook: refuse (never let a failing check through) and say why in logs.
-            logger.exception("%r: authorize(%r) failed; refusing the subscription", self, name)
-            return False
-        return verdict is True
+        return await _allowed(self.authorize, self.connection, name, self)
+
+
+async def check_connect(
+    events: Iterable[str] = (),
+    since: str | None = None,
+    *,
+    fixed_events: Collection[str] | None = None,
+    authorize: Authorize | None = None,
+    limits: Limits | None = None,
+    connection: Any = None,
+) -> list[str]:
+    """The checks :meth:`ProtocolSession.start` makes before ``accept``, without a session.
+
+    Returns the event names to subscribe (the fixed events when none are named); raises
+    :class:`Refused` for the first problem, as ``start`` does. Nothing is subscribed and no
+    frame is sent, so it runs before the websocket exists; pass what it returns to
+    :meth:`ProtocolSession.begin` once the connection is up. The options mean what they
+    mean for :class:`ProtocolSession` (``fixed_events`` is its ``events``).
+    """
+    if fixed_events is not None:
+        check_event_names(fixed_events)
+        fixed_events = tuple(dict.fromkeys(fixed_events))
+    return await _check_connect(
+        events, since, fixed_events, authorize, limits or Limits(), connection, "at connect"
+    )
+
+
+async def _check_connect(
+    events: Iterable[str],
+    since: str | None,
+    fixed_events: Collection[str] | None,
+    authorize: Authorize | None,
+    limits: Limits,
+    connection: Any,
+    who: object,
+) -> list[str]:
+    if isinstance(events, str):
+        events = [events] if events else []
+    names = list(dict.fromkeys(events))
+    if not names and fixed_events is not None:
+        names = list(fixed_events)
+    if since is not None and not names:
+        raise Refused("bad_since", "since needs events to resume: add events=a,b")
+    if since is not None and not _valid_id(since):
+        raise Refused("bad_since", f"since must be an event id of at most {_MAX_ID} chars")
+    if len(names) > limits.max_subscriptions:
+        raise Refused(
+            "too_many_subscriptions",
+            f"{len(names)} events asked, at most {limits.max_subscriptions} allowed",
+        )
+    for name in names:
+        problem = _name_problem(name, fixed_events)
+        if problem is not None:
+            raise Refused(problem.code, problem.message, name if isinstance(name, str) else None)
+        if not await _allowed(authorize, connection, name, who):
+            raise Refused("forbidden", f"subscribing to {name!r} is not allowed", name)
+    return names
+
+
+def _name_problem(name: object, fixed_events: Collection[str] | None) -> _BadFrame | None:
+    if not valid_event_name(name):
+        return _BadFrame(
+            "bad_event",
+            f"event names are 1 to {MAX_EVENT_NAME} characters of A-Z a-z 0-9 _ . : -, "
+            f"got {_clip(name)}",
+        )
+    if fixed_events is not None and name not in fixed_events:
+        return _BadFrame(
+            "not_offered",
+            f"this endpoint offers only {list(fixed_events)!r}, not {name!r}",
+        )
+    return None
+
+
+async def _allowed(authorize: Authorize | None, connection: Any, name: str, who: object) -> bool:
+    if authorize is None:
+        return True
+    try:
+        verdict = authorize(connection, name)
+        if inspect.isawaitable(verdict):
+            verdict = await verdict
+    except Exception:
+        # A bug in the hook: refuse (never let a failing check through) and say why in logs.
+        logger.exception("%s: authorize(%r) failed; refusing the subscription", who, name)
+        return False
+    return verdict is True
 
 
 class _Bucket:

@@ -16,6 +16,7 @@ from tbone.dispatch.protocol import (
     Limits,
     ProtocolSession,
     Refused,
+    check_connect,
     check_event_names,
     valid_event_name,
 )
@@ -189,6 +190,57 @@ async def test_start_refuses_before_anything_is_subscribed(channel: MemoryChanne
     small, _ = make(channel, limits=Limits(max_subscriptions=1))
     with pytest.raises(Refused, match="too_many_subscriptions"):
         await small.start(["a", "b"])
+
+
+async def test_check_connect_checks_as_start_does_without_a_session() -> None:
+    asked: list[tuple[Any, str]] = []
+
+    def authorize(connection: Any, event: str) -> bool:
+        asked.append((connection, event))
+        return event != "secret"
+
+    assert await check_connect(["a", "b", "a"], authorize=authorize, connection="c") == ["a", "b"]
+    assert asked == [("c", "a"), ("c", "b")]
+    assert await check_connect([], fixed_events=["x", "y"]) == ["x", "y"]
+    assert await check_connect("a") == ["a"]
+    with pytest.raises(Refused) as info:
+        await check_connect(["a", "secret"], authorize=authorize)
+    assert (info.value.code, info.value.event) == ("forbidden", "secret")
+    with pytest.raises(Refused, match="not_offered"):
+        await check_connect(["b"], fixed_events=["a"])
+    with pytest.raises(Refused, match="bad_since"):
+        await check_connect([], since="1-1")
+    with pytest.raises(Refused, match="too_many_subscriptions"):
+        await check_connect(["a", "b"], limits=Limits(max_subscriptions=1))
+    with pytest.raises(ValueError, match="invalid event names"):
+        await check_connect(["a"], fixed_events=["no spaces"])
+
+
+async def test_begin_subscribes_what_was_checked_without_asking_again(
+    channel: MemoryChannel,
+) -> None:
+    asked: list[str] = []
+
+    def authorize(connection: Any, event: str) -> bool:
+        asked.append(event)
+        return True
+
+    first = await channel.publish("a", 1)
+    await channel.publish("a", 2)
+    names = await check_connect(["a", "b"], since=first.id, authorize=authorize)
+    session, carrier = make(channel, authorize=authorize)
+    await session.begin(names, first.id)
+    assert asked == ["a", "b"]  # once each, by check_connect
+    frames = await carrier.wait_for(2)
+    assert frames[0]["payload"]["data"] == 2
+    assert frames[1]["type"] == "recovered"
+    assert list(session.subscribed) == ["a", "b"]
+    bad, _ = make(channel)
+    with pytest.raises(Refused, match="bad_since"):
+        await bad.begin(["a"], "not-an-id")
+    assert channel.subscribers("a") == [carrier]
+    await session.begin([])  # nothing to do
+    assert channel.stats()["subscriptions"] == 2
 
 
 async def test_authorize_may_be_async_and_sees_the_connection(channel: MemoryChannel) -> None:

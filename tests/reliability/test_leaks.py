@@ -20,11 +20,10 @@ from typing import Any
 import pytest
 from starlette.applications import Starlette
 
-from tbone.dispatch import MemoryChannel, carriers, jsonenc
+from tbone.dispatch import MemoryChannel, carriers, jsonenc, serving
 from tbone.dispatch.carriers import Carrier
 from tbone.dispatch.protocol import ProtocolSession
 from tbone_asgi import channel_route
-from tbone_asgi import endpoint as endpoint_module
 from tests.support.asgi_server import run_uvicorn
 from tests.support.web_servers import wait_until, ws_connect
 
@@ -53,7 +52,7 @@ def _census(channel: MemoryChannel) -> dict[str, int]:
         "subscribers": channel.stats()["subscribers"],
         "subscriptions": channel.stats()["subscriptions"],
         "live carriers": carriers.live_connections(),
-        "open connections": sum(endpoint_module._open.values()),
+        "open connections": sum(serving._open.values()),
     }
 
 

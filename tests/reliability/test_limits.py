@@ -17,11 +17,10 @@ from typing import Any
 import pytest
 from starlette.applications import Starlette
 
-from tbone.dispatch import MemoryChannel, jsonenc
+from tbone.dispatch import MemoryChannel, jsonenc, serving
 from tbone.dispatch.carriers import Carrier
 from tbone.dispatch.protocol import Limits
 from tbone_asgi import ChannelEndpoint, channel_route
-from tbone_asgi import endpoint as endpoint_module
 from tests.support import asgi_server
 from tests.support.asgi_server import RunningServer, run_uvicorn
 from tests.support.web_servers import (
@@ -50,7 +49,7 @@ def test_defaults_exist() -> None:
     assert limits.max_subscriptions == 100
     assert limits.max_errors == 10
     assert limits.max_messages_per_second == 50
-    assert ChannelEndpoint("limits").max_connections == 10_000
+    assert ChannelEndpoint("limits").options.max_connections == 10_000
     assert (Carrier.default_max_messages, Carrier.default_max_bytes) == (1000, 1 << 20)
     assert Carrier.default_slow_timeout == 5.0
     assert (limits.max_replay_events, limits.max_replay_bytes) == (10_000, 16 << 20)
@@ -180,7 +179,7 @@ async def test_connections_per_channel() -> None:
             assert closed.rcvd.code == 1013
             assert channel.stats()["subscribers"] == 3
         # Once they left, there is room again.
-        await wait_until(lambda: channel not in endpoint_module._open, what="connections released")
+        await wait_until(lambda: channel not in serving._open, what="connections released")
         async with ws_connect(url) as again:
             assert await _answer(again, {"type": "ping"}) == {"type": "pong"}
 

@@ -22,10 +22,9 @@ import pytest
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
 
-from tbone.dispatch import carriers, close_all_channels, get_channel
+from tbone.dispatch import carriers, close_all_channels, get_channel, serving
 from tbone.dispatch.channels.redis import RedisChannel
 from tbone_asgi import channel_route, channels_lifespan
-from tbone_asgi import endpoint as endpoint_module
 from tests.reliability.test_redis_faults import _line, _spawn
 from tests.reliability.wsclient import Subscriber
 from tests.support.asgi_server import run_uvicorn
@@ -81,7 +80,7 @@ async def test_shutdown_under_load_then_resume(
         assert pending == [], pending
         assert carriers.live_connections() == 0
         assert not carriers._closing
-        assert endpoint_module._open == {}
+        assert serving._open == {}
         assert [c.close_code for c in clients] == [code] * CLIENTS
 
         # The next server (a new process would make a new channel: so do we).

@@ -28,7 +28,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["RunningServer", "bind_free_socket", "run_hypercorn", "run_uvicorn", "wait_until"]
+__all__ = [
+    "RunningServer",
+    "bind_free_socket",
+    "run_hypercorn",
+    "run_uvicorn",
+    "uvicorn_url",
+    "wait_until",
+]
 
 
 @dataclass
@@ -137,6 +144,14 @@ async def run_uvicorn(
             raise TimeoutError(f"uvicorn did not stop within {stop_timeout}s") from None
         finally:
             sock.close()
+
+
+@contextlib.asynccontextmanager
+async def uvicorn_url(app: Any, **config: Any) -> AsyncIterator[str]:
+    """:func:`run_uvicorn` yielding only ``http://127.0.0.1:<port>``, as the Sanic and aiohttp
+    helpers of ``web_servers.py`` do."""
+    async with run_uvicorn(app, **config) as server:
+        yield server.url
 
 
 @contextlib.asynccontextmanager

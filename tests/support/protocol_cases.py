@@ -1,11 +1,11 @@
-"""The subscribe protocol as every non-ASGI server must serve it, written once.
+"""The subscribe protocol as every server must serve it, written once.
 
 A test module subclasses :class:`ProtocolCases` (the name does not start with ``Test``, so it
-is collected only through subclasses) and provides a ``start`` fixture: a factory
-``start(channel, **options)`` returning an async context manager that serves the protocol for
-``channel`` with those options (``events``, ``authorize``, ``allowed_origins``, ``limits``,
-``max_bytes``) on a real server and yields the websocket URL of the endpoint. Clients are the
-``websockets`` library and aiohttp's client.
+is collected only through subclasses) and says how its server serves the protocol: ``app``
+(``app(channel, **options)``: an app serving ``channel``, a Channel or a name, at ``/ws`` with
+those options, any of :class:`~tbone.dispatch.serving.ServeOptions`), ``run`` (``run(app)``:
+serves it on 127.0.0.1 and yields its ``http://`` URL) and ``refused`` (how it refuses a
+handshake). Clients are the ``websockets`` library and aiohttp's client.
 """
 
 from __future__ import annotations
@@ -13,19 +13,32 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
 from typing import Any
 
 import aiohttp
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from tbone.dispatch import MemoryChannel
+from tbone.dispatch import MemoryChannel, get_channel, serving
 from tbone.dispatch.protocol import Limits
-from tests.support.web_servers import read_until_closed, wait_until, ws_connect
+from tests.support.web_servers import (
+    read_until_closed,
+    small_buffer_socket,
+    wait_until,
+    ws_connect,
+)
 
-__all__ = ["ProtocolCases", "Start", "refused_with_403", "refused_with_1008"]
+__all__ = [
+    "ProtocolCases",
+    "Start",
+    "assert_bad_route_options_raise",
+    "refused_with_403",
+    "refused_with_1008",
+]
 
 Start = Callable[..., AbstractAsyncContextManager[str]]
 
@@ -61,16 +74,33 @@ class DownChannel(MemoryChannel):
         raise ConnectionError("the backend is down")
 
 
+def _handed_over(channel: MemoryChannel, last: str) -> bool:
+    """The channel handed ``last`` to its subscribers, or closed one as too slow."""
+    stats = channel.stats()
+    return bool(stats["last_id"] == last or stats["closed_slow"])
+
+
 def deny_secret(connection: Any, event: str) -> bool:
     return not event.startswith("secret")
 
 
 class ProtocolCases:
-    """Subclasses set ``origin_refused`` and ``subscription_refused`` to how their server
-    refuses a handshake (:func:`refused_with_403` or :func:`refused_with_1008`)."""
+    """The cases; a subclass sets ``app``, ``run`` and ``refused`` (see the module docstring)."""
 
-    origin_refused: Callable[..., Any]
-    subscription_refused: Callable[..., Any]
+    app: Callable[..., Any]
+    run: Callable[[Any], AbstractAsyncContextManager[str]]
+    refused: Callable[..., Awaitable[None]]
+
+    @pytest.fixture
+    def start(self) -> Start:
+        """``start(channel, **options)``: serve them; yield the websocket URL of ``/ws``."""
+
+        @asynccontextmanager
+        async def serve(channel: Any, **options: Any) -> AsyncIterator[str]:
+            async with self.run(self.app(channel, **options)) as base:
+                yield base.replace("http://", "ws://") + "/ws"
+
+        return serve
 
     @pytest.fixture
     def channel(self) -> MemoryChannel:
@@ -179,20 +209,20 @@ class ProtocolCases:
         self, start: Start, channel: MemoryChannel
     ) -> None:
         async with start(channel) as url:
-            await self.origin_refused(url, origin="http://evil.example")
+            await self.refused(url, origin="http://evil.example")
             # The same site is allowed by default, as are listed origins.
             host = url.split("/")[2]
             async with ws_connect(url, origin=f"http://{host}") as client:
                 await ping(client)
         async with start(channel, allowed_origins=["https://app.example"]) as url:
-            await self.origin_refused(url, origin="http://evil.example")
+            await self.refused(url, origin="http://evil.example")
             async with ws_connect(url, origin="https://app.example") as client:
                 await ping(client)
         assert channel.stats()["subscribers"] == 0
 
     async def test_a_refused_subscription(self, start: Start, channel: MemoryChannel) -> None:
         async with start(channel, authorize=deny_secret) as url:
-            await self.subscription_refused(url + "?events=secret")
+            await self.refused(url + "?events=secret")
             async with ws_connect(url) as client:
                 await subscribe(client, "tick", "secret.plans")
                 frame = await recv(client)
@@ -277,6 +307,141 @@ class ProtocolCases:
             await channel.publish("tick", 1)  # nobody left to fail on it
         noisy = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
         assert noisy == [], [r.getMessage() for r in noisy]
+
+    # -- limits and options, the same on every server (they live in the serving loop) -------
+
+    async def test_one_connection_over_max_connections_is_closed_with_1013(
+        self, start: Start, channel: MemoryChannel
+    ) -> None:
+        async with start(channel, max_connections=2) as url:
+            async with ws_connect(url) as one, ws_connect(url) as two:
+                for client in (one, two):
+                    await subscribe(client, "tick")
+                    await ping(client)
+                async with ws_connect(url) as third:
+                    texts, closed = await read_until_closed(third)
+                assert texts == []
+                assert closed.rcvd is not None
+                assert (closed.rcvd.code, closed.rcvd.reason) == (1013, "too many connections")
+                assert channel.stats()["subscribers"] == 2
+            # Once they left there is room again.
+            await wait_until(lambda: channel not in serving._open, what="connections released")
+            async with ws_connect(url) as again:
+                await ping(again)
+
+    async def test_a_client_over_the_frame_rate_is_closed_with_1008(
+        self, start: Start, channel: MemoryChannel
+    ) -> None:
+        limits = Limits(max_messages_per_second=5, burst=5)
+        # close_timeout: Sanic reads no frame past the one that broke the rule, so the client's
+        # answer to our close waits behind its unread pings until the connection is aborted.
+        async with (
+            start(channel, limits=limits, close_timeout=1.0) as url,
+            ws_connect(url) as client,
+        ):
+            for _ in range(20):
+                await client.send('{"type": "ping"}')
+            texts, closed = await read_until_closed(client)
+            assert 5 <= len(texts) < 20  # the burst, and what the bucket refilled meanwhile
+            assert closed.rcvd is not None
+            assert closed.rcvd.code == 1008
+
+    async def test_events_per_frame_and_subscriptions_per_connection(
+        self, start: Start, channel: MemoryChannel
+    ) -> None:
+        limits = Limits(max_events_per_subscribe=2, max_subscriptions=3)
+        async with start(channel, limits=limits) as url:
+            await self.refused(url + "?events=a,b,c,d")
+            async with ws_connect(url) as client:
+                await subscribe(client, "a", "b", "c")
+                assert (await recv(client))["payload"]["code"] == "too_many_events"
+                await subscribe(client, "a", "b")
+                await subscribe(client, "c", "d")
+                assert (await recv(client))["payload"]["code"] == "too_many_subscriptions"
+                await ping(client)
+                assert channel.stats()["subscriptions"] == 2
+
+    async def test_resumes_per_minute_and_the_replay_cap(
+        self, start: Start, channel: MemoryChannel
+    ) -> None:
+        first = await channel.publish("tick", 0)
+        for i in range(1, 4):
+            await channel.publish("tick", i)
+        limits = Limits(max_resumes_per_minute=2, max_replay_events=2)
+        async with start(channel, limits=limits) as url, ws_connect(url) as client:
+            for _ in range(2):
+                await subscribe(client, "tick", since=first.id)
+                assert [p["data"] for p in await recv_events(client, 2)] == [1, 2]
+                assert (await recv(client))["payload"]["complete"] is False
+            await subscribe(client, "tick", since=first.id)
+            assert (await recv(client))["payload"]["code"] == "too_many_resumes"
+            await ping(client)
+
+    @pytest.mark.parametrize(
+        "outbox", [{"max_messages": 4}, {"max_bytes": 64 * 1024}], ids=["messages", "bytes"]
+    )
+    async def test_a_client_that_stops_reading_is_closed_with_1013(
+        self, start: Start, outbox: dict[str, int]
+    ) -> None:
+        channel = MemoryChannel(name="outbox")  # the default window: the outbox decides
+        pad = "x" * 16_000
+        async with start(channel, slow_timeout=0.5, **outbox) as url:
+            url += "?events=tick"
+            # No compression: the bytes on the wire are the bytes published.
+            async with ws_connect(
+                url, compression=None, max_queue=4, sock=small_buffer_socket(url)
+            ) as client:
+                await ping(client)
+                # It reads nothing from now on: once the kernel's and the server's buffers are
+                # full its outbox fills, and 0.5 s behind closes it (bounded: 20 s).
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 20.0
+                published = 0
+                while not channel.stats()["closed_slow"] and loop.time() < deadline:
+                    last = await channel.publish("tick", pad)
+                    published += 1
+                    if published % 10 == 0:
+                        await wait_until(partial(_handed_over, channel, last.id))
+                assert channel.stats()["closed_slow"] == 1
+                _, closed = await read_until_closed(client)
+            assert closed.rcvd is not None
+            assert closed.rcvd.code == 1013
+            assert channel.stats()["subscribers"] == 0
+
+    async def test_a_channel_name_nothing_created_is_served_with_a_warning_once(
+        self, start: Start, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        caplog.set_level(logging.WARNING, logger="tbone.dispatch.serving")
+        name = f"nobody-made-{uuid.uuid4().hex[:8]}"
+        async with start(name) as url:
+            async with ws_connect(url + "?events=tick") as client:
+                await ping(client)
+                made = get_channel(name)
+                assert type(made) is MemoryChannel  # served all the same
+                await made.publish("tick", 1)
+                assert [p["data"] for p in await recv_events(client, 1)] == [1]
+            await made.close(forget=True)
+            async with ws_connect(url) as client:  # made anew, but said once is enough
+                await ping(client)
+        warnings = [r for r in caplog.records if r.name == "tbone.dispatch.serving"]
+        assert len(warnings) == 1, [r.getMessage() for r in warnings]
+        assert warnings[0].levelno == logging.WARNING
+        message = warnings[0].getMessage()
+        assert f"no channel named {name!r} was created in this process" in message
+        assert f"serving a new MemoryChannel({name!r})" in message
+        assert "at startup" in message
+
+
+def assert_bad_route_options_raise(add_route: Callable[..., None], app: Any) -> None:
+    """``add_route(app, path, channel, **options)`` refuses bad options and adds no route."""
+    with pytest.raises(ValueError, match="scheme://host"):
+        add_route(app, "/ws", "pubsub", allowed_origins=["not an origin"])
+    with pytest.raises(ValueError, match="invalid event names"):
+        add_route(app, "/ws", "pubsub", events=["bad name!"])
+    with pytest.raises(TypeError, match="Channel or a channel name"):
+        add_route(app, "/ws", 42)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'max_mesages'"):
+        add_route(app, "/ws", "pubsub", max_mesages=10)
 
 
 async def refused_with_403(url: str, origin: str | None = None) -> None:

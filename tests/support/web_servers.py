@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import socket
 import time
@@ -24,6 +25,7 @@ from tests.support.asgi_server import wait_until
 
 __all__ = [
     "aiohttp_server",
+    "assert_a_silent_peer_is_dropped",
     "assert_no_tracebacks",
     "listening_socket",
     "new_sanic_app",
@@ -180,6 +182,21 @@ def assert_no_tracebacks(caplog: Any) -> None:
     assert "Traceback" not in caplog.text
 
 
+async def assert_a_silent_peer_is_dropped(url: str, channel: Any) -> None:
+    """A client of ``url`` subscribed to ``tick`` stops answering: the server's pings drop it.
+
+    The server must ping every fraction of a second (the test waits 3 s at most).
+    """
+    client = await ws_connect(url + "?events=tick")
+    await client.send('{"type": "ping"}')
+    assert json.loads(await asyncio.wait_for(client.recv(), 5)) == {"type": "pong"}
+    assert channel.stats()["subscribers"] == 1
+    # A peer that vanished without a FIN (cable pulled) reads and answers nothing.
+    client.transport.pause_reading()
+    await wait_until(lambda: channel.stats()["subscribers"] == 0, timeout=3, what="dropped")
+    client.transport.abort()
+
+
 async def one_client_stops_reading(
     url: str,
     channel: Any,
@@ -195,8 +212,6 @@ async def one_client_stops_reading(
     got every event in order and is still subscribed; the slow client, reading again, finds a
     gapless prefix and then the 1013 close. Returns the peak backlog() seen for the slow one.
     """
-    import json
-
     blob = "x" * 4000
     # No compression: the bytes on the wire are the bytes we publish.
     async with (

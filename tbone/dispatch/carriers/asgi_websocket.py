@@ -24,9 +24,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from tbone.dispatch.carriers import Carrier
+from tbone.dispatch.carriers.options import CarrierOptions
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["ASGIWebSocketCarrier", "find_server_protocol", "find_transport"]
 
@@ -53,11 +57,13 @@ class ASGIWebSocketCarrier(Carrier):
     frame may wait for a peer that does not read before the connection is aborted (default 5).
     ``transport``: the ``asyncio.Transport`` behind the connection, when the server exposes it
     in a way :func:`find_transport` does not know; it is used for :meth:`backlog` and aborts.
+    ``max_messages``, ``max_bytes`` and ``slow_timeout``
+    (:class:`~tbone.dispatch.carriers.options.CarrierOptions`) are those of :class:`Carrier`.
 
     When frames may go out: a Starlette ``WebSocket`` must be accepted before frames are sent
     to it (one sent earlier fails with a RuntimeError saying so). A raw ``send`` is taken as
     accepted; pass ``accepted=False`` to hold frames until :meth:`accepted` is called, which
-    is how the endpoint subscribes (and sends history) before it accepts.
+    is how the endpoint makes the carrier before it answers the handshake.
     """
 
     disconnect_errors: ClassVar[tuple[type[BaseException], ...]] = _disconnect_errors()
@@ -66,16 +72,12 @@ class ASGIWebSocketCarrier(Carrier):
         self,
         websocket: Any,
         *,
-        max_messages: int | None = None,
-        max_bytes: int | None = None,
-        slow_timeout: float | None = None,
         close_timeout: float = 5.0,
         transport: asyncio.Transport | None = None,
         accepted: bool = True,
+        **options: Unpack[CarrierOptions],
     ) -> None:
-        super().__init__(
-            websocket, max_messages=max_messages, max_bytes=max_bytes, slow_timeout=slow_timeout
-        )
+        super().__init__(websocket, **options)
         send: ASGISend | None = getattr(websocket, "_send", None)
         self._starlette = send is not None and hasattr(websocket, "application_state")
         if send is not None and self._starlette:

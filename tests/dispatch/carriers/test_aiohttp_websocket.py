@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -14,9 +12,8 @@ import pytest
 from aiohttp import web
 
 from tbone.dispatch import MemoryChannel
-from tbone.dispatch.carriers.aiohttp_websocket import AioHttpWebSocketCarrier, serve
+from tbone.dispatch.carriers.aiohttp_websocket import AioHttpWebSocketCarrier
 from tbone.dispatch.testing import RecordingCarrier
-from tests.support.protocol_cases import ProtocolCases, Start, refused_with_403
 from tests.support.web_servers import (
     aiohttp_server,
     assert_no_tracebacks,
@@ -244,25 +241,6 @@ async def test_a_client_that_stops_reading_is_closed_with_1013_and_others_get_ev
     assert_no_tracebacks(caplog)
 
 
-async def test_serve_pings_and_drops_a_peer_that_stops_answering() -> None:
-    channel = MemoryChannel(name="pubsub")
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        return await serve(request, channel, heartbeat=0.2)
-
-    async with aiohttp_server(seed_app(handler)) as base:
-        client = await ws_connect(ws_url(base) + "?events=tick")
-        await client.send('{"type": "ping"}')
-        assert json.loads(await asyncio.wait_for(client.recv(), 5)) == {"type": "pong"}
-        assert channel.stats()["subscribers"] == 1
-        # A peer that vanished without a FIN (cable pulled) reads and answers nothing.
-        client.transport.pause_reading()
-        await wait_until(
-            lambda: channel.stats()["subscribers"] == 0, timeout=3, what="dropped by heartbeat"
-        )
-        client.transport.abort()
-
-
 async def test_a_client_that_never_reads_again_is_aborted_after_close_timeout(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -311,20 +289,3 @@ async def test_a_client_that_never_reads_again_is_aborted_after_close_timeout(
         assert transport.get_write_buffer_size() == 0
         stuck.transport.abort()
     assert_no_tracebacks(caplog)
-
-
-class TestProtocolOnAiohttp(ProtocolCases):
-    origin_refused = staticmethod(refused_with_403)
-    subscription_refused = staticmethod(refused_with_403)
-
-    @pytest.fixture
-    def start(self) -> Start:
-        @asynccontextmanager
-        async def run(channel: Any, **options: Any) -> AsyncIterator[str]:
-            async def handler(request: web.Request) -> web.StreamResponse:
-                return await serve(request, channel, **options)
-
-            async with aiohttp_server(seed_app(handler)) as base:
-                yield ws_url(base)
-
-        return run

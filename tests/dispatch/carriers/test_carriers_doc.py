@@ -63,7 +63,7 @@ async def test_the_sanic_example_delivers_and_unsubscribes_when_the_client_leave
 
 
 async def test_the_sanic_protocol_example_serves_both_routes() -> None:
-    names = run_block("add_route(app,")
+    names = run_block("from sanic import Sanic")
     app = names["app"]
     channel = MemoryChannel(name="pubsub")
     async with sanic_server(app) as base:
@@ -98,7 +98,7 @@ async def test_the_aiohttp_example_runs_as_written() -> None:
         assert frame["payload"]["data"] == {"pk": 1}
 
 
-async def test_the_aiohttp_protocol_example_checks_the_origin() -> None:
+async def test_the_aiohttp_protocol_example_checks_the_origin_and_serves_both_routes() -> None:
     app = run_block("app.router.add_get")["app"]
     channel = MemoryChannel(name="pubsub")
     async with aiohttp_server(app) as base, aiohttp.ClientSession() as session:
@@ -111,6 +111,11 @@ async def test_the_aiohttp_protocol_example_checks_the_origin() -> None:
             assert json.loads(await client.receive_str(timeout=5)) == {"type": "pong"}
             await channel.publish("tick", 3)
             assert json.loads(await client.receive_str(timeout=5))["payload"]["data"] == 3
+        async with session.ws_connect(ws_url(base, "/ws/all") + "?events=anything") as client:
+            await client.send_str('{"type": "ping"}')
+            assert json.loads(await client.receive_str(timeout=5)) == {"type": "pong"}
+            await channel.publish("anything", 4)
+            assert json.loads(await client.receive_str(timeout=5))["payload"]["data"] == 4
 
 
 async def test_the_custom_carrier_example_on_a_websockets_server() -> None:

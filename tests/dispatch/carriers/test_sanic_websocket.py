@@ -5,22 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 
 # Sanic is a test dependency (the "all" extra): a missing one fails the run, never skips it.
 from tbone.dispatch import MemoryChannel
-from tbone.dispatch.carriers.sanic_websocket import SanicWebSocketCarrier, add_route, serve
+from tbone.dispatch.carriers.sanic_websocket import SanicWebSocketCarrier
 from tbone.dispatch.testing import RecordingCarrier
-from tests.support.protocol_cases import (
-    ProtocolCases,
-    Start,
-    refused_with_403,
-    refused_with_1008,
-)
 from tests.support.web_servers import (
     assert_no_tracebacks,
     new_sanic_app,
@@ -253,26 +245,6 @@ async def test_a_client_that_stops_reading_is_closed_with_1013_and_others_get_ev
     assert_no_tracebacks(caplog)
 
 
-async def test_sanic_pings_and_drops_a_peer_that_stops_answering() -> None:
-    channel = MemoryChannel(name="pubsub")
-    app = new_sanic_app()
-    # Sanic's own websocket keepalive; the defaults are 20 s each.
-    app.config.WEBSOCKET_PING_INTERVAL = 0.2
-    app.config.WEBSOCKET_PING_TIMEOUT = 0.2
-    add_route(app, "/ws", channel)
-    async with sanic_server(app) as base:
-        client = await ws_connect(ws_url(base) + "?events=tick")
-        await client.send('{"type": "ping"}')
-        assert json.loads(await asyncio.wait_for(client.recv(), 5)) == {"type": "pong"}
-        assert channel.stats()["subscribers"] == 1
-        # A peer that vanished without a FIN (cable pulled) reads and answers nothing.
-        client.transport.pause_reading()
-        await wait_until(
-            lambda: channel.stats()["subscribers"] == 0, timeout=3, what="dropped by keepalive"
-        )
-        client.transport.abort()
-
-
 async def test_a_client_that_never_reads_again_is_aborted_after_close_timeout(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -320,111 +292,3 @@ async def test_a_client_that_never_reads_again_is_aborted_after_close_timeout(
         assert transport.get_write_buffer_size() == 0
         stuck.transport.abort()
     assert_no_tracebacks(caplog)
-
-
-async def test_add_route_checks_connect_time_events_once_before_the_upgrade() -> None:
-    channel = MemoryChannel(name="pubsub")
-    asked: list[tuple[str, str]] = []
-
-    async def authorize(request: Any, event: str) -> bool:
-        asked.append((request.path, event))
-        return event != "secret"
-
-    app = new_sanic_app()
-    add_route(app, "/ws", channel, authorize=authorize)
-    async with sanic_server(app) as base:
-        await refused_with_403(ws_url(base) + "?events=tick,secret")
-        assert asked == [("/ws", "tick"), ("/ws", "secret")]
-        assert channel.stats()["subscriptions"] == 0
-        asked.clear()
-        async with ws_connect(ws_url(base) + "?events=tick,tock") as client:
-            await client.send('{"type": "ping"}')
-            assert json.loads(await asyncio.wait_for(client.recv(), 5)) == {"type": "pong"}
-            assert asked == [("/ws", "tick"), ("/ws", "tock")]  # once each, not again inside
-            await channel.publish("tock", 1)
-            assert json.loads(await asyncio.wait_for(client.recv(), 5))["payload"]["data"] == 1
-
-
-class GatedChannel(MemoryChannel):
-    """A MemoryChannel whose history read waits for the test (a slow backend)."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.reading = asyncio.Event()
-        self.gate = asyncio.Event()
-
-    async def history_page(self, since: str | None, *, limit: int, max_bytes: int) -> Any:
-        self.reading.set()
-        await self.gate.wait()
-        return await super().history_page(since, limit=limit, max_bytes=max_bytes)
-
-
-async def test_a_client_that_leaves_during_its_resume_leaves_no_subscription() -> None:
-    channel = GatedChannel(name="gated")
-    first = await channel.publish("tick", 0)
-    app = new_sanic_app()
-    add_route(app, "/ws", channel)
-    async with sanic_server(app) as base:
-        connecting = asyncio.ensure_future(
-            ws_connect(ws_url(base) + f"?events=tick&since={first.id}")
-        )
-        await asyncio.wait_for(channel.reading.wait(), 5)
-        # resume() subscribes before it reads history: the connection is on the channel now.
-        assert channel.stats()["subscribers"] == 1
-        client = await connecting
-        client.transport.abort()
-        # Sanic cancels the handler; the half-made subscription goes with it, history unread.
-        await wait_until(lambda: channel.stats()["subscribers"] == 0, what="subscription cleared")
-        channel.gate.set()
-
-
-def test_add_route_rejects_bad_options_when_the_app_is_built() -> None:
-    app = new_sanic_app()
-    with pytest.raises(ValueError, match="scheme://host"):
-        add_route(app, "/ws", "pubsub", allowed_origins=["not an origin"])
-    with pytest.raises(ValueError, match="invalid event names"):
-        add_route(app, "/ws", "pubsub", events=["bad name!"])
-    with pytest.raises(TypeError, match="Channel or a channel name"):
-        add_route(app, "/ws", 42)  # type: ignore[arg-type]
-
-
-class TestProtocolOnSanic(ProtocolCases):
-    """Through add_route: a bad Origin or a refused connect-time subscription gets HTTP 403
-    before the upgrade, as on ASGI servers."""
-
-    origin_refused = staticmethod(refused_with_403)
-    subscription_refused = staticmethod(refused_with_403)
-
-    @pytest.fixture
-    def start(self) -> Start:
-        @asynccontextmanager
-        async def run(channel: Any, **options: Any) -> AsyncIterator[str]:
-            app = new_sanic_app()
-            add_route(app, "/ws", channel, **options)
-            async with sanic_server(app) as base:
-                yield ws_url(base)
-
-        return run
-
-
-class TestProtocolOnSanicThroughServe(TestProtocolOnSanic):
-    """serve() called from the user's own handler, which Sanic calls after the upgrade: a
-    refusal is an error frame and close code 1008."""
-
-    origin_refused = staticmethod(refused_with_1008)
-    subscription_refused = staticmethod(refused_with_1008)
-
-    @pytest.fixture
-    def start(self) -> Start:
-        @asynccontextmanager
-        async def run(channel: Any, **options: Any) -> AsyncIterator[str]:
-            app = new_sanic_app()
-
-            async def handler(request: Any, ws: Any) -> None:
-                await serve(request, ws, channel, **options)
-
-            app.add_websocket_route(handler, "/ws")
-            async with sanic_server(app) as base:
-                yield ws_url(base)
-
-        return run
