@@ -195,3 +195,17 @@ async def test_closing_during_a_suspended_send_leaves_nothing_running() -> None:
     assert carrier._inflight is None
     assert asyncio.all_tasks() - before == set()
     assert carrier.closed_with == (1001, "bye")
+
+
+def test_the_carrier_options_bundle_names_the_base_class_options() -> None:
+    # The carriers take CarrierOptions as **options: it must not drift from Carrier.__init__.
+    import inspect
+
+    from tbone.dispatch.carriers.options import CarrierOptions
+
+    keyword_only = [
+        p.name
+        for p in inspect.signature(Carrier.__init__).parameters.values()
+        if p.kind is p.KEYWORD_ONLY
+    ]
+    assert sorted(CarrierOptions.__annotations__) == sorted(keyword_only)
