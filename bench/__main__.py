@@ -8,12 +8,11 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib.util
-import os
-import platform
 import sys
 import time
 from collections.abc import Callable
 
+from bench import _report
 from bench._landed import REVISION
 
 __all__ = ["BENCHMARKS", "EXTRA", "USAGE", "main"]
@@ -126,38 +125,6 @@ BENCHMARKS: dict[str, Callable[[bool, int | None], str]] = {
 }
 
 
-def machine() -> str:
-    """One line on where the numbers come from: CPU, cores, Python, library versions."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    versions = []
-    for name in (
-        "uvicorn",
-        "uvloop",
-        "starlette",
-        "websockets",
-        "orjson",
-        "broadcaster",
-        "blinker",
-        "django",
-        "redis",
-    ):
-        try:
-            versions.append(f"{name} {version(name)}")
-        except PackageNotFoundError:
-            versions.append(f"{name} -")
-    return (
-        f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, "
-        f"{platform.system()} {platform.release()}; " + ", ".join(versions)
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -191,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         "fanout": functools.partial(_fanout, landed=args.landed),
     }
     command = " ".join(sys.argv[1:] if argv is None else argv)
-    print(f"# python -m bench {command}".rstrip() + "\n\n" + machine() + "\n", flush=True)
+    print(f"# python -m bench {command}".rstrip() + "\n\n" + _report.machine() + "\n", flush=True)
     for name in names:
         start = time.perf_counter()
         try:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import platform
 import statistics
 from collections.abc import Sequence
 
@@ -74,3 +76,35 @@ class Table:
         out.append("|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|")
         out += [line(r) for r in self.rows]
         return "\n".join(out) + "\n"
+
+
+def machine() -> str:
+    """One line on where the numbers come from: CPU, cores, Python, library versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    versions = []
+    for name in (
+        "uvicorn",
+        "uvloop",
+        "starlette",
+        "websockets",
+        "orjson",
+        "broadcaster",
+        "blinker",
+        "django",
+        "redis",
+    ):
+        try:
+            versions.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            versions.append(f"{name} -")
+    return (
+        f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}; " + ", ".join(versions)
+    )

@@ -409,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--no-ping-defaults", action="store_true", help="skip uvicorn's 20 s + 20 s row"
     )
     args = parser.parse_args(argv)
-    from bench.__main__ import machine
+    from bench._report import machine
 
     command = " ".join(sys.argv[1:] if argv is None else argv)
     print(f"# python -m bench.server_settings {command}".rstrip() + "\n\n" + machine() + "\n")

@@ -59,7 +59,7 @@ def test_a_framework_module_without_its_framework_names_the_extra(
 
 
 @pytest.mark.parametrize("framework", ["sanic", "aiohttp"])
-def test_the_carrier_module_names_its_routes(framework: str) -> None:
+def test_the_public_module_names_the_carrier_and_its_routes(framework: str) -> None:
     carrier = importlib.import_module(f"tbone.dispatch.carriers.{framework}_websocket")
     routes = importlib.import_module(f"tbone.dispatch.carriers.{framework}_routes")
     assert (carrier.add_route, carrier.serve) == (routes.add_route, routes.serve)
@@ -68,7 +68,14 @@ def test_the_carrier_module_names_its_routes(framework: str) -> None:
 
 
 def test_either_module_of_a_framework_may_be_imported_first() -> None:
-    for first in ("sanic_routes", "sanic_websocket", "aiohttp_routes", "aiohttp_websocket"):
+    for first in (
+        "sanic_carrier",
+        "sanic_routes",
+        "sanic_websocket",
+        "aiohttp_carrier",
+        "aiohttp_routes",
+        "aiohttp_websocket",
+    ):
         framework = first.split("_")[0]
         code = (
             f"import tbone.dispatch.carriers.{first}\n"

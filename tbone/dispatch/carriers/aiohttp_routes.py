@@ -9,7 +9,7 @@
         return await serve(request, "pubsub")
 
 Both run the serving loop of :mod:`tbone.dispatch.serving` (the one the ASGI and Sanic glue
-use) on an :class:`~tbone.dispatch.carriers.aiohttp_websocket.AioHttpWebSocketCarrier`, and
+use) on an :class:`~tbone.dispatch.carriers.aiohttp_carrier.AioHttpWebSocketCarrier`, and
 both are importable from :mod:`tbone.dispatch.carriers.aiohttp_websocket` too.
 """
 
@@ -19,7 +19,7 @@ import logging
 from typing import TYPE_CHECKING
 
 # First: without aiohttp, this raises the ImportError that names the extra to install.
-from tbone.dispatch.carriers.aiohttp_websocket import AioHttpWebSocketCarrier
+from tbone.dispatch.carriers.aiohttp_carrier import AioHttpWebSocketCarrier
 
 # isort: split
 from aiohttp import web

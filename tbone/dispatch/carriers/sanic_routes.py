@@ -7,7 +7,7 @@ the upgrade, as the ASGI endpoint does::
 
 :func:`serve` runs the protocol from a websocket handler of your own, which Sanic calls after
 the upgrade. Both run the serving loop of :mod:`tbone.dispatch.serving` (the one the ASGI and
-aiohttp glue use) on a :class:`~tbone.dispatch.carriers.sanic_websocket.SanicWebSocketCarrier`,
+aiohttp glue use) on a :class:`~tbone.dispatch.carriers.sanic_carrier.SanicWebSocketCarrier`,
 and both are importable from :mod:`tbone.dispatch.carriers.sanic_websocket` too.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 # First: without Sanic, this raises the ImportError that names the extra to install.
-from tbone.dispatch.carriers.sanic_websocket import SanicWebSocketCarrier
+from tbone.dispatch.carriers.sanic_carrier import SanicWebSocketCarrier
 
 # isort: split
 from sanic import response

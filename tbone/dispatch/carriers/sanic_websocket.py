@@ -1,127 +1,15 @@
-"""SanicWebSocketCarrier: a Sanic (25.x) websocket as a channel subscriber.
+"""Sanic: :class:`SanicWebSocketCarrier` and the subscribe protocol's routes.
 
-Sanic's ``ws.send`` waits while the transport is paused (its write buffer is over the high-water
-mark), so a client that stops reading blocks our writer task after about a thousand small
-frames; the frames behind it pile up in the carrier's bounded outbox, which closes the
-connection with 1013 when it overflows. :meth:`SanicWebSocketCarrier.backlog` adds what sits in
-the transport's write buffer to the same limit.
-
-The seed's handler works as written (``docs/carriers.md``)::
-
-    async def resource_event_websocket(request, ws):
-        request.app.ctx.pubsub = MemoryChannel(name="pubsub")
-        request.app.ctx.pubsub.subscribe("resource_create", SanicWebSocketCarrier(ws))
-        while True:
-            await ws.recv()
+The carrier (a transport only) lives in :mod:`tbone.dispatch.carriers.sanic_carrier`; the glue
+that serves the protocol on Sanic (:func:`add_route`, :func:`serve`) in
+:mod:`tbone.dispatch.carriers.sanic_routes`. This module is the import path TBone's
+documentation and ours use for both:
+``from tbone.dispatch.carriers.sanic_websocket import SanicWebSocketCarrier``.
 """
 
 from __future__ import annotations
 
-import asyncio
-from typing import TYPE_CHECKING, Any, ClassVar
-
-from tbone.dispatch.extras import lazy, requires
-
-with requires(__name__, "Sanic", extra="sanic"):
-    from sanic.exceptions import RequestCancelled, ServerError, WebsocketClosed
-    from sanic.server.websockets.impl import WebsocketImplProtocol
-    from websockets.exceptions import ConnectionClosed
-
-from tbone.dispatch.carriers import Carrier
-from tbone.dispatch.carriers.options import CarrierOptions
-
-if TYPE_CHECKING:
-    from typing_extensions import Unpack
-
-    from tbone.dispatch.carriers.sanic_routes import add_route, serve
+from tbone.dispatch.carriers.sanic_carrier import SanicWebSocketCarrier
+from tbone.dispatch.carriers.sanic_routes import add_route, serve
 
 __all__ = ["SanicWebSocketCarrier", "add_route", "serve"]
-
-
-class SanicWebSocketCarrier(Carrier):
-    """Wraps the ``ws`` object Sanic passes to a websocket handler.
-
-    Two carriers made for the same ``ws`` are equal, so
-    ``channel.unsubscribe(event, SanicWebSocketCarrier(ws))`` removes the one subscribed earlier.
-    ``close_timeout`` bounds the close handshake: a peer that does not answer within it (it
-    stopped reading) has its TCP connection aborted, so its buffered frames are freed.
-    ``max_messages`` and ``max_bytes`` are the outbox limits of :class:`Carrier`.
-
-    Raises TypeError for anything that is not a Sanic websocket (for example the request).
-    """
-
-    #: A closed websocket (Sanic's own error, or the ``websockets`` protocol's) or a socket
-    #: error. :meth:`send_text` turns Sanic's RequestCancelled (a closing transport) and its
-    #: "finished" ServerError into ConnectionResetError.
-    disconnect_errors: ClassVar[tuple[type[BaseException], ...]] = (
-        WebsocketClosed,
-        ConnectionClosed,
-        ConnectionError,
-        OSError,
-    )
-
-    def __init__(
-        self, ws: Any, *, close_timeout: float = 5.0, **options: Unpack[CarrierOptions]
-    ) -> None:
-        if type(ws).__name__ == "WebSocketConnection":
-            # Sanic run as an ASGI app hands out this shim: it cannot close with a code and
-            # reports a disconnect as an empty message, so it cannot honour the contract.
-            raise TypeError(
-                "SanicWebSocketCarrier needs Sanic's own server; under an ASGI server "
-                "(uvicorn, hypercorn) wrap the app: app = ChannelMiddleware(app, path=..., "
-                "channel=...) from tbone_asgi (see docs/asgi.md)"
-            )
-        if not isinstance(ws, WebsocketImplProtocol):
-            raise TypeError(
-                f"SanicWebSocketCarrier wraps the websocket Sanic passes to a handler "
-                f"(async def handler(request, ws)), got {type(ws).__name__}"
-            )
-        super().__init__(ws, **options)
-        self.close_timeout = close_timeout
-
-    def _transport(self) -> asyncio.Transport | None:
-        io_proto = self.connection.io_proto
-        return None if io_proto is None else io_proto.transport
-
-    async def send_text(self, text: str) -> None:
-        """Send one text frame; waits while Sanic's transport is paused (the peer is slow)."""
-        try:
-            await self.connection.send(text)
-        except RequestCancelled:
-            # Sanic's own signal that the transport is closing; it subclasses CancelledError,
-            # which must not escape as if our task had been cancelled.
-            raise ConnectionResetError("the Sanic websocket's transport is closing") from None
-        except ServerError as exc:
-            # Sanic's words for "the handler finished": the connection is going away.
-            finished = self.connection.data_finished_fut
-            if self._transport() is None or finished is None or finished.done():
-                raise ConnectionResetError(f"the Sanic websocket is finished: {exc}") from None
-            raise
-
-    def backlog(self) -> int:
-        """Bytes in the transport's write buffer (0 once the connection is gone)."""
-        transport = self._transport()
-        if transport is None:
-            return 0
-        return transport.get_write_buffer_size()
-
-    async def close_connection(self, code: int, reason: str) -> None:
-        """Close with ``code``; abort the TCP connection if the handshake takes too long."""
-        ws = self.connection
-        try:
-            await asyncio.wait_for(ws.close(code, reason), self.close_timeout)
-        except (asyncio.TimeoutError, TimeoutError):
-            pass
-        else:
-            if await ws.wait_for_connection_lost(self.close_timeout):
-                return
-        # The peer neither read our close frame nor closed: free what we buffer for it.
-        transport = self._transport()
-        if transport is not None:
-            transport.abort()
-
-
-# add_route and serve, the subscribe protocol on this framework, live beside the carrier in
-# sanic_routes, which imports this module: importable from here too, at first use.
-if not TYPE_CHECKING:  # the type checker reads the import at the top
-    __getattr__ = lazy(__name__, {"tbone.dispatch.carriers.sanic_routes": ("add_route", "serve")})
