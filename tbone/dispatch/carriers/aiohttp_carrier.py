@@ -5,17 +5,6 @@ the transport to drain only every 64 KiB it writes, so a client that stops readi
 the server's write buffer grow (to about 270 KiB) before a send blocks.
 :meth:`AioHttpWebSocketCarrier.backlog` reports that buffer, and the carrier closes the
 connection with 1013 once it plus the outbox passes ``max_bytes``.
-
-The seed's handler works as written (``docs/carriers.md``)::
-
-    async def websocket_handler(request):
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        request.app.pubsub = MemoryChannel(name="pubsub")
-        request.app.pubsub.subscribe("resource_create", AioHttpWebSocketCarrier(ws))
-        async for msg in ws:
-            ...
-        return ws
 """
 
 from __future__ import annotations

@@ -1,10 +1,22 @@
-"""aiohttp: :class:`AioHttpWebSocketCarrier` and the subscribe protocol's routes.
+"""aiohttp: the import path of :class:`AioHttpWebSocketCarrier` and of its routes.
 
-The carrier (a transport only) lives in :mod:`tbone.dispatch.carriers.aiohttp_carrier`; the glue
-that serves the protocol on aiohttp (:func:`add_route`, :func:`serve`) in
-:mod:`tbone.dispatch.carriers.aiohttp_routes`. This module is the import path TBone's
-documentation and ours use for both:
-``from tbone.dispatch.carriers.aiohttp_websocket import AioHttpWebSocketCarrier``.
+The handler of TBone's documentation prepares the response itself::
+
+    from tbone.dispatch.carriers.aiohttp_websocket import AioHttpWebSocketCarrier
+
+    async def websocket_handler(request):
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        request.app.pubsub = MemoryChannel(name="pubsub")
+        request.app.pubsub.subscribe("resource_create", AioHttpWebSocketCarrier(ws))
+        async for msg in ws:
+            ...
+        return ws
+
+With :func:`add_route` (``add_route(app, "/ws", "pubsub")``) or :func:`serve` in a handler,
+the package serves the subscribe protocol. Modules: the carrier,
+:mod:`~tbone.dispatch.carriers.aiohttp_carrier`; the glue,
+:mod:`~tbone.dispatch.carriers.aiohttp_routes`.
 """
 
 from __future__ import annotations

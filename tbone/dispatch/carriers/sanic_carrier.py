@@ -5,14 +5,6 @@ mark), so a client that stops reading blocks our writer task after about a thous
 frames; the frames behind it pile up in the carrier's bounded outbox, which closes the
 connection with 1013 when it overflows. :meth:`SanicWebSocketCarrier.backlog` adds what sits in
 the transport's write buffer to the same limit.
-
-The seed's handler works as written (``docs/carriers.md``)::
-
-    async def resource_event_websocket(request, ws):
-        request.app.ctx.pubsub = MemoryChannel(name="pubsub")
-        request.app.ctx.pubsub.subscribe("resource_create", SanicWebSocketCarrier(ws))
-        while True:
-            await ws.recv()
 """
 
 from __future__ import annotations

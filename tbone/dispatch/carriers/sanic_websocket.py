@@ -1,10 +1,18 @@
-"""Sanic: :class:`SanicWebSocketCarrier` and the subscribe protocol's routes.
+"""Sanic: where users import :class:`SanicWebSocketCarrier`, :func:`add_route` and :func:`serve`.
 
-The carrier (a transport only) lives in :mod:`tbone.dispatch.carriers.sanic_carrier`; the glue
-that serves the protocol on Sanic (:func:`add_route`, :func:`serve`) in
-:mod:`tbone.dispatch.carriers.sanic_routes`. This module is the import path TBone's
-documentation and ours use for both:
-``from tbone.dispatch.carriers.sanic_websocket import SanicWebSocketCarrier``.
+TBone's documentation subscribes a Sanic websocket from a handler of its own::
+
+    from tbone.dispatch.carriers.sanic_websocket import SanicWebSocketCarrier
+
+    async def resource_event_websocket(request, ws):
+        request.app.ctx.pubsub = MemoryChannel(name="pubsub")
+        request.app.ctx.pubsub.subscribe("resource_create", SanicWebSocketCarrier(ws))
+        while True:
+            await ws.recv()
+
+and ``add_route(app, "/ws", "pubsub")`` serves the whole subscribe protocol. The carrier is in
+:mod:`~tbone.dispatch.carriers.sanic_carrier`, the routes in
+:mod:`~tbone.dispatch.carriers.sanic_routes`.
 """
 
 from __future__ import annotations
