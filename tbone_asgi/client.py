@@ -21,8 +21,9 @@ The rules (``docs/client.md`` has the long form; the browser client follows the 
   missed. Each ``recovered`` frame is recorded in :attr:`Subscription.recoveries` and given
   to ``on_recovered``.
 * A refusal is not retried: an HTTP status at the handshake (403 for a refused origin or
-  subscription, 404 for a wrong path) or a close with a policy code (1002, 1003, 1007, 1008,
-  1009, 1010, or 4000-4999) ends the iteration with :class:`SubscriptionRefused`.
+  subscription; for a path that serves no websocket, 403 from an ASGI app and 404 from
+  aiohttp or Sanic) or a close with a policy code (1002, 1003, 1007, 1008, 1009, 1010, or
+  4000-4999) ends the iteration with :class:`SubscriptionRefused`.
 * ``retries`` is how many times a failed connection attempt is retried in a row, so at most
   ``retries + 1`` attempts fail in a row (None: forever; a connection that opens starts the
   count again); when they run out the iteration ends with :class:`SubscriptionLost` carrying
