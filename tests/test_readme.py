@@ -55,14 +55,14 @@ def framework_block(marker: str) -> str:
     return next(b for b in python_blocks() if marker in b)
 
 
-def serve_command(marker: str) -> str:
-    """The command the README gives under the block holding ``marker``."""
+def serve_line(marker: str) -> tuple[str, str]:
+    """What the README says to install and run under the block holding ``marker``."""
     text = README.read_text()
     block = framework_block(marker)
     after = text[text.index(block) + len(block) :].split("```python")[0]
-    found = re.search(r"Serve:\s+`pip install [^`]+`,\s+then\s+`([^`]+)`", after)
+    found = re.search(r"Serve:\s+`pip install ([^`]+)`,\s+then\s+`([^`]+)`", after)
     assert found, f"no serve line under the {marker!r} example"
-    return found.group(1)
+    return found.group(1), found.group(2)
 
 
 ITEM = {"name": "milk", "price": 1.5}
@@ -95,7 +95,10 @@ async def served_as_written(tmp_path: Path, marker: str) -> AsyncIterator[str]:
     until uvicorn serves them, so nothing needs to poll for startup.
     """
     (tmp_path / "app.py").write_text(framework_block(marker))
-    program, *args = shlex.split(serve_command(marker))
+    install, command = serve_line(marker)
+    # uvicorn without its standard extra has no websocket library: it cannot serve /ws.
+    assert "'uvicorn[standard]'" in install.split()
+    program, *args = shlex.split(command)
     assert program == "uvicorn"
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -129,7 +132,7 @@ async def test_the_uvicorn_examples_publish_from_a_handler(tmp_path: Path, marke
 
 
 async def test_the_sanic_example_publishes_from_a_handler() -> None:
-    assert serve_command("from sanic") == "sanic app:app"
+    assert serve_line("from sanic") == ("'tbone-asgi[sanic]'", "sanic app:app")
     # Sanic keeps a registry of app names per process: each test app needs its own.
     block = framework_block("from sanic").replace('Sanic("shop")', "new_sanic_app()")
     namespace: dict[str, Any] = {"__name__": "app", "new_sanic_app": new_sanic_app}
@@ -139,7 +142,7 @@ async def test_the_sanic_example_publishes_from_a_handler() -> None:
 
 
 async def test_the_aiohttp_example_publishes_from_a_handler() -> None:
-    assert serve_command("from aiohttp") == "python app.py"
+    assert serve_line("from aiohttp") == ("'tbone-asgi[aiohttp]'", "python app.py")
     namespace: dict[str, Any] = {"__name__": "app"}  # not __main__: run_app is not called
     exec(framework_block("from aiohttp"), namespace)
     async with aiohttp_server(namespace["app"]) as url:
