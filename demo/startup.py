@@ -29,7 +29,14 @@ from urllib.parse import urlsplit
 from demo.backend import channel_from_env
 from tbone.dispatch import Channel
 
-__all__ = ["STARTUP_FAILURE", "CannotStart", "channel_or_exit", "checked_channel", "fail"]
+__all__ = [
+    "STARTUP_FAILURE",
+    "CannotStart",
+    "channel_or_exit",
+    "checked_channel",
+    "fail",
+    "first_to_report",
+]
 
 #: The exit status of a process that cannot start (uvicorn's ``STARTUP_FAILURE``).
 STARTUP_FAILURE = 3
