@@ -1,7 +1,7 @@
 """The tbone-asgi demo: ``uvicorn demo:app`` from the repository root, then open the page.
 
-``TBONE_CHANNEL_URL`` picks the channel backend (see :mod:`demo.backend`); ``docs/demo.md``
-walks through it.
+``TBONE_CHANNEL_URL`` picks the channel backend (see :mod:`demo.backend`); ``python -m demo``
+checks it before it starts uvicorn (:mod:`demo.__main__`); ``docs/demo.md`` walks through it.
 """
 
 from __future__ import annotations
@@ -16,9 +16,12 @@ __all__ = ["app", "create_app"]
 def __getattr__(name: str) -> Any:
     # ``demo.app`` (the ASGI app ``uvicorn demo:app`` serves) is built on first access, not at
     # import: importing ``demo.items`` or ``demo.create_app`` (as the tests do) creates no
-    # channel and reads no environment. Its channel comes from ``TBONE_CHANNEL_URL``.
+    # channel and reads no environment. Its channel comes from ``TBONE_CHANNEL_URL``; one that
+    # cannot be built ends the process with one line and status 3 (see demo.startup).
     if name == "app":
-        app = create_app()
+        from demo.startup import channel_or_exit
+
+        app = create_app(channel_or_exit())
         globals()["app"] = app
         return app
     raise AttributeError(f"module 'demo' has no attribute {name!r}")

@@ -2,9 +2,12 @@
 
 Prints each event as one JSON line on stdout, ``{"name", "data", "id", "channel"}``, flushed at
 once so it can be piped (``| jq``). Reconnects and resumes like :mod:`tbone_asgi.client`;
-connection notes and ``recovered`` frames go to stderr. Exit status: 0 after ``--count``
-events or Ctrl-C, 1 when the server refuses the subscription or stays unreachable, 2 for bad
-arguments.
+notes go to stderr, one line each, starting with ``#``: each connection that opens
+(``# connected to URL (events: a, b)``, then ``# reconnected to ...``), each drop and the
+delay before the next attempt, and ``recovered`` frames. ``--retries N`` retries a failed
+connection N times in a row, so it gives up after N + 1 failed attempts. Exit status: 0 after
+``--count`` events or Ctrl-C, 1 when the server refuses the subscription or stays
+unreachable, 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -45,11 +48,25 @@ def _parser() -> argparse.ArgumentParser:
     listen.add_argument("--origin", default=None, help="Origin header to send")
     listen.add_argument(
         "--retries",
-        type=int,
+        type=_at_least_zero,
         default=None,
-        help="give up after this many failed connection attempts in a row (default: never)",
+        metavar="N",
+        help="retry a failed connection N times in a row, then exit with status 1: N + 1 "
+        "attempts in all, counted again after each connection that opens (default: retry "
+        "forever)",
     )
     return parser
+
+
+def _at_least_zero(text: str) -> int:
+    # argparse prints "argument --retries: <this message>" and exits with status 2.
+    try:
+        number = int(text)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return number
 
 
 async def listen(
@@ -68,7 +85,19 @@ async def listen(
     Returns the exit status: 0 when ``count`` events were printed, 1 when the subscription
     was refused or lost (the reason is printed on ``err``).
     """
-    from tbone_asgi.client import Recovered, SubscriptionError, subscribe
+    from tbone_asgi.client import (
+        Recovered,
+        Subscription,
+        SubscriptionError,
+        SubscriptionLost,
+        subscribe,
+    )
+
+    def on_connected(sub: Subscription) -> None:
+        again = "re" if sub.connections > 1 else ""
+        asked = ", ".join(sub.events) if sub.events else "the route's own"
+        resuming = f"; resuming after {sub.last_id}" if sub.last_id else ""
+        print(f"# {again}connected to {url} (events: {asked}{resuming})", file=err, flush=True)
 
     def on_recovered(rec: Recovered) -> None:
         # An incomplete resume and error frames are logged by the client itself (see main).
@@ -85,6 +114,7 @@ async def listen(
             since=since,
             origin=origin,
             retries=retries,
+            on_connected=on_connected,
             on_recovered=on_recovered,
         ) as sub:
             async for event in sub:
@@ -98,6 +128,16 @@ async def listen(
                 printed += 1
                 if count is not None and printed >= count:
                     return 0
+    except SubscriptionLost as exc:
+        # The library's message speaks Python (retries=None); this one speaks command line.
+        last = f"{type(exc.last_error).__name__}: {exc.last_error}"
+        print(
+            f"error: {url}: could not connect after {exc.attempts} "
+            f"attempt{'s' if exc.attempts != 1 else ''} in a row (--retries {retries}); "
+            f"last error: {last}. Is the server up? Leave out --retries to keep trying.",
+            file=err,
+        )
+        return 1
     except SubscriptionError as exc:
         print(f"error: {exc}", file=err)
         return 1

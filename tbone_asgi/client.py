@@ -21,10 +21,13 @@ The rules (``docs/client.md`` has the long form; the browser client follows the 
   missed. Each ``recovered`` frame is recorded in :attr:`Subscription.recoveries` and given
   to ``on_recovered``.
 * A refusal is not retried: an HTTP status at the handshake (403 for a refused origin or
-  subscription, 404 for a wrong path) or a close with a policy code (1002, 1003, 1007, 1008,
-  1009, 1010, or 4000-4999) ends the iteration with :class:`SubscriptionRefused`.
-* ``retries`` bounds the reconnect attempts in a row (None: forever); when they run out the
-  iteration ends with :class:`SubscriptionLost` carrying the last error.
+  subscription; for a path that serves no websocket, 403 from an ASGI app and 404 from
+  aiohttp or Sanic) or a close with a policy code (1002, 1003, 1007, 1008, 1009, 1010, or
+  4000-4999) ends the iteration with :class:`SubscriptionRefused`.
+* ``retries`` is how many times a failed connection attempt is retried in a row, so at most
+  ``retries + 1`` attempts fail in a row (None: forever; a connection that opens starts the
+  count again); when they run out the iteration ends with :class:`SubscriptionLost` carrying
+  the last error.
 * Received events wait in a queue of ``queue_size`` events for the ``async for`` loop. When the
   loop falls behind and the queue is full, the client stops reading, the server's outbox fills
   and the server closes the connection with 1013; the client then reconnects and resumes
@@ -132,7 +135,7 @@ class SubscriptionLost(SubscriptionError):
         self.attempts = attempts
         self.last_error = last_error
         super().__init__(
-            f"{url}: could not connect after {attempts} attempts "
+            f"{url}: could not connect after {attempts} attempt{'s' if attempts != 1 else ''} "
             f"(last error: {type(last_error).__name__}: {last_error}); is the server up? "
             "Pass retries=None to keep trying."
         )
@@ -168,6 +171,7 @@ class SubscribeOptions(TypedDict, total=False):
     ping_interval: float | None
     origin: str | None
     headers: dict[str, str] | None
+    on_connected: Callable[[Subscription], Any] | None
     on_recovered: Callable[[Recovered], Any] | None
     on_error: Callable[[dict[str, Any]], Any] | None
 
@@ -238,6 +242,7 @@ class Subscription:
         ping_interval: float | None = 20.0,
         origin: str | None = None,
         headers: dict[str, str] | None = None,
+        on_connected: Callable[[Subscription], Any] | None = None,
         on_recovered: Callable[[Recovered], Any] | None = None,
         on_error: Callable[[dict[str, Any]], Any] | None = None,
     ) -> None:
@@ -255,6 +260,7 @@ class Subscription:
         self.ping_interval = ping_interval
         self.origin = origin
         self.headers = dict(headers or {})
+        self.on_connected = on_connected
         self.on_recovered = on_recovered
         self.on_error = on_error
         #: Id of the last event received; a reconnect resumes after it.
@@ -446,6 +452,7 @@ class Subscription:
         last_error: BaseException | None = None
         while True:
             asked = list(self.events)  # what the URL asks for; later changes are sent on open
+            was_open = False
             try:
                 async with connect(
                     self.connect_url(),
@@ -456,6 +463,7 @@ class Subscription:
                     proxy=None,  # the endpoint is reached directly, as a browser on its page would
                 ) as ws:
                     failures = 0
+                    was_open = True
                     self.connections += 1
                     self._progress = False
                     self._bad_since = False
@@ -509,7 +517,13 @@ class Subscription:
                 return
             # Full jitter: clients that lost the same server do not come back in step.
             wait = random.uniform(delay / 2, delay)
-            logger.info("%s: disconnected (%s); reconnecting in %.2fs", self.url, last_error, wait)
+            logger.info(
+                "%s: %s (%s); reconnecting in %.2fs",
+                self.url,
+                "disconnected" if was_open else "could not connect",
+                last_error,
+                wait,
+            )
             delay = min(delay * 2, self.backoff[1])
             await asyncio.sleep(wait)
 
@@ -518,6 +532,9 @@ class Subscription:
         self._disconnected.clear()
         self._connected.set()
         resumed_from = self.last_id
+        if self.on_connected is not None:
+            # Before any frame is read: the caller hears of the connection before its events.
+            _call(self.on_connected, self)
         with contextlib.suppress(ConnectionClosed):
             # subscribe()/unsubscribe() calls made during the handshake missed the URL.
             added = [n for n in self.events if n not in asked]
@@ -596,11 +613,13 @@ async def subscribe(
     """Subscribe to ``events`` at the websocket ``url``; yield a :class:`Subscription`.
 
     ``events``: event names (None: those the route subscribes every client to). ``since``:
-    resume after this event id from the start. ``retries``: reconnect attempts in a row before
-    giving up (None: forever). ``backoff``: (first, max) seconds between attempts, doubled
-    each time, with full jitter. ``origin`` and ``headers`` go into the handshake (a route
-    with ``allowed_origins`` may need ``origin``). ``on_recovered`` and ``on_error`` are called
-    for ``recovered`` and ``error`` frames.
+    resume after this event id from the start. ``retries``: how many times a failed attempt
+    is retried in a row before giving up, so ``retries + 1`` attempts (None: forever).
+    ``backoff``: (first, max) seconds between attempts, doubled each time, with full jitter.
+    ``origin`` and ``headers`` go into the handshake (a route with ``allowed_origins`` may
+    need ``origin``). ``on_connected(subscription)`` is called each time a connection opens
+    (``subscription.connections`` counts them), before its first frame is read;
+    ``on_recovered`` and ``on_error`` are called for ``recovered`` and ``error`` frames.
 
     The connection starts when the block is entered (without waiting for it: use
     :meth:`Subscription.wait_connected`) and is closed when it is left. Raises ``ValueError``

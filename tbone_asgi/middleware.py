@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tbone.dispatch.channels import Channel
 from tbone_asgi.endpoint import ChannelEndpoint
@@ -16,12 +17,20 @@ if TYPE_CHECKING:
 
 __all__ = ["ChannelMiddleware"]
 
+logger = logging.getLogger("tbone_asgi")
+
 
 class ChannelMiddleware:
     """Pure ASGI middleware serving the subscribe protocol on websocket scopes at ``path``.
 
-    Everything else (http, lifespan, websockets on other paths) goes to ``app`` untouched, the
-    very same scope, receive and send. ``path`` is matched against the path below the scope's
+    Everything else (http, lifespan, websockets on other paths) goes to ``app``: the very same
+    scope, receive and send, except that for a websocket on another path ``receive`` and
+    ``send`` are wrapped to see whether ``app`` uses them. An app that raises on such a scope
+    before it has received or sent anything does not serve websockets (Django's ASGI handler
+    raises ``ValueError`` for any scope but HTTP): the middleware then refuses the handshake
+    itself, as Starlette's router does for a websocket path it does not know (a close before
+    the accept, which servers answer with HTTP 403), and logs why once at INFO, instead of the
+    server answering 500 with a traceback. ``path`` is matched against the path below the scope's
     ``root_path``, so the endpoint stays at ``path`` when the whole app is mounted under a
     prefix or served with ``--root-path``. The other keyword options are those of
     :class:`~tbone.dispatch.serving.ServeOptions`; a bad one raises here::
@@ -42,12 +51,55 @@ class ChannelMiddleware:
         self.app = app
         self.path = path
         self.endpoint = ChannelEndpoint(channel, **options)
+        self._told_no_websockets = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and route_path(scope) == self.path:
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+        elif route_path(scope) == self.path:
             await self.endpoint(scope, receive, send)
         else:
-            await self.app(scope, receive, send)
+            await self._other_websocket(scope, receive, send)
+
+    async def _other_websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Give a websocket on another path to the app; refuse it if the app takes none."""
+        used = False
+
+        async def app_receive() -> Message:
+            nonlocal used
+            used = True
+            return await receive()
+
+        async def app_send(message: Message) -> None:
+            nonlocal used
+            used = True
+            await send(message)
+
+        try:
+            await self.app(scope, app_receive, app_send)
+        except Exception as exc:
+            if used:
+                raise  # the app serves websockets and failed on this one: its own error
+            self._say_no_websockets(scope, exc)
+            # A close before the accept: the server answers the handshake with HTTP 403.
+            await send({"type": "websocket.close", "code": 1000})
+
+    def _say_no_websockets(self, scope: Scope, exc: Exception) -> None:
+        # A wrong path is the client's mistake, like a 404: said once at INFO (a scanner probing
+        # paths must not flood the log), then at DEBUG with the traceback, for an app that did
+        # mean to serve websockets and failed early.
+        level = logging.DEBUG if self._told_no_websockets else logging.INFO
+        self._told_no_websockets = True
+        logger.log(
+            level,
+            "websocket at %r refused with 403: the app behind ChannelMiddleware raised %s: %s "
+            "before reading it, so it serves no websockets; ChannelMiddleware serves %r only",
+            scope.get("path", ""),
+            type(exc).__name__,
+            exc,
+            self.path,
+            exc_info=level == logging.DEBUG,
+        )
 
 
 def route_path(scope: Scope) -> str:

@@ -1,20 +1,28 @@
-"""The README's examples run as written."""
+"""The README's examples run as written, served as the README says.
+
+Each web framework example is served (the uvicorn ones by the README's own command, in a
+process of their own), a websocket client subscribes, an HTTP request to the example's
+publishing handler is made, and the client receives the event.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
+import shlex
+import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import websockets
 
-from tbone.dispatch import MemoryChannel
-from tests.support.asgi_server import run_uvicorn, wait_until
 from tests.support.web_servers import aiohttp_server, new_sanic_app, sanic_server
 
 README = Path(__file__).parent.parent / "README.md"
@@ -47,55 +55,101 @@ def framework_block(marker: str) -> str:
     return next(b for b in python_blocks() if marker in b)
 
 
-async def roundtrip(ws_url: str) -> dict[str, Any]:
-    """Connect a websocket client, publish on "pubsub", return the event frame it receives."""
-    async with websockets.connect(ws_url + "/ws?events=resource_create") as ws:
-        channel = MemoryChannel(name="pubsub")
-        await wait_until(lambda: channel.stats()["subscribers"] == 1)
-        await channel.publish("resource_create", {"pk": 1})
-        frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 5))
-    return frame
+def serve_line(marker: str) -> tuple[str, str]:
+    """What the README says to install and run under the block holding ``marker``."""
+    text = README.read_text()
+    block = framework_block(marker)
+    after = text[text.index(block) + len(block) :].split("```python")[0]
+    found = re.search(r"Serve:\s+`pip install ([^`]+)`,\s+then\s+`([^`]+)`", after)
+    assert found, f"no serve line under the {marker!r} example"
+    return found.group(1), found.group(2)
 
 
-def check(frame: dict[str, Any]) -> None:
+ITEM = {"name": "milk", "price": 1.5}
+
+
+async def publish_and_receive(host: str) -> None:
+    """Subscribe at ``ws://host/ws``, POST an item to ``http://host/items``, get the event."""
+    async with (
+        websockets.connect(f"ws://{host}/ws?events=item_create", proxy=None) as ws,
+        httpx.AsyncClient(base_url=f"http://{host}", timeout=10) as http,
+    ):
+        # The server answers frames in order: after the pong, the subscription is active.
+        await ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "pong"}
+        reply = await http.post("/items", json=ITEM)
+        assert reply.is_success, reply.text
+        assert reply.json() == ITEM
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
     assert frame["type"] == "event"
-    assert frame["payload"]["name"] == "resource_create"
-    assert frame["payload"]["data"] == {"pk": 1}
+    assert frame["payload"]["name"] == "item_create"
+    assert frame["payload"]["data"] == ITEM
     assert frame["payload"]["channel"] == "pubsub"
 
 
-@pytest.mark.parametrize("marker", ["from starlette", "from fastapi"])
-async def test_the_starlette_and_fastapi_examples_serve_events(marker: str) -> None:
-    namespace: dict[str, Any] = {}
-    exec(framework_block(marker), namespace)
-    async with run_uvicorn(namespace["app"]) as server:
-        check(await roundtrip(server.ws_url("")))
+@contextlib.asynccontextmanager
+async def served_as_written(tmp_path: Path, marker: str) -> AsyncIterator[str]:
+    """Save the block as ``app.py`` and run the README's uvicorn command on it; yield host:port.
+
+    The test binds the socket and hands it over (``--fd``): connections wait in its backlog
+    until uvicorn serves them, so nothing needs to poll for startup.
+    """
+    (tmp_path / "app.py").write_text(framework_block(marker))
+    install, command = serve_line(marker)
+    # uvicorn without its standard extra has no websocket library: it cannot serve /ws.
+    assert "'uvicorn[standard]'" in install.split()
+    program, *args = shlex.split(command)
+    assert program == "uvicorn"
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / program),
+        *args,
+        "--fd",
+        str(sock.fileno()),
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        pass_fds=(sock.fileno(),),
+    )
+    host = f"127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()  # the server has its own copy
+    try:
+        yield host
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        _, err = await asyncio.wait_for(proc.communicate(), 20)
+        sys.stderr.write(err.decode())  # pytest shows it when the test fails
+    assert "Traceback" not in err.decode()
 
 
-async def test_the_django_example_serves_events() -> None:
-    from django.conf import settings
-
-    if not settings.configured:
-        settings.configure(ROOT_URLCONF=__name__, ALLOWED_HOSTS=["127.0.0.1"], DEBUG=False)
-    namespace: dict[str, Any] = {}
-    exec(framework_block("from django"), namespace)
-    async with run_uvicorn(namespace["application"], lifespan="off") as server:
-        check(await roundtrip(server.ws_url("")))
+@pytest.mark.parametrize("marker", ["from starlette", "from fastapi", "from django"])
+async def test_the_uvicorn_examples_publish_from_a_handler(tmp_path: Path, marker: str) -> None:
+    async with served_as_written(tmp_path, marker) as host:
+        await publish_and_receive(host)
 
 
-urlpatterns: list[Any] = []  # the Django example's ROOT_URLCONF
-
-
-async def test_the_sanic_example_serves_events() -> None:
+async def test_the_sanic_example_publishes_from_a_handler() -> None:
+    assert serve_line("from sanic") == ("'tbone-asgi[sanic]'", "sanic app:app")
+    # Sanic keeps a registry of app names per process: each test app needs its own.
     block = framework_block("from sanic").replace('Sanic("shop")', "new_sanic_app()")
-    namespace: dict[str, Any] = {"new_sanic_app": new_sanic_app}
+    namespace: dict[str, Any] = {"__name__": "app", "new_sanic_app": new_sanic_app}
     exec(block, namespace)
     async with sanic_server(namespace["app"]) as url:
-        check(await roundtrip(url.replace("http", "ws")))
+        await publish_and_receive(url.removeprefix("http://"))
 
 
-async def test_the_aiohttp_example_serves_events() -> None:
-    namespace: dict[str, Any] = {}
+async def test_the_aiohttp_example_publishes_from_a_handler() -> None:
+    assert serve_line("from aiohttp") == ("'tbone-asgi[aiohttp]'", "python app.py")
+    namespace: dict[str, Any] = {"__name__": "app"}  # not __main__: run_app is not called
     exec(framework_block("from aiohttp"), namespace)
     async with aiohttp_server(namespace["app"]) as url:
-        check(await roundtrip(url.replace("http", "ws")))
+        await publish_and_receive(url.removeprefix("http://"))
+
+
+def test_the_redis_line_installs_the_redis_extra() -> None:
+    text = " ".join(README.read_text().split())
+    assert "pip install -e '.[demo,redis]'" in text
+    assert "TBONE_CHANNEL_URL=redis://127.0.0.1:6379/0 python -m demo --workers 2" in text

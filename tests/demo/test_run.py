@@ -119,9 +119,78 @@ async def test_an_unknown_backend_url_fails_at_startup_with_the_fix() -> None:
         stderr=asyncio.subprocess.PIPE,
     )
     _, err = await asyncio.wait_for(proc.communicate(), 20)
-    assert proc.returncode == 1
+    assert proc.returncode == 3
+    assert err.decode().startswith("demo cannot start: TBONE_CHANNEL_URL='kafka://localhost'")
     assert "unknown scheme 'kafka'" in err.decode()
     assert "redis://" in err.decode()
+    assert "Traceback" not in err.decode()
+
+
+# Imported at startup by every Python process whose PYTHONPATH holds its folder: from then on
+# `import redis` fails as it does where the redis extra is not installed.
+NO_REDIS = """
+import sys
+
+
+class NoRedis:
+    def find_spec(self, name, path=None, target=None):
+        if name == "redis" or name.startswith("redis."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, NoRedis())
+"""
+
+FIX = "pip install 'tbone-asgi[redis]'"
+
+
+@pytest.mark.parametrize(
+    ("command", "status"),
+    [
+        # uvicorn's supervisor (0.54) stops once a worker exits with status 3, then exits 0.
+        ([str(UVICORN), "demo:app", "--workers", "2"], 0),
+        ([str(UVICORN), "demo:app"], 3),
+        ([sys.executable, "-m", "demo", "--workers", "2"], 3),
+    ],
+    ids=["uvicorn --workers 2", "uvicorn", "python -m demo --workers 2"],
+)
+async def test_a_missing_backend_library_fails_once_with_the_fix(
+    tmp_path: Path, command: list[str], status: int
+) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(NO_REDIS)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(site), *filter(None, [os.getenv("PYTHONPATH")])]),
+        "TBONE_CHANNEL_URL": "redis://127.0.0.1:1/0",
+        "TMPDIR": str(tmp_path),  # where the workers agree on who reports
+    }
+    proc = await asyncio.create_subprocess_exec(
+        *command,
+        "--port",
+        "0",
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        # Bounded: before this change the supervisor restarted failing workers forever.
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    log = out.decode() + err.decode()
+    assert proc.returncode == status, log
+    assert log.count(FIX) == 1, log
+    assert "demo cannot start: TBONE_CHANNEL_URL is a redis:// URL, and RedisChannel" in log
+    assert "Traceback" not in log
+    assert "died" not in log  # no worker was restarted
+    if command[1:3] == ["-m", "demo"]:
+        assert "Started" not in log  # checked before uvicorn started anything
 
 
 async def test_two_processes_share_events_and_items_through_redis(tmp_path: Path) -> None:

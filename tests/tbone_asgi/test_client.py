@@ -7,6 +7,7 @@ import io
 import itertools
 import json
 import os
+import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,6 +29,7 @@ from tbone_asgi.client import (
 )
 from tests.demo.restartable import RestartableServer
 from tests.demo.waiting import ready, take
+from tests.support.asgi_server import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = (0.02, 0.1)  # reconnect backoff for tests: first and max delay, in seconds
@@ -272,6 +274,109 @@ async def test_cli_reports_a_refusal_and_bad_arguments(server: RestartableServer
     assert "ws://" in err
 
 
+async def test_cli_retries_n_makes_n_plus_one_attempts_and_speaks_cli() -> None:
+    # A real port that accepts TCP and closes at once: each attempt is one accepted connection.
+    accepted = 0
+
+    async def close_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        writer.close()
+
+    server = await asyncio.start_server(close_at_once, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        code, out, err = await _cli("listen", f"ws://127.0.0.1:{port}/ws", "--retries", "2")
+    assert (code, out) == (1, "")
+    assert accepted == 3  # the first attempt and 2 retries
+    notes = err.splitlines()
+    assert len([n for n in notes if "could not connect (" in n and "reconnecting in" in n]) == 2
+    assert "could not connect after 3 attempts in a row (--retries 2)" in notes[-1]
+    assert "Leave out --retries to keep trying" in notes[-1]
+    assert "retries=None" not in err
+    assert "# connected" not in err
+
+
+async def test_cli_retries_0_is_one_attempt_at_a_closed_port() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there: the connection is refused
+    code, _, err = await _cli("listen", f"ws://127.0.0.1:{port}/ws", "--retries", "0")
+    assert code == 1
+    assert "reconnecting in" not in err
+    assert "could not connect after 1 attempt in a row (--retries 0)" in err
+    assert "ConnectionRefusedError" in err
+
+
+@pytest.mark.parametrize("bad", ["-1", "two"])
+async def test_cli_refuses_a_bad_retries_value(bad: str) -> None:
+    code, _, err = await _cli("listen", "ws://127.0.0.1:1/ws", "--retries", bad)
+    assert code == 2
+    assert f"argument --retries: expected a whole number >= 0, got '{bad}'" in err
+
+
+def test_cli_help_says_what_retries_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["listen", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "retry a failed connection N times in a row, then exit with status 1: N + 1" in (
+        help_text
+    )
+
+
+async def test_cli_says_when_it_connects_and_reconnects(
+    server: RestartableServer, channel: MemoryChannel
+) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tbone_asgi",
+        "listen",
+        server.ws_url(),
+        "--events",
+        "a,b",
+        "--count",
+        "2",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    notes: list[str] = []
+
+    async def note_starting(prefix: str) -> str:
+        assert proc.stderr is not None
+        while True:
+            line = (await asyncio.wait_for(proc.stderr.readline(), 10)).decode()
+            assert line, "listen ended early: " + "".join(notes)
+            notes.append(line)
+            if line.startswith(prefix):
+                return line.rstrip("\n")
+
+    try:
+        url = server.ws_url()
+        assert await note_starting("# connected") == f"# connected to {url} (events: a, b)"
+        await wait_until(lambda: channel.stats()["subscribers"] == 1)
+        first = await channel.publish("a", 1)
+        assert json.loads(await asyncio.wait_for(proc.stdout.readline(), 10))["id"] == first.id
+        await server.stop()
+        await server.start()
+        assert await note_starting("# reconnected") == (
+            f"# reconnected to {url} (events: a, b; resuming after {first.id})"
+        )
+        await note_starting("# resumed after")  # the server's recovered frame
+        second = await channel.publish("b", 2)
+        assert json.loads(await asyncio.wait_for(proc.stdout.readline(), 10))["id"] == second.id
+        assert await asyncio.wait_for(proc.wait(), 10) == 0  # --count 2
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert len([n for n in notes if "connected to" in n]) == 2, notes
+
+
 async def test_no_reconnect_storm_when_every_connection_is_closed_at_once() -> None:
     # A server that accepts and closes at once with 1013 (as one replaying a backlog bigger
     # than the connection's outbox would): the backoff must keep growing, not restart.
@@ -396,7 +501,7 @@ async def test_listen_in_process_reports_a_lost_server() -> None:
     await server.stop()
     err = io.StringIO()
     assert await listen(url, ["a"], retries=0, out=io.StringIO(), err=err) == 1
-    assert "could not connect after 1 attempts" in err.getvalue()
+    assert "could not connect after 1 attempt in a row (--retries 0)" in err.getvalue()
 
 
 def test_main_rejects_a_bad_url_with_status_2(capsys: pytest.CaptureFixture[str]) -> None:
