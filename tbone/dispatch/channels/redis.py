@@ -18,6 +18,10 @@ long form):
 * History and resume come from the stream (``XRANGE``). History after an id is complete only if
   the stream still holds that id; otherwise it is reported incomplete (trimmed, deleted, or the
   stream was lost in a Redis restart without persistence).
+* A stream that went back below the reader (a Sentinel failover to a replica that lacked the
+  last entries, a restart without persistence, the key deleted and written again) is a gap:
+  the reader reports it (subscribers are closed with 1013 and resume), counts it, and reads on
+  from the stream's new end. History is then incomplete after any id below what was lost.
 * ``publish`` refuses an event whose encoded data is larger than ``max_message_bytes`` with
   :class:`MessageTooLarge`, before anything reaches Redis.
 
@@ -74,6 +78,7 @@ _DATA_FIELD = b"d"  # the JSON text of the event data
 # parsed first, so text that is not JSON never reaches a client.
 _FORMAT_FIELD = b"v"
 _FORMAT = "1"
+_START = "0-0"  # the position before any entry: an empty stream, or none at all
 
 
 # One history page, or one checked read of a reader that is behind: the entries after ARGV[1]
@@ -110,6 +115,23 @@ while true do
   start = entries[#entries][1]
   skip = start
 end
+"""
+
+
+# {first, last}: the id of the stream's oldest entry and its last-generated id ('' for none).
+# Every new entry's id is above the last-generated one: when that is below the reader's
+# position, the stream lost entries the reader had read or was about to read, and XREAD after
+# the position would wait until new ids pass it. (XINFO, not the newest entry: deleting the
+# newest entry leaves the last-generated id where it was.)
+_ENDS_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'', ''} end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local first, last = '', ''
+for i = 1, #info, 2 do
+  if info[i] == 'first-entry' and info[i + 1] then first = info[i + 1][1] end
+  if info[i] == 'last-generated-id' then last = info[i + 1] end
+end
+return {first, last}
 """
 
 
@@ -209,6 +231,12 @@ class RedisChannel(Channel):
         self._lag_ms: int | None = None
         self._behind = False
         self._extra = dict.fromkeys(("bad_entries", "stream_resets"), 0)
+        # The newest position the stream lost (went back below, or no longer holds): history
+        # after an older id misses events. Per process: a process started later cannot know.
+        self._lost_upto: str | None = None
+        # (lost position, where reading went on): a listen() after the old position reads on
+        # from the new one instead of reporting the same loss twice.
+        self._rebased: tuple[str, str] | None = None
         self._stopping = False
 
     # -- clients -----------------------------------------------------------------------------
@@ -288,35 +316,27 @@ class RedisChannel(Channel):
         reconnects with backoff and calls this again after the last delivered id. While the
         reader is behind (a full batch, or back after a fault), it reads with a check that
         the last entry it read is still in the stream: if ``maxlen`` trimmed it, entries were
-        lost unread, and :meth:`Channel.report_gap` says so.
+        lost unread, and :meth:`Channel.report_gap` says so. A stream that ends below the
+        reader's position (found on connecting, and after each ``block_ms`` without entries)
+        lost entries too: the gap is reported and reading goes on from the stream's new end.
         """
-        reader = self._reader = self._open_reader()
+        if after is not None and self._rebased is not None and after == self._rebased[0]:
+            after = self._rebased[1]  # that loss was reported; the position moved on since
         self._reader_state = "connecting"
-        checked = False
+        reader: aioredis.Redis | None = None
         try:
-            newest = await reader.xrevrange(self.key, "+", "-", count=1)
+            reader = self._reader = self._open_reader()
+            _, tail = await self._ends(reader)
             self._answered()
             self._check_stopping()
-            newest_id = (_text(newest[0][0]) if newest else "") or None
+            checked = False
             if after is None:
-                position = newest_id or "0-0"
+                position = tail
+            elif _id_key(tail) < _id_key(after):
+                position = self._regressed(after, tail)
             else:
                 position = after
                 checked = True  # what was stored meanwhile may have been trimmed
-                if newest_id is None or _id_key(newest_id) < _id_key(after):
-                    # The stream no longer has what we read: it was deleted, or Redis came
-                    # back without its data. New entries get newer ids, so reading goes on.
-                    checked = False
-                    self._extra["stream_resets"] += 1
-                    logger.warning(
-                        "channel %r: stream %r is behind the last id delivered (%s, newest "
-                        "now %s); Redis lost data (restart without persistence?). "
-                        "Resuming clients will be told their history is incomplete.",
-                        self.name,
-                        self.key,
-                        after,
-                        newest_id,
-                    )
             self.mark_ready()
             while True:
                 if checked:
@@ -326,9 +346,15 @@ class RedisChannel(Channel):
                     )
                     self._answered()
                     self._check_stopping()
-                    if not found:
-                        self.report_gap(f"the stream was trimmed past {position} (maxlen)")
                     checked = self._behind = more
+                    if not found and position != _START:
+                        first, tail = await self._ends(reader)
+                        self._answered()
+                        if _id_key(tail) < _id_key(position):
+                            position = self._regressed(position, tail)
+                            checked = False
+                            continue
+                        self._missing(position, first)
                 else:
                     self._reader_state = "waiting"
                     reply = await reader.xread(
@@ -338,6 +364,15 @@ class RedisChannel(Channel):
                     self._check_stopping()
                     entries = _entries(reply) if reply else []
                     checked = self._behind = len(entries) >= self.read_count
+                    if not entries:
+                        # block_ms without an entry: make sure the stream did not go back
+                        # below us while this connection lived (XREAD would wait for ids
+                        # above the position, which may take long to come).
+                        _, tail = await self._ends(reader)
+                        self._answered()
+                        self._check_stopping()
+                        if _id_key(tail) < _id_key(position):
+                            position = self._regressed(position, tail)
                 if not entries:
                     continue
                 self._reader_state = "delivering"
@@ -349,7 +384,50 @@ class RedisChannel(Channel):
         finally:
             self._reader_state = "down"
             self._reader = None
-            await _close_quietly(reader)
+            if reader is not None:
+                await _close_quietly(reader)
+
+    async def _ends(self, client: aioredis.Redis) -> tuple[str, str]:
+        """The stream's oldest entry id and its last-generated id (:data:`_START` for none)."""
+        script = client.register_script(_ENDS_SCRIPT)
+        first, last = await script(keys=[self.key])
+        return _text(first) or _START, _text(last) or _START
+
+    def _regressed(self, position: str, tail: str) -> str:
+        """The stream went back below ``position``: report the gap; where to read on."""
+        self._extra["stream_resets"] += 1
+        self._lost(position)
+        self._rebased = (position, tail)
+        self.report_gap(
+            f"the stream {self.key!r} is behind the last id delivered ({position}; it now ends "
+            f"at {tail}): Redis lost entries (a failover to a replica that lacked them, a "
+            "restart without persistence, or the key was deleted)"
+        )
+        return tail
+
+    def _missing(self, position: str, first: str) -> None:
+        """The stream no longer holds ``position`` (but does not end below it): report it."""
+        if _id_key(first) < _id_key(position):
+            # Older entries are still there: not trimmed, lost (a failover to a replica that
+            # lacked it, newer entries written since; or deleted with XDEL).
+            self._extra["stream_resets"] += 1
+            reason = "lost (a failover to a replica that lacked it, or deleted)"
+        else:
+            reason = "trimmed by maxlen (or lost with the entries before it)"
+        self._lost(position)
+        self.report_gap(f"the stream no longer holds {position}: {reason}")
+
+    def _lost(self, position: str) -> None:
+        if self._lost_upto is None or _id_key(position) > _id_key(self._lost_upto):
+            self._lost_upto = position
+
+    def _complete(self, since: str | None, found: bool) -> bool:
+        """Whether history after ``since`` misses nothing: the stream holds ``since``, and no
+        entry after it was lost in a gap this process saw."""
+        if since is None:
+            return True
+        lost = self._lost_upto
+        return found and (lost is None or _id_key(since) >= _id_key(lost))
 
     async def _page(
         self, client: aioredis.Redis, since: str, count: int, max_bytes: int
@@ -379,7 +457,8 @@ class RedisChannel(Channel):
         if since is None:
             return History(events, complete=True)
         if entries and _text(entries[0][0]) == since:
-            return History(events[1:] if events and events[0].id == since else events, True)
+            events = events[1:] if events and events[0].id == since else events
+            return History(events, self._complete(since, True))
         # The stream lost ``since``: trimmed, deleted, or recreated after a restart.
         return History(events, complete=False)
 
@@ -389,7 +468,7 @@ class RedisChannel(Channel):
             self._check_id(since)
         found, more, entries = await self._page(self._publisher(), since or "-", limit, max_bytes)
         events = self._events(entries)
-        return History(events, complete=since is None or found, more=more)
+        return History(events, complete=self._complete(since, found), more=more)
 
     def order_key(self, id: str) -> Any:
         """Stream ids order as (milliseconds, sequence)."""
@@ -477,7 +556,9 @@ class RedisChannel(Channel):
         when it arrived (this host's clock against the id's, so clock skew counts);
         ``behind``: the last read was a full batch, so more entries were waiting;
         ``bad_entries``: foreign stream entries skipped;
-        ``stream_resets``: times the stream was found behind the last delivered id.
+        ``stream_resets``: times the stream lost entries the reader had reached: it ended
+        below the reader's position, or no longer held the position while holding older
+        entries (a failover to a replica that lacked them, a restart without persistence).
         """
         stats = super().stats()
         last = self._last_answer
