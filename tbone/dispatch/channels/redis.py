@@ -22,6 +22,9 @@ long form):
   last entries, a restart without persistence, the key deleted and written again) is a gap:
   the reader reports it (subscribers are closed with 1013 and resume), counts it, and reads on
   from the stream's new end. History is then incomplete after any id below what was lost.
+* ``client=`` takes a ``redis.asyncio.Redis`` (one server, or ``Sentinel.master_for()``) or a
+  ``redis.asyncio.RedisCluster``: the channel uses one key, so it lives in one slot, and the
+  reader reads from the master that serves it.
 * ``publish`` refuses an event whose encoded data is larger than ``max_message_bytes`` with
   :class:`MessageTooLarge`, before anything reaches Redis.
 
@@ -40,9 +43,11 @@ from typing import TYPE_CHECKING, Any
 try:
     import redis
     import redis.asyncio as aioredis
+    from redis.asyncio.cluster import RedisCluster
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
     from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import SlotNotCoveredError
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "RedisChannel needs redis-py >= 5.0.1: pip install 'tbone-asgi[redis]'"
@@ -155,8 +160,10 @@ class RedisChannel(Channel):
     """A channel on the Redis stream ``<prefix><name>``. See the module docstring for the rules.
 
     Give either ``url`` (the channel makes and closes its own clients) or ``client``, a
-    ``redis.asyncio.Redis`` that you own and close; the reader then uses its own connection
-    made with the same settings (a blocking read must not hold one of yours).
+    ``redis.asyncio.Redis`` (``Sentinel(...).master_for(service)`` included) or
+    ``redis.asyncio.RedisCluster`` that you own and close; the reader then uses its own
+    connection made with the same settings (a blocking read must not hold one of yours), to
+    the master Sentinel names or, in a cluster, to the master that serves the stream's slot.
 
     * ``maxlen``: history kept in the stream (``XADD MAXLEN ~``: Redis trims whole nodes, so
       it may keep a little more).
@@ -183,7 +190,7 @@ class RedisChannel(Channel):
         name: str,
         *,
         url: str | None = None,
-        client: aioredis.Redis | None = None,
+        client: aioredis.Redis | RedisCluster | None = None,
         maxlen: int = 10_000,
         prefix: str = "tbone:channel:",
         block_ms: int = 2_000,
@@ -197,10 +204,11 @@ class RedisChannel(Channel):
                 "RedisChannel needs exactly one of url= or client=: "
                 "RedisChannel(name='pubsub', url='redis://127.0.0.1:6379/0')"
             )
-        if client is not None and not isinstance(client, aioredis.Redis):
+        if client is not None and not isinstance(client, (aioredis.Redis, RedisCluster)):
             raise TypeError(
-                f"client must be a redis.asyncio.Redis, got {type(client).__name__}; make one "
-                "with redis.asyncio.Redis.from_url(url) (the sync redis.Redis cannot be used)"
+                f"client must be a redis.asyncio.Redis or RedisCluster, got "
+                f"{type(client).__name__}; make one with redis.asyncio.Redis.from_url(url) "
+                "(the sync redis.Redis and redis.RedisCluster cannot be used)"
             )
         for option, value in (
             ("maxlen", maxlen),
@@ -224,6 +232,7 @@ class RedisChannel(Channel):
         self.read_count = read_count
         self.socket_timeout = socket_timeout
         self._client = client  # the user's, or ours (made per event loop) when url is given
+        self._slot_known = True  # a cluster client knows where the stream is (until it fails)
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._reader: aioredis.Redis | None = None
         self._reader_state = "stopped"
@@ -241,7 +250,7 @@ class RedisChannel(Channel):
 
     # -- clients -----------------------------------------------------------------------------
 
-    def _publisher(self) -> aioredis.Redis:
+    def _publisher(self) -> aioredis.Redis | RedisCluster:
         if self.url is None:
             assert self._client is not None
             return self._client
@@ -274,12 +283,22 @@ class RedisChannel(Channel):
         }
         if self.url is not None:
             pool = aioredis.ConnectionPool.from_url(self.url, **_URL_CLIENT_OPTIONS, **overrides)
+            return aioredis.Redis.from_pool(pool)
+        client = self._client
+        kind: type[aioredis.connection.AbstractConnection]
+        if isinstance(client, RedisCluster):
+            # The master serving the stream's slot, as the cluster client knows it: listen()
+            # has just read the stream through it, following any MOVED.
+            node = client.get_node_from_key(self.key)
+            if node is None:  # pragma: no cover - redis-py raises this itself
+                raise SlotNotCoveredError(f"no cluster node serves the slot of {self.key!r}")
+            kind, settings = node.connection_class, node.connection_kwargs
         else:
-            assert self._client is not None
-            base = self._client.connection_pool
-            pool = aioredis.ConnectionPool(
-                connection_class=base.connection_class, **{**base.connection_kwargs, **overrides}
-            )
+            assert client is not None
+            # With Sentinel, the connection class asks the Sentinels for the master on connect.
+            kind = client.connection_pool.connection_class
+            settings = client.connection_pool.connection_kwargs
+        pool = aioredis.ConnectionPool(connection_class=kind, **{**settings, **overrides})
         return aioredis.Redis.from_pool(pool)
 
     # -- backend hooks -----------------------------------------------------------------------
@@ -325,6 +344,8 @@ class RedisChannel(Channel):
         self._reader_state = "connecting"
         reader: aioredis.Redis | None = None
         try:
+            if isinstance(self._client, RedisCluster):
+                await self._find_slot(self._client)
             reader = self._reader = self._open_reader()
             _, tail = await self._ends(reader)
             self._answered()
@@ -381,13 +402,26 @@ class RedisChannel(Channel):
                 events = self._events(entries)
                 if events:
                     yield events
+        except Exception:
+            self._slot_known = False  # the slot may have moved, or its master changed
+            raise
         finally:
             self._reader_state = "down"
             self._reader = None
             if reader is not None:
                 await _close_quietly(reader)
 
-    async def _ends(self, client: aioredis.Redis) -> tuple[str, str]:
+    async def _find_slot(self, client: RedisCluster) -> None:
+        """Make sure the cluster client knows which master serves the stream's slot."""
+        if self._slot_known:
+            await client.initialize()  # a no-op once it read the slots
+        else:
+            # A read of the key: the client follows MOVED, and re-reads the slots after a
+            # failure, so the reader then connects to the master that serves it now.
+            await client.exists(self.key)
+            self._slot_known = True
+
+    async def _ends(self, client: aioredis.Redis | RedisCluster) -> tuple[str, str]:
         """The stream's oldest entry id and its last-generated id (:data:`_START` for none)."""
         script = client.register_script(_ENDS_SCRIPT)
         first, last = await script(keys=[self.key])
@@ -430,7 +464,7 @@ class RedisChannel(Channel):
         return found and (lost is None or _id_key(since) >= _id_key(lost))
 
     async def _page(
-        self, client: aioredis.Redis, since: str, count: int, max_bytes: int
+        self, client: aioredis.Redis | RedisCluster, since: str, count: int, max_bytes: int
     ) -> tuple[bool, bool, list[Any]]:
         """(found, more, entries) of :data:`_PAGE_SCRIPT` after ``since``."""
         script = client.register_script(_PAGE_SCRIPT)
@@ -596,7 +630,7 @@ def _running_loop() -> asyncio.AbstractEventLoop:
     return asyncio.get_running_loop()
 
 
-async def _close_quietly(client: aioredis.Redis) -> None:
+async def _close_quietly(client: aioredis.Redis | RedisCluster) -> None:
     try:
         await client.aclose()
     except Exception as exc:  # a dead link may fail to close; it is being dropped anyway
