@@ -26,7 +26,6 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import TypeVar
 
 import pytest
@@ -84,7 +83,36 @@ def wait_for(
         time.sleep(interval)
 
 
-class SentinelSetup:
+S = TypeVar("S", bound="_Setup")
+
+
+class _Setup:
+    """Several redis-server processes started together: ``with`` starts them (all or none
+    left running) and stops every one of them."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def processes(self) -> list[RedisServer]:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        for server in self.processes():
+            server.__exit__(None, None, None)
+
+    def __enter__(self: S) -> S:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class SentinelSetup(_Setup):
     """A master, one replica and three Sentinels (see the module docstring)."""
 
     def __init__(self, root: Path, *, down_after_ms: int = 1000) -> None:
@@ -210,28 +238,11 @@ class SentinelSetup:
             timeout,
         )
 
-    def stop(self) -> None:
-        for server in (*self.sentinels, *self.servers.values()):
-            server.__exit__(None, None, None)
-
-    def __enter__(self) -> SentinelSetup:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def processes(self) -> list[RedisServer]:
+        return [*self.sentinels, *self.servers.values()]
 
 
-class ClusterSetup:
+class ClusterSetup(_Setup):
     """Three cluster masters, no replicas (see the module docstring)."""
 
     def __init__(self, root: Path, *, masters: int = 3, node_timeout_ms: int = 1000) -> None:
@@ -329,25 +340,8 @@ class ClusterSetup:
     def node(self, port: int) -> RedisServer:
         return next(node for node in self.nodes if node.port == port)
 
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.__exit__(None, None, None)
-
-    def __enter__(self) -> ClusterSetup:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def processes(self) -> list[RedisServer]:
+        return self.nodes
 
 
 def _pairs(raw: str) -> dict[str, str]:

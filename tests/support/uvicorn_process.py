@@ -73,18 +73,9 @@ async def uvicorn_process(
 ) -> AsyncIterator[Worker]:
     """Run ``uvicorn <app> --app-dir <app_dir>`` on a free port; yield it once started."""
     port = free_port()
+    options = [f"--app-dir={app_dir}", "--host=127.0.0.1", f"--port={port}", "--no-access-log"]
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "uvicorn",
-        app,
-        "--app-dir",
-        str(app_dir),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--no-access-log",
+        *(sys.executable, "-m", "uvicorn", app, *options),
         cwd=ROOT,
         env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
         stderr=asyncio.subprocess.PIPE,
