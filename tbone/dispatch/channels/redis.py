@@ -423,9 +423,17 @@ class RedisChannel(Channel):
 
     async def _ends(self, client: aioredis.Redis | RedisCluster) -> tuple[str, str]:
         """The stream's oldest entry id and its last-generated id (:data:`_START` for none)."""
-        script = client.register_script(_ENDS_SCRIPT)
-        first, last = await script(keys=[self.key])
+        first, last = await self._script(client, _ENDS_SCRIPT)
         return _text(first) or _START, _text(last) or _START
+
+    async def _script(self, client: aioredis.Redis | RedisCluster, script: str, *args: Any) -> Any:
+        """Run ``script`` on the channel's key (its one KEYS entry), with ``args`` as ARGV.
+
+        EVAL, not EVALSHA: a server without the script cached (restarted, promoted, a cluster
+        master that never ran it) then needs no SCRIPT LOAD, which a cluster client sends to
+        every master, and which fails while one of them is down.
+        """
+        return await client.execute_command("EVAL", script, 1, self.key, *args)
 
     def _regressed(self, position: str, tail: str) -> str:
         """The stream went back below ``position``: report the gap; where to read on."""
@@ -467,8 +475,7 @@ class RedisChannel(Channel):
         self, client: aioredis.Redis | RedisCluster, since: str, count: int, max_bytes: int
     ) -> tuple[bool, bool, list[Any]]:
         """(found, more, entries) of :data:`_PAGE_SCRIPT` after ``since``."""
-        script = client.register_script(_PAGE_SCRIPT)
-        found, more, raw = await script(keys=[self.key], args=[since, count, max_bytes])
+        found, more, raw = await self._script(client, _PAGE_SCRIPT, since, count, max_bytes)
         entries = [(entry_id, _fields(fields)) for entry_id, fields in raw]
         return bool(found), bool(more), entries
 
