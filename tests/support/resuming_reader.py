@@ -9,6 +9,7 @@ frame, and stops after an ``end`` event::
     task = asyncio.ensure_future(reader.run())
     await reader.subscribed.wait()      # its first subscription is in place
     await reader.wait_for(10)           # until it received 10 events
+    await reader.wait_for(10, recovered=1)  # and a `recovered` frame
     ...
     await reader.ended.wait()
     reader.ids, reader.closes, reader.recovered, reader.told_of_a_gap
@@ -63,17 +64,19 @@ class Reader:
             self.subscribed.set()
         elif frame["type"] == "recovered":
             self.recovered.append(frame["payload"]["complete"])
+            self._changed.set()
         elif frame["type"] == "event":
             self.ids.append(frame["payload"]["id"])
             self._changed.set()
             if frame["payload"]["name"] == "end":
                 self.ended.set()
 
-    async def wait_for(self, count: int, timeout: float = 30.0) -> None:
-        """Until ``count`` events arrived; TimeoutError after ``timeout`` seconds."""
+    async def wait_for(self, count: int, *, recovered: int = 0, timeout: float = 30.0) -> None:
+        """Until ``count`` events (and ``recovered`` frames) arrived; TimeoutError after
+        ``timeout`` seconds."""
 
         async def enough() -> None:
-            while len(self.ids) < count:
+            while len(self.ids) < count or len(self.recovered) < recovered:
                 self._changed.clear()
                 await self._changed.wait()
 

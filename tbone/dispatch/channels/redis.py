@@ -47,7 +47,8 @@ try:
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
     from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import SlotNotCoveredError
+    from redis.exceptions import MovedError, SlotNotCoveredError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "RedisChannel needs redis-py >= 5.0.1: pip install 'tbone-asgi[redis]'"
@@ -232,7 +233,9 @@ class RedisChannel(Channel):
         self.read_count = read_count
         self.socket_timeout = socket_timeout
         self._client = client  # the user's, or ours (made per event loop) when url is given
-        self._slot_known = True  # a cluster client knows where the stream is (until it fails)
+        # In a cluster: the master the reader reads from, when not the one the cluster client
+        # names (it followed a MOVED, or looks elsewhere after a failure).
+        self._master: tuple[str, int] | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._reader: aioredis.Redis | None = None
         self._reader_state = "stopped"
@@ -287,12 +290,15 @@ class RedisChannel(Channel):
         client = self._client
         kind: type[aioredis.connection.AbstractConnection]
         if isinstance(client, RedisCluster):
-            # The master serving the stream's slot, as the cluster client knows it: listen()
-            # has just read the stream through it, following any MOVED.
+            # The master serving the stream's slot as the cluster client last saw it, unless
+            # the reader learnt better since (see _redirect); every node takes the same
+            # settings (auth, TLS), only the address differs.
             node = client.get_node_from_key(self.key)
             if node is None:  # pragma: no cover - redis-py raises this itself
                 raise SlotNotCoveredError(f"no cluster node serves the slot of {self.key!r}")
-            kind, settings = node.connection_class, node.connection_kwargs
+            host, port = self._master or (node.host, int(node.port))
+            kind = node.connection_class
+            settings = {**node.connection_kwargs, "host": host, "port": port}
         else:
             assert client is not None
             # With Sentinel, the connection class asks the Sentinels for the master on connect.
@@ -345,7 +351,7 @@ class RedisChannel(Channel):
         reader: aioredis.Redis | None = None
         try:
             if isinstance(self._client, RedisCluster):
-                await self._find_slot(self._client)
+                await self._client.initialize()  # reads the slots once; a no-op after that
             reader = self._reader = self._open_reader()
             _, tail = await self._ends(reader)
             self._answered()
@@ -402,8 +408,9 @@ class RedisChannel(Channel):
                 events = self._events(entries)
                 if events:
                     yield events
-        except Exception:
-            self._slot_known = False  # the slot may have moved, or its master changed
+        except (MovedError, RedisConnectionError, RedisTimeoutError) as exc:
+            if isinstance(self._client, RedisCluster):
+                self._redirect(self._client, reader, exc)
             raise
         finally:
             self._reader_state = "down"
@@ -411,17 +418,31 @@ class RedisChannel(Channel):
             if reader is not None:
                 await _close_quietly(reader)
 
-    async def _find_slot(self, client: RedisCluster) -> None:
-        """Make sure the cluster client knows which master serves the stream's slot."""
-        if self._slot_known:
-            await client.initialize()  # a no-op once it read the slots
-        else:
-            # A read of the key: the client follows MOVED, and re-reads the slots after a
-            # failure, so the reader then connects to the master that serves it now.
-            await client.exists(self.key)
-            self._slot_known = True
+    def _redirect(
+        self, client: RedisCluster, reader: aioredis.Redis | None, exc: Exception
+    ) -> None:
+        """Where a cluster reader connects next, after ``exc``.
 
-    async def _ends(self, client: aioredis.Redis | RedisCluster) -> tuple[str, str]:
+        MOVED names the master that serves the slot now: there. A master that cannot be
+        reached (down, or failed over) is left for another known node, which answers with
+        MOVED to the slot's master. The reader finds its way alone: commands through a
+        shared cluster client that fail make it re-read the topology, and while it cannot
+        (redis-py asks one master, which may be the one down), its other commands fail too.
+        """
+        if isinstance(exc, MovedError):
+            self._master = (exc.host, int(exc.port))
+            return
+        failed = None
+        if reader is not None:
+            settings = reader.connection_pool.connection_kwargs
+            failed = (str(settings["host"]), int(settings["port"]))
+        others = sorted({(str(n.host), int(n.port)) for n in client.get_nodes()} - {failed})
+        if others:
+            # The next one after the failed address, so that attempts go round the nodes.
+            later = [address for address in others if failed is None or address > failed]
+            self._master = (later or others)[0]
+
+    async def _ends(self, client: aioredis.Redis) -> tuple[str, str]:
         """The stream's oldest entry id and its last-generated id (:data:`_START` for none)."""
         first, last = await self._script(client, _ENDS_SCRIPT)
         return _text(first) or _START, _text(last) or _START
