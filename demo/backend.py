@@ -4,6 +4,11 @@
   other service needed);
 * ``redis://host:port/db`` (or ``rediss://``): a ``RedisChannel`` (Redis Streams), so several
   workers or hosts share events: ``uvicorn demo:app --workers 2``;
+* ``redis+sentinel://[user:password@]host:26379,host:26379/service[/db]``: the same on the
+  master that Redis Sentinel names for ``service``, followed through failovers (the user and
+  password are the master's; the Sentinels are reached without);
+* ``redis+cluster://[user:password@]host:7000,host:7001``: the same on a Redis Cluster (the
+  hosts are where to discover it; the channel's stream lives on the master of its slot);
 * ``mongodb://host/db`` (or ``mongodb+srv://``): a ``MongoChannel`` (capped collection).
 
 The Redis and MongoDB backends are imported only when asked for, so the default needs neither
@@ -14,7 +19,7 @@ from __future__ import annotations
 
 import os
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from tbone.dispatch import Channel, MemoryChannel
 
@@ -37,6 +42,10 @@ def make_channel(url: str | None, name: str = CHANNEL_NAME) -> Channel:
         from tbone.dispatch.channels.redis import RedisChannel
 
         return RedisChannel(name=name, url=url)
+    if scheme in ("redis+sentinel", "redis+cluster"):
+        from tbone.dispatch.channels.redis import RedisChannel
+
+        return RedisChannel(name=name, client=_redis_client(url))
     if scheme in ("mongodb", "mongodb+srv"):
         # First: without pymongo it raises an ImportError that names the extra to install.
         from tbone.dispatch.channels.mongo import MongoChannel
@@ -50,8 +59,49 @@ def make_channel(url: str | None, name: str = CHANNEL_NAME) -> Channel:
         return MongoChannel(name=name, db=db)
     raise ValueError(
         f"TBONE_CHANNEL_URL={url!r}: unknown scheme {scheme!r}; use memory:// (the default), "
-        "redis://host:6379/0 or mongodb://host:27017/tbone"
+        "redis://host:6379/0, redis+sentinel://host:26379,host:26379/mymaster/0, "
+        "redis+cluster://host:7000,host:7001 or mongodb://host:27017/tbone"
     )
+
+
+def _redis_client(url: str) -> Any:
+    """The redis-py client of a ``redis+sentinel://`` or ``redis+cluster://`` URL."""
+    parts = urlsplit(url)
+    credentials, _, hosts = parts.netloc.rpartition("@")
+    user, _, password = credentials.partition(":")
+    auth = {"username": unquote(user) or None, "password": unquote(password) or None}
+    path = [segment for segment in parts.path.split("/") if segment]
+    if parts.scheme == "redis+cluster":
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+        if path:
+            raise ValueError(f"TBONE_CHANNEL_URL={url!r}: a cluster URL has no path (no db)")
+        nodes = [ClusterNode(host, port) for host, port in _addresses(url, hosts, 6379)]
+        return RedisCluster(startup_nodes=nodes, **auth)
+    from redis.asyncio.sentinel import Sentinel
+
+    service, *db = path or [""]
+    if not service or len(db) > 1 or not all(n.isdigit() for n in db):
+        raise ValueError(
+            f"TBONE_CHANNEL_URL={url!r}: name the service Sentinel watches, and the db if not "
+            "0: redis+sentinel://host:26379,host:26379/mymaster/0"
+        )
+    sentinel = Sentinel(_addresses(url, hosts, 26379))
+    return sentinel.master_for(service, db=int(db[0]) if db else 0, **auth)
+
+
+def _addresses(url: str, hosts: str, default_port: int) -> list[tuple[str, int]]:
+    """``host:port,host:port`` (``[::1]:port`` for IPv6) as pairs."""
+    addresses = []
+    for item in hosts.split(","):
+        host, colon, port = item.rpartition(":")
+        if not colon or host.endswith(":"):  # no port, or a bare IPv6 address
+            host, port = item, ""
+        host = host.strip("[]")
+        if not host or not (port or str(default_port)).isdigit():
+            raise ValueError(f"TBONE_CHANNEL_URL={url!r}: {item!r} is not host:port")
+        addresses.append((host, int(port or default_port)))
+    return addresses
 
 
 def channel_from_env() -> Channel:

@@ -6,6 +6,10 @@ in ``data_dir``: with ``persist=True`` every write is appended to an AOF there a
 before Redis answers, so a SIGKILL loses nothing Redis acknowledged or sent to a reader, and
 :meth:`RedisServer.restart` brings the same data back on the same port.
 
+``args`` adds options to the command line (``["--cluster-enabled", "yes"]``) and ``config``
+names a config file to start from (a Sentinel's, which Sentinel rewrites as it learns the
+topology); tests/support/redis_ha.py builds Sentinel and Cluster setups on them.
+
 When the binary is missing, :func:`require_redis_server` skips the test locally and fails it
 when the ``CI`` environment variable is set (CI must run the Redis tests, never skip them).
 """
@@ -19,6 +23,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -64,11 +69,21 @@ def _ping(port: int, timeout: float) -> bool:
 class RedisServer:
     """One ``redis-server`` process on a fixed free port (see the module docstring)."""
 
-    def __init__(self, data_dir: Path, *, persist: bool = False) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        persist: bool = False,
+        args: Sequence[str] = (),
+        config: Path | None = None,
+        port: int | None = None,
+    ) -> None:
         self.binary = require_redis_server()
         self.data_dir = data_dir
         self.persist = persist
-        self.port = free_port()
+        self.args = list(args)
+        self.config = config
+        self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self._log = data_dir / "redis.log"
 
@@ -86,6 +101,7 @@ class RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
             self.binary,
+            *([str(self.config)] if self.config is not None else []),
             "--port",
             str(self.port),
             "--bind",
@@ -105,6 +121,7 @@ class RedisServer:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
             args += ["--appendonly", "no"]
+        args += self.args
         # A short directory: unix socket paths are limited to ~107 bytes.
         with (
             tempfile.TemporaryDirectory(prefix="tbr") as short,

@@ -18,6 +18,13 @@ long form):
 * History and resume come from the stream (``XRANGE``). History after an id is complete only if
   the stream still holds that id; otherwise it is reported incomplete (trimmed, deleted, or the
   stream was lost in a Redis restart without persistence).
+* A stream that went back below the reader (a Sentinel failover to a replica that lacked the
+  last entries, a restart without persistence, the key deleted and written again) is a gap:
+  the reader reports it (subscribers are closed with 1013 and resume), counts it, and reads on
+  from the stream's new end. History is then incomplete after any id below what was lost.
+* ``client=`` takes a ``redis.asyncio.Redis`` (one server, or ``Sentinel.master_for()``) or a
+  ``redis.asyncio.RedisCluster``: the channel uses one key, so it lives in one slot, and the
+  reader reads from the master that serves it.
 * ``publish`` refuses an event whose encoded data is larger than ``max_message_bytes`` with
   :class:`MessageTooLarge`, before anything reaches Redis.
 
@@ -36,9 +43,12 @@ from typing import TYPE_CHECKING, Any
 try:
     import redis
     import redis.asyncio as aioredis
+    from redis.asyncio.cluster import RedisCluster
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
     from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import MovedError, SlotNotCoveredError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "RedisChannel needs redis-py >= 5.0.1: pip install 'tbone-asgi[redis]'"
@@ -74,6 +84,7 @@ _DATA_FIELD = b"d"  # the JSON text of the event data
 # parsed first, so text that is not JSON never reaches a client.
 _FORMAT_FIELD = b"v"
 _FORMAT = "1"
+_START = "0-0"  # the position before any entry: an empty stream, or none at all
 
 
 # One history page, or one checked read of a reader that is behind: the entries after ARGV[1]
@@ -113,6 +124,23 @@ end
 """
 
 
+# {first, last}: the id of the stream's oldest entry and its last-generated id ('' for none).
+# Every new entry's id is above the last-generated one: when that is below the reader's
+# position, the stream lost entries the reader had read or was about to read, and XREAD after
+# the position would wait until new ids pass it. (XINFO, not the newest entry: deleting the
+# newest entry leaves the last-generated id where it was.)
+_ENDS_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'', ''} end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local first, last = '', ''
+for i = 1, #info, 2 do
+  if info[i] == 'first-entry' and info[i + 1] then first = info[i + 1][1] end
+  if info[i] == 'last-generated-id' then last = info[i + 1] end
+end
+return {first, last}
+"""
+
+
 def _text(value: bytes | str | None) -> str:
     # Clients made with decode_responses=True answer str; ours answer bytes.
     if value is None:
@@ -133,8 +161,10 @@ class RedisChannel(Channel):
     """A channel on the Redis stream ``<prefix><name>``. See the module docstring for the rules.
 
     Give either ``url`` (the channel makes and closes its own clients) or ``client``, a
-    ``redis.asyncio.Redis`` that you own and close; the reader then uses its own connection
-    made with the same settings (a blocking read must not hold one of yours).
+    ``redis.asyncio.Redis`` (``Sentinel(...).master_for(service)`` included) or
+    ``redis.asyncio.RedisCluster`` that you own and close; the reader then uses its own
+    connection made with the same settings (a blocking read must not hold one of yours), to
+    the master Sentinel names or, in a cluster, to the master that serves the stream's slot.
 
     * ``maxlen``: history kept in the stream (``XADD MAXLEN ~``: Redis trims whole nodes, so
       it may keep a little more).
@@ -161,7 +191,7 @@ class RedisChannel(Channel):
         name: str,
         *,
         url: str | None = None,
-        client: aioredis.Redis | None = None,
+        client: aioredis.Redis | RedisCluster | None = None,
         maxlen: int = 10_000,
         prefix: str = "tbone:channel:",
         block_ms: int = 2_000,
@@ -175,10 +205,11 @@ class RedisChannel(Channel):
                 "RedisChannel needs exactly one of url= or client=: "
                 "RedisChannel(name='pubsub', url='redis://127.0.0.1:6379/0')"
             )
-        if client is not None and not isinstance(client, aioredis.Redis):
+        if client is not None and not isinstance(client, (aioredis.Redis, RedisCluster)):
             raise TypeError(
-                f"client must be a redis.asyncio.Redis, got {type(client).__name__}; make one "
-                "with redis.asyncio.Redis.from_url(url) (the sync redis.Redis cannot be used)"
+                f"client must be a redis.asyncio.Redis or RedisCluster, got "
+                f"{type(client).__name__}; make one with redis.asyncio.Redis.from_url(url) "
+                "(the sync redis.Redis and redis.RedisCluster cannot be used)"
             )
         for option, value in (
             ("maxlen", maxlen),
@@ -202,6 +233,9 @@ class RedisChannel(Channel):
         self.read_count = read_count
         self.socket_timeout = socket_timeout
         self._client = client  # the user's, or ours (made per event loop) when url is given
+        # In a cluster: the master the reader reads from, when not the one the cluster client
+        # names (it followed a MOVED, or looks elsewhere after a failure).
+        self._master: tuple[str, int] | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._reader: aioredis.Redis | None = None
         self._reader_state = "stopped"
@@ -209,11 +243,17 @@ class RedisChannel(Channel):
         self._lag_ms: int | None = None
         self._behind = False
         self._extra = dict.fromkeys(("bad_entries", "stream_resets"), 0)
+        # The newest position the stream lost (went back below, or no longer holds): history
+        # after an older id misses events. Per process: a process started later cannot know.
+        self._lost_upto: str | None = None
+        # (lost position, where reading went on): a listen() after the old position reads on
+        # from the new one instead of reporting the same loss twice.
+        self._rebased: tuple[str, str] | None = None
         self._stopping = False
 
     # -- clients -----------------------------------------------------------------------------
 
-    def _publisher(self) -> aioredis.Redis:
+    def _publisher(self) -> aioredis.Redis | RedisCluster:
         if self.url is None:
             assert self._client is not None
             return self._client
@@ -246,12 +286,25 @@ class RedisChannel(Channel):
         }
         if self.url is not None:
             pool = aioredis.ConnectionPool.from_url(self.url, **_URL_CLIENT_OPTIONS, **overrides)
+            return aioredis.Redis.from_pool(pool)
+        client = self._client
+        kind: type[aioredis.connection.AbstractConnection]
+        if isinstance(client, RedisCluster):
+            # The master serving the stream's slot as the cluster client last saw it, unless
+            # the reader learnt better since (see _redirect); every node takes the same
+            # settings (auth, TLS), only the address differs.
+            node = client.get_node_from_key(self.key)
+            if node is None:  # pragma: no cover - redis-py raises this itself
+                raise SlotNotCoveredError(f"no cluster node serves the slot of {self.key!r}")
+            host, port = self._master or (node.host, int(node.port))
+            kind = node.connection_class
+            settings = {**node.connection_kwargs, "host": host, "port": port}
         else:
-            assert self._client is not None
-            base = self._client.connection_pool
-            pool = aioredis.ConnectionPool(
-                connection_class=base.connection_class, **{**base.connection_kwargs, **overrides}
-            )
+            assert client is not None
+            # With Sentinel, the connection class asks the Sentinels for the master on connect.
+            kind = client.connection_pool.connection_class
+            settings = client.connection_pool.connection_kwargs
+        pool = aioredis.ConnectionPool(connection_class=kind, **{**settings, **overrides})
         return aioredis.Redis.from_pool(pool)
 
     # -- backend hooks -----------------------------------------------------------------------
@@ -288,35 +341,29 @@ class RedisChannel(Channel):
         reconnects with backoff and calls this again after the last delivered id. While the
         reader is behind (a full batch, or back after a fault), it reads with a check that
         the last entry it read is still in the stream: if ``maxlen`` trimmed it, entries were
-        lost unread, and :meth:`Channel.report_gap` says so.
+        lost unread, and :meth:`Channel.report_gap` says so. A stream that ends below the
+        reader's position (found on connecting, and after each ``block_ms`` without entries)
+        lost entries too: the gap is reported and reading goes on from the stream's new end.
         """
-        reader = self._reader = self._open_reader()
+        if after is not None and self._rebased is not None and after == self._rebased[0]:
+            after = self._rebased[1]  # that loss was reported; the position moved on since
         self._reader_state = "connecting"
-        checked = False
+        reader: aioredis.Redis | None = None
         try:
-            newest = await reader.xrevrange(self.key, "+", "-", count=1)
+            if isinstance(self._client, RedisCluster):
+                await self._client.initialize()  # reads the slots once; a no-op after that
+            reader = self._reader = self._open_reader()
+            _, tail = await self._ends(reader)
             self._answered()
             self._check_stopping()
-            newest_id = (_text(newest[0][0]) if newest else "") or None
+            checked = False
             if after is None:
-                position = newest_id or "0-0"
+                position = tail
+            elif _id_key(tail) < _id_key(after):
+                position = self._regressed(after, tail)
             else:
                 position = after
                 checked = True  # what was stored meanwhile may have been trimmed
-                if newest_id is None or _id_key(newest_id) < _id_key(after):
-                    # The stream no longer has what we read: it was deleted, or Redis came
-                    # back without its data. New entries get newer ids, so reading goes on.
-                    checked = False
-                    self._extra["stream_resets"] += 1
-                    logger.warning(
-                        "channel %r: stream %r is behind the last id delivered (%s, newest "
-                        "now %s); Redis lost data (restart without persistence?). "
-                        "Resuming clients will be told their history is incomplete.",
-                        self.name,
-                        self.key,
-                        after,
-                        newest_id,
-                    )
             self.mark_ready()
             while True:
                 if checked:
@@ -326,9 +373,15 @@ class RedisChannel(Channel):
                     )
                     self._answered()
                     self._check_stopping()
-                    if not found:
-                        self.report_gap(f"the stream was trimmed past {position} (maxlen)")
                     checked = self._behind = more
+                    if not found and position != _START:
+                        first, tail = await self._ends(reader)
+                        self._answered()
+                        if _id_key(tail) < _id_key(position):
+                            position = self._regressed(position, tail)
+                            checked = False
+                            continue
+                        self._missing(position, first)
                 else:
                     self._reader_state = "waiting"
                     reply = await reader.xread(
@@ -338,6 +391,15 @@ class RedisChannel(Channel):
                     self._check_stopping()
                     entries = _entries(reply) if reply else []
                     checked = self._behind = len(entries) >= self.read_count
+                    if not entries:
+                        # block_ms without an entry: make sure the stream did not go back
+                        # below us while this connection lived (XREAD would wait for ids
+                        # above the position, which may take long to come).
+                        _, tail = await self._ends(reader)
+                        self._answered()
+                        self._check_stopping()
+                        if _id_key(tail) < _id_key(position):
+                            position = self._regressed(position, tail)
                 if not entries:
                     continue
                 self._reader_state = "delivering"
@@ -346,17 +408,95 @@ class RedisChannel(Channel):
                 events = self._events(entries)
                 if events:
                     yield events
+        except (MovedError, RedisConnectionError, RedisTimeoutError) as exc:
+            if isinstance(self._client, RedisCluster):
+                self._redirect(self._client, reader, exc)
+            raise
         finally:
             self._reader_state = "down"
             self._reader = None
-            await _close_quietly(reader)
+            if reader is not None:
+                await _close_quietly(reader)
+
+    def _redirect(
+        self, client: RedisCluster, reader: aioredis.Redis | None, exc: Exception
+    ) -> None:
+        """Where a cluster reader connects next, after ``exc``.
+
+        MOVED names the master that serves the slot now: there. A master that cannot be
+        reached (down, or failed over) is left for another known node, which answers with
+        MOVED to the slot's master. The reader finds its way alone: commands through a
+        shared cluster client that fail make it re-read the topology, and while it cannot
+        (redis-py asks one master, which may be the one down), its other commands fail too.
+        """
+        if isinstance(exc, MovedError):
+            self._master = (exc.host, int(exc.port))
+            return
+        failed = None
+        if reader is not None:
+            settings = reader.connection_pool.connection_kwargs
+            failed = (str(settings["host"]), int(settings["port"]))
+        others = sorted({(str(n.host), int(n.port)) for n in client.get_nodes()} - {failed})
+        if others:
+            # The next one after the failed address, so that attempts go round the nodes.
+            later = [address for address in others if failed is None or address > failed]
+            self._master = (later or others)[0]
+
+    async def _ends(self, client: aioredis.Redis) -> tuple[str, str]:
+        """The stream's oldest entry id and its last-generated id (:data:`_START` for none)."""
+        first, last = await self._script(client, _ENDS_SCRIPT)
+        return _text(first) or _START, _text(last) or _START
+
+    async def _script(self, client: aioredis.Redis | RedisCluster, script: str, *args: Any) -> Any:
+        """Run ``script`` on the channel's key (its one KEYS entry), with ``args`` as ARGV.
+
+        EVAL, not EVALSHA: a server without the script cached (restarted, promoted, a cluster
+        master that never ran it) then needs no SCRIPT LOAD, which a cluster client sends to
+        every master, and which fails while one of them is down.
+        """
+        return await client.execute_command("EVAL", script, 1, self.key, *args)
+
+    def _regressed(self, position: str, tail: str) -> str:
+        """The stream went back below ``position``: report the gap; where to read on."""
+        self._extra["stream_resets"] += 1
+        self._lost(position)
+        self._rebased = (position, tail)
+        self.report_gap(
+            f"the stream {self.key!r} is behind the last id delivered ({position}; it now ends "
+            f"at {tail}): Redis lost entries (a failover to a replica that lacked them, a "
+            "restart without persistence, or the key was deleted)"
+        )
+        return tail
+
+    def _missing(self, position: str, first: str) -> None:
+        """The stream no longer holds ``position`` (but does not end below it): report it."""
+        if _id_key(first) < _id_key(position):
+            # Older entries are still there: not trimmed, lost (a failover to a replica that
+            # lacked it, newer entries written since; or deleted with XDEL).
+            self._extra["stream_resets"] += 1
+            reason = "lost (a failover to a replica that lacked it, or deleted)"
+        else:
+            reason = "trimmed by maxlen (or lost with the entries before it)"
+        self._lost(position)
+        self.report_gap(f"the stream no longer holds {position}: {reason}")
+
+    def _lost(self, position: str) -> None:
+        if self._lost_upto is None or _id_key(position) > _id_key(self._lost_upto):
+            self._lost_upto = position
+
+    def _complete(self, since: str | None, found: bool) -> bool:
+        """Whether history after ``since`` misses nothing: the stream holds ``since``, and no
+        entry after it was lost in a gap this process saw."""
+        if since is None:
+            return True
+        lost = self._lost_upto
+        return found and (lost is None or _id_key(since) >= _id_key(lost))
 
     async def _page(
-        self, client: aioredis.Redis, since: str, count: int, max_bytes: int
+        self, client: aioredis.Redis | RedisCluster, since: str, count: int, max_bytes: int
     ) -> tuple[bool, bool, list[Any]]:
         """(found, more, entries) of :data:`_PAGE_SCRIPT` after ``since``."""
-        script = client.register_script(_PAGE_SCRIPT)
-        found, more, raw = await script(keys=[self.key], args=[since, count, max_bytes])
+        found, more, raw = await self._script(client, _PAGE_SCRIPT, since, count, max_bytes)
         entries = [(entry_id, _fields(fields)) for entry_id, fields in raw]
         return bool(found), bool(more), entries
 
@@ -379,7 +519,8 @@ class RedisChannel(Channel):
         if since is None:
             return History(events, complete=True)
         if entries and _text(entries[0][0]) == since:
-            return History(events[1:] if events and events[0].id == since else events, True)
+            events = events[1:] if events and events[0].id == since else events
+            return History(events, self._complete(since, True))
         # The stream lost ``since``: trimmed, deleted, or recreated after a restart.
         return History(events, complete=False)
 
@@ -389,7 +530,7 @@ class RedisChannel(Channel):
             self._check_id(since)
         found, more, entries = await self._page(self._publisher(), since or "-", limit, max_bytes)
         events = self._events(entries)
-        return History(events, complete=since is None or found, more=more)
+        return History(events, complete=self._complete(since, found), more=more)
 
     def order_key(self, id: str) -> Any:
         """Stream ids order as (milliseconds, sequence)."""
@@ -477,7 +618,9 @@ class RedisChannel(Channel):
         when it arrived (this host's clock against the id's, so clock skew counts);
         ``behind``: the last read was a full batch, so more entries were waiting;
         ``bad_entries``: foreign stream entries skipped;
-        ``stream_resets``: times the stream was found behind the last delivered id.
+        ``stream_resets``: times the stream lost entries the reader had reached: it ended
+        below the reader's position, or no longer held the position while holding older
+        entries (a failover to a replica that lacked them, a restart without persistence).
         """
         stats = super().stats()
         last = self._last_answer
@@ -515,7 +658,7 @@ def _running_loop() -> asyncio.AbstractEventLoop:
     return asyncio.get_running_loop()
 
 
-async def _close_quietly(client: aioredis.Redis) -> None:
+async def _close_quietly(client: aioredis.Redis | RedisCluster) -> None:
     try:
         await client.aclose()
     except Exception as exc:  # a dead link may fail to close; it is being dropped anyway
