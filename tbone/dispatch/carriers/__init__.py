@@ -103,8 +103,12 @@ class Carrier:
             @functools.wraps(init)
             def __init__(self: Carrier, *args: Any, **kwargs: Any) -> None:
                 init(self, *args, **kwargs)
-                if "outbox" not in self.__dict__:
-                    Carrier.__init__(self, self.__dict__.get("connection", self))
+                # Not `self.__dict__`: reading it makes CPython keep the instance's attributes
+                # in a real dict, and every attribute access on the carrier gets slower.
+                try:
+                    self.outbox  # noqa: B018 - set by Carrier.__init__
+                except AttributeError:
+                    Carrier.__init__(self, getattr(self, "connection", self))
 
             cls.__init__ = __init__  # type: ignore[method-assign]
 
@@ -141,7 +145,8 @@ class Carrier:
         #: :attr:`behind`, per delivery); never change it.
         self.outbox: deque[str] = deque()
         self._sizes: deque[int] = deque()
-        self._queued_bytes = 0
+        #: Bytes of the frames in :attr:`outbox` and of a send under way. Read it; never change it.
+        self.queued_bytes = 0
         self._writer: asyncio.Task[None] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._drained: asyncio.Future[None] | None = None  # set by flush(), resolved when idle
@@ -233,7 +238,7 @@ class Carrier:
             size = len(text)
         outbox = self.outbox
         if outbox and (
-            len(outbox) >= self.max_messages or self._queued_bytes + size > self.max_bytes
+            len(outbox) >= self.max_messages or self.queued_bytes + size > self.max_bytes
         ):
             self._overflow()
             return False
@@ -246,7 +251,7 @@ class Carrier:
             return self._send_now(text, size)
         outbox.append(text)
         self._sizes.append(size)
-        self._queued_bytes += size
+        self.queued_bytes += size
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._write_loop())
         else:
@@ -270,7 +275,7 @@ class Carrier:
         windows once the outbox is down to a quarter.
         """
         # Behind from half full; back to taking frames (live, or from the window) at a quarter.
-        return len(self.outbox) * 2 >= self.max_messages or self._queued_bytes * 2 >= self.max_bytes
+        return len(self.outbox) * 2 >= self.max_messages or self.queued_bytes * 2 >= self.max_bytes
 
     @property
     def lagging(self) -> bool:
@@ -278,9 +283,7 @@ class Carrier:
         return bool(self._lagging)
 
     def _below_low_water(self) -> bool:
-        return (
-            len(self.outbox) * 4 <= self.max_messages and self._queued_bytes * 4 <= self.max_bytes
-        )
+        return len(self.outbox) * 4 <= self.max_messages and self.queued_bytes * 4 <= self.max_bytes
 
     async def room(self) -> bool:
         """Wait until the outbox is down to a quarter full (or empty); False if it closed.
@@ -307,7 +310,7 @@ class Carrier:
             self._send_failed(exc)
             return False
         self._inflight = (coro, step, size)
-        self._queued_bytes += size  # waiting for the peer: it counts against the limit
+        self.queued_bytes += size  # waiting for the peer: it counts against the limit
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._write_loop())
         else:
@@ -355,13 +358,13 @@ class Carrier:
                     return
                 finally:
                     self._inflight = None
-                    self._queued_bytes = max(0, self._queued_bytes - size)  # 0 once closed
+                    self.queued_bytes = max(0, self.queued_bytes - size)  # 0 once closed
                 if not self._sent(size):
                     return
             while outbox:
                 text = outbox.popleft()
                 size = sizes.popleft()
-                self._queued_bytes -= size
+                self.queued_bytes -= size
                 try:
                     await send(text)
                 except Exception as exc:
@@ -555,7 +558,7 @@ class Carrier:
         self.close_code = code
         self.outbox.clear()
         self._sizes.clear()
-        self._queued_bytes = 0
+        self.queued_bytes = 0
         self._signal_drained()
         watch, self._watch = self._watch, None
         if watch is not None and watch.handle is not None:

@@ -187,9 +187,13 @@ class Fanout:
                     continue
                 carrier = sub.carrier
                 if sub.frames:
-                    # Per delivery, so no call that can be spared: an empty outbox is never
-                    # behind, and offer() takes the frame encoded once.
-                    if not (carrier.outbox and carrier.behind):
+                    # Carrier.behind, inline: this runs per delivery, and a burst keeps
+                    # outboxes non-empty (a property call here costs ~10% of a delivery).
+                    outbox = carrier.outbox
+                    if not outbox or (
+                        len(outbox) * 2 < carrier.max_messages
+                        and carrier.queued_bytes * 2 < carrier.max_bytes
+                    ):
                         if carrier.offer(text, size, now=now):
                             delivered += 1
                         continue

@@ -179,7 +179,7 @@ class EventStream(Carrier):
             wait = [waiter] if self._replay is None else [waiter, self._replay]
             await asyncio.wait(wait, return_when=asyncio.FIRST_COMPLETED)
         event = events.popleft()
-        self._queued_bytes -= event.size
+        self.queued_bytes -= event.size
         self._sends += 1  # progress, for the slow rule
         if (self._lagging or self._room is not None) and not self.behind:
             self._low_water()  # room again: the channel hands over what it held back
@@ -199,19 +199,17 @@ class EventStream(Carrier):
         if self.closed:
             return False
         self._events.append(event)
-        self._queued_bytes += event.size
+        self.queued_bytes += event.size
         self._wake()
         return True
 
     @property
     def behind(self) -> bool:
-        return (
-            len(self._events) * 2 >= self.max_messages or self._queued_bytes * 2 >= self.max_bytes
-        )
+        return len(self._events) * 2 >= self.max_messages or self.queued_bytes * 2 >= self.max_bytes
 
     def _below_low_water(self) -> bool:
         return (
-            len(self._events) * 4 <= self.max_messages and self._queued_bytes * 4 <= self.max_bytes
+            len(self._events) * 4 <= self.max_messages and self.queued_bytes * 4 <= self.max_bytes
         )
 
     @property
