@@ -7,10 +7,13 @@ so ``docs/reliability.md`` can quote what the run measured.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.redis_server import RedisServer
 
 _FIGURES: list[tuple[str, str, Any]] = []
 
@@ -37,3 +40,10 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     terminalreporter.section("reliability figures")
     for test, label, value in _FIGURES:
         terminalreporter.write_line(f"{test}: {label} = {value}")
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private redis-server for the module's tests (fails in CI when it is not installed)."""
+    with RedisServer(Path(tmp_path_factory.mktemp("redis"))) as server:
+        yield server.url

@@ -15,8 +15,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -30,7 +29,6 @@ from tbone.dispatch.carriers.aiohttp_websocket import serve as aiohttp_serve
 from tbone.dispatch.carriers.sanic_websocket import add_route
 from tbone_asgi import channel_route
 from tests.support.asgi_server import run_uvicorn, wait_until
-from tests.support.redis_server import RedisServer
 from tests.support.web_servers import (
     aiohttp_server,
     new_sanic_app,
@@ -47,12 +45,6 @@ SHAPES = {"10000x1KB": (10_000, 1000), "200x100KB": (200, 100_000)}
 QUICK = 1.0
 #: Peak growth of the server process's memory during one burst (measured: see the figures).
 PEAK_MIB = 96
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with RedisServer(Path(tmp_path_factory.mktemp("redis"))) as server:
-        yield server.url
 
 
 def make_channel(kind: str, redis_url: Callable[[], str]) -> Channel:

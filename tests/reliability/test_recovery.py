@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,16 +24,9 @@ from tbone.dispatch.carriers import Carrier
 from tbone.dispatch.protocol import Limits
 from tbone_asgi import channel_route
 from tests.support.asgi_server import run_uvicorn, wait_until
-from tests.support.redis_server import RedisServer
 from tests.support.web_servers import read_until_closed, small_buffer_socket, ws_connect
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with RedisServer(Path(tmp_path_factory.mktemp("redis"))) as server:
-        yield server.url
 
 
 def make_channel(kind: str, request: pytest.FixtureRequest) -> Channel:

@@ -17,7 +17,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,6 @@ from tbone.dispatch.channels.redis import RedisChannel
 from tbone.dispatch.protocol import Limits
 from tbone_asgi import channel_route
 from tests.support.asgi_server import run_uvicorn, wait_until
-from tests.support.redis_server import RedisServer
 from tests.support.web_servers import ws_connect
 
 pytestmark = pytest.mark.slow
@@ -39,12 +37,6 @@ ROOT = Path(__file__).resolve().parents[2]
 STORED = 10_000
 RESUMES = 5
 PEAK_MIB = 96
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with RedisServer(Path(tmp_path_factory.mktemp("redis"))) as server:
-        yield server.url
 
 
 def rss() -> int:

@@ -90,14 +90,8 @@ async def test_uvicorn_default_reads_the_whole_frame_and_the_endpoint_refuses_it
 ) -> None:
     app, channel = _app("settings-uvicorn-default")
     async with run_uvicorn(app) as server:
-        async with ws_connect(server.ws_url("/ws?events=a"), max_size=None, compression=None) as ws:
-            await wait_until(lambda: _subscribers(channel) == 1, what="subscribed")
-            await ws.send(FRAME)
-            _, closed = await read_until_closed(ws)
-        assert closed.rcvd is not None
-        assert (closed.rcvd.code, closed.rcvd.reason) == (1009, "frame too big")
+        await _the_endpoint_refuses_the_frame(server.ws_url("/ws?events=a"), channel)
         await wait_until(lambda: not server.connections(), what="uvicorn dropped the connection")
-        await wait_until(lambda: _subscribers(channel) == 0, what="the endpoint ended")
     assert received == [len(FRAME)]  # all of it was read, then handed over
 
 
@@ -129,14 +123,19 @@ async def test_hypercorn_default_hands_the_frame_over_and_the_endpoint_refuses_i
 ) -> None:
     app, channel = _app("settings-hypercorn-default")
     async with run_hypercorn(app) as server:
-        async with ws_connect(server.ws_url("/ws?events=a"), max_size=None, compression=None) as ws:
-            await wait_until(lambda: _subscribers(channel) == 1, what="subscribed")
-            await ws.send(FRAME)
-            _, closed = await read_until_closed(ws)
-        assert closed.rcvd is not None
-        assert (closed.rcvd.code, closed.rcvd.reason) == (1009, "frame too big")
-        await wait_until(lambda: _subscribers(channel) == 0, what="the endpoint ended")
+        await _the_endpoint_refuses_the_frame(server.ws_url("/ws?events=a"), channel)
     assert received == [len(FRAME)]
+
+
+async def _the_endpoint_refuses_the_frame(url: str, channel: MemoryChannel) -> None:
+    """The server hands FRAME over whole; the endpoint closes with its own 1009 and ends."""
+    async with ws_connect(url, max_size=None, compression=None) as ws:
+        await wait_until(lambda: _subscribers(channel) == 1, what="subscribed")
+        await ws.send(FRAME)
+        _, closed = await read_until_closed(ws)
+    assert closed.rcvd is not None
+    assert (closed.rcvd.code, closed.rcvd.reason) == (1009, "frame too big")
+    await wait_until(lambda: _subscribers(channel) == 0, what="the endpoint ended")
 
 
 # -- the endpoint's warning ----------------------------------------------------------------------
