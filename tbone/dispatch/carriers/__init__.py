@@ -87,6 +87,32 @@ class Carrier:
     it is closed with 1013 (default 5).
     """
 
+    # Slots: a carrier per connection, so no instance dict (hundreds of bytes each, and no
+    # limit on attributes before CPython stops sharing dict keys). Subclasses that declare no
+    # __slots__ (TBone-style carriers) still get a dict for their own attributes.
+    __slots__ = (
+        "__weakref__",
+        "_buffered",
+        "_drained",
+        "_inflight",
+        "_lagging",
+        "_links",
+        "_room",
+        "_sends",
+        "_sizes",
+        "_waiter",
+        "_watch",
+        "_writer",
+        "close_code",
+        "closed",
+        "connection",
+        "max_bytes",
+        "max_messages",
+        "outbox",
+        "queued_bytes",
+        "slow_timeout",
+    )
+
     #: Exceptions that mean "the peer went away": no traceback is logged for them.
     disconnect_errors: ClassVar[tuple[type[BaseException], ...]] = (ConnectionError, OSError)
     default_max_messages: ClassVar[int] = 1000
@@ -140,11 +166,13 @@ class Carrier:
         self.closed = False
         self.close_code: int | None = None
         # Frames and their sizes in two deques: no tuple per frame, which at thousands of
-        # subscribers would be thousands of objects per event for the garbage collector.
+        # subscribers would be thousands of objects per event for the garbage collector. Both
+        # start as the shared empty deque and are made on the first frame that must wait
+        # (most connections never queue one, and a deque costs ~760 bytes).
         #: Frames waiting to be sent, oldest first. Read it (channels test it before
         #: :attr:`behind`, per delivery); never change it.
-        self.outbox: deque[str] = deque()
-        self._sizes: deque[int] = deque()
+        self.outbox: deque[str] = _NO_FRAMES
+        self._sizes: deque[int] = _NO_SIZES
         #: Bytes of the frames in :attr:`outbox` and of a send under way. Read it; never change it.
         self.queued_bytes = 0
         self._writer: asyncio.Task[None] | None = None
@@ -157,8 +185,6 @@ class Carrier:
         self._lagging: dict[Link, None] = {}  # channels holding frames back for it
         self._room: asyncio.Future[None] | None = None  # set by room(), resolved at low water
         self._sends = 0  # completed sends: what the slow watch calls progress
-        # Few attributes on purpose: past 30, CPython stops sharing the keys of instance
-        # dicts, and each connection's dict grows fivefold (the water marks are computed).
         self._watch: _Watch | None = None
 
     # -- what subclasses implement ---------------------------------------------------------
@@ -249,6 +275,9 @@ class Carrier:
             # frame goes out with no task switch and no object left for the collector; one
             # that must wait is finished by the writer task, in order.
             return self._send_now(text, size)
+        if outbox is _NO_FRAMES:
+            outbox = self.outbox = deque()
+            self._sizes = deque()
         outbox.append(text)
         self._sizes.append(size)
         self.queued_bytes += size
@@ -300,8 +329,12 @@ class Carrier:
             await asyncio.shield(self._room)
         return not self.closed
 
+    def _start_send(self, text: str) -> Coroutine[Any, Any, None]:
+        """The coroutine that sends one frame (a hook: a carrier may skip send_text's layer)."""
+        return self.send_text(text)
+
     def _send_now(self, text: str, size: int) -> bool:
-        coro = self.send_text(text)
+        coro = self._start_send(text)
         try:
             step = coro.send(None)
         except StopIteration:
@@ -345,8 +378,7 @@ class Carrier:
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        outbox, sizes = self.outbox, self._sizes
-        send = self.send_text
+        send = self._start_send
         while True:
             inflight = self._inflight
             if inflight is not None:
@@ -361,6 +393,8 @@ class Carrier:
                     self.queued_bytes = max(0, self.queued_bytes - size)  # 0 once closed
                 if not self._sent(size):
                     return
+            # Read each time round: the first frame that waits replaces the shared empty deques.
+            outbox, sizes = self.outbox, self._sizes
             while outbox:
                 text = outbox.popleft()
                 size = sizes.popleft()
@@ -381,7 +415,7 @@ class Carrier:
                     await asyncio.sleep(0)
             if self._lagging or self._room is not None:
                 self._low_water()
-                if outbox:
+                if self.outbox:  # (not `outbox`: the refill may have made the deque)
                     continue
             if self._drained is not None:
                 self._signal_drained()
@@ -629,6 +663,11 @@ class _Continue:
             except StopIteration:
                 return
 
+
+# The outbox of every carrier that never had to queue a frame (see Carrier.__init__); it
+# stays empty: offer() swaps in a deque of the carrier's own before appending.
+_NO_FRAMES: deque[str] = deque()
+_NO_SIZES: deque[int] = deque()
 
 # The one live carrier per connection: every channel a connection subscribes on shares its
 # outbox and writer, so frames from several channels never race on one websocket.
