@@ -127,24 +127,36 @@ class _Connection:
 
     async def receive(self) -> str | bytes | None:
         carrier = self.carrier
+        task = asyncio.current_task()
+        assert task is not None
+        interrupted = False
+
+        def interrupt() -> None:
+            nonlocal interrupted
+            interrupted = True
+            task.cancel()
+
         while True:
             # The carrier may close on its own (too slow, send failed) while we wait for a
-            # client frame; racing receive() with that ends the connection at once instead of
-            # at the next client frame.
-            incoming = asyncio.ensure_future(self._receive())
-            ended = asyncio.ensure_future(carrier.wait_ended())
-            try:
-                await asyncio.wait({incoming, ended}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                ended.cancel()
-                if not incoming.done():
-                    incoming.cancel()
-                    await asyncio.wait([incoming])
-            if incoming.cancelled():
-                if carrier.close_code is not None:  # closed as too slow: let 1013 go out
-                    await carrier.wait_close_sent(self.close_timeout + 1.0)
+            # client frame: it then cancels this wait, which ends the connection at once
+            # instead of at the next client frame. (A callback, not a second task racing the
+            # receive: an idle connection holds no task or future of ours.)
+            if carrier.closed:
+                await self._ended()
                 return None
-            message = incoming.result()
+            carrier.when_ended(interrupt)
+            try:
+                message = await self._receive()
+            except asyncio.CancelledError:
+                # Python 3.11+ counts cancellations: one from outside (the server shutting
+                # down) as well as ours goes on. 3.10 cannot tell them apart.
+                uncancel = getattr(task, "uncancel", None)
+                if not interrupted or (uncancel is not None and uncancel() > 0):
+                    raise
+                await self._ended()
+                return None
+            finally:
+                carrier.when_ended(None)
             kind = message["type"]
             if kind == "websocket.disconnect":
                 carrier.disconnected()
@@ -153,6 +165,10 @@ class _Connection:
                 text = message.get("text")
                 data: str | bytes = text if text is not None else message.get("bytes") or b""
                 return data
+
+    async def _ended(self) -> None:
+        if self.carrier.close_code is not None:  # closed as too slow: let 1013 go out
+            await self.carrier.wait_close_sent(self.close_timeout + 1.0)
 
 
 def _check_server(send: Send, max_frame_bytes: int) -> None:

@@ -4,6 +4,11 @@ Frames go straight through the ASGI ``send`` callable as ``{"type": "websocket.s
 ...}``, pre-encoded by the channel. The rules of :mod:`tbone.dispatch.carriers` hold; what is
 special here:
 
+* **One call per frame.** Once the websocket is accepted, a frame is one call of ``send``
+  itself (no ``send_text`` coroutine around it), and Starlette's exception-handling wrapper,
+  which only watches ``http.response.start``, is skipped (:func:`server_send`). Any other
+  wrapper, such as an application's middleware, still sees every frame.
+
 * **Gone peers.** Servers report a closed connection differently: an ``OSError`` (uvicorn's
   ``ClientDisconnected``, the ASGI spec's advice), Starlette's ``WebSocketDisconnect``, or a
   ``RuntimeError`` when a close frame already went out. Each means "the peer left": the carrier
@@ -23,7 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+import types
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tbone.dispatch.carriers import Carrier
@@ -32,7 +38,7 @@ from tbone.dispatch.carriers.options import CarrierOptions
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["ASGIWebSocketCarrier", "find_server_protocol", "find_transport"]
+__all__ = ["ASGIWebSocketCarrier", "find_server_protocol", "find_transport", "server_send"]
 
 logger = logging.getLogger("tbone.dispatch.carriers.asgi")
 
@@ -66,6 +72,19 @@ class ASGIWebSocketCarrier(Carrier):
     is how the endpoint makes the carrier before it answers the handshake.
     """
 
+    __slots__ = (
+        "_accepted",
+        "_close_sent",
+        "_disconnected",
+        "_ended",
+        "_frames",
+        "_looked_up",
+        "_send",
+        "_starlette",
+        "_transport",
+        "close_timeout",
+    )
+
     disconnect_errors: ClassVar[tuple[type[BaseException], ...]] = _disconnect_errors()
 
     def __init__(
@@ -92,11 +111,13 @@ class ASGIWebSocketCarrier(Carrier):
         self.close_timeout = close_timeout
         self._transport = transport
         self._looked_up = transport is not None
-        self._accepted = asyncio.Event()
+        # Frames go to the server's own send once accepted (see _start_send).
+        self._frames: ASGISend | None = None
+        self._accepted = _Signal()
         if accepted and not self._starlette:
-            self._accepted.set()
-        self._ended = asyncio.Event()
-        self._close_sent = asyncio.Event()
+            self.accepted()
+        self._ended = _Signal()
+        self._close_sent = _Signal()
         self._disconnected = False
 
     # -- lifecycle seen by the endpoint ------------------------------------------------------
@@ -104,15 +125,24 @@ class ASGIWebSocketCarrier(Carrier):
     def accepted(self) -> None:
         """The websocket was accepted: frames waiting for that may now go out."""
         self._accepted.set()
+        self._frames = server_send(self._send)
 
     @property
     def accepted_yet(self) -> bool:
         """True once frames may go out (see :meth:`accepted`)."""
-        return self._accepted.is_set()
+        return self._accepted.is_set
 
     async def wait_ended(self) -> None:
         """Return once the carrier is closed (too slow, failed send, or :meth:`close`)."""
         await self._ended.wait()
+
+    def when_ended(self, callback: Callable[[], object] | None) -> None:
+        """Call ``callback`` (once) when the carrier closes; None forgets a callback set earlier.
+
+        Cheaper than a task in :meth:`wait_ended` for code that waits for something else
+        meanwhile (the endpoint waits for the client's next frame).
+        """
+        self._ended.callback = callback
 
     def disconnected(self) -> None:
         """The server reported the peer gone (``websocket.disconnect``): stop sending to it."""
@@ -131,14 +161,21 @@ class ASGIWebSocketCarrier(Carrier):
     def _check_starlette_state(self) -> None:
         state = _state_name(self.connection.application_state)
         if state == "CONNECTED":
-            self._accepted.set()
+            self.accepted()
         elif state == "DISCONNECTED":
             raise ConnectionResetError("the websocket is closed")
         else:
-            raise RuntimeError(
+            raise NotAcceptedError(
                 f"{self!r}: the websocket is not accepted yet; await websocket.accept() "
                 "before subscribing its carrier"
             )
+
+    def _send_failed(self, exc: Exception) -> None:
+        if type(exc) is RuntimeError:
+            # Servers raise a plain RuntimeError for a send after the close frame went out
+            # (the peer closed first, or we did): for us that is a peer that left.
+            exc = ConnectionResetError(f"websocket already closing: {exc}")
+        super()._send_failed(exc)
 
     def _mark_closed(self, code: int | None) -> None:
         super()._mark_closed(code)
@@ -147,7 +184,7 @@ class ASGIWebSocketCarrier(Carrier):
     # -- Carrier -----------------------------------------------------------------------------
 
     async def send_text(self, text: str) -> None:
-        if not self._accepted.is_set():
+        if not self._accepted.is_set:
             if self._starlette:
                 self._check_starlette_state()
             else:
@@ -155,9 +192,15 @@ class ASGIWebSocketCarrier(Carrier):
         try:
             await self._send({"type": "websocket.send", "text": text})
         except RuntimeError as exc:
-            # Servers raise RuntimeError for a send after the close frame went out (the peer
-            # closed first, or we did): for us that is a peer that left.
             raise ConnectionResetError(f"websocket already closing: {exc}") from exc
+
+    def _start_send(self, text: str) -> Coroutine[Any, Any, None]:
+        # Once accepted, a frame is one call of the server's own send: no send_text coroutine
+        # and no Starlette wrapper around it (two coroutine layers of each delivery's cost).
+        frames = self._frames
+        if frames is None:
+            return self.send_text(text)
+        return frames({"type": "websocket.send", "text": text})  # type: ignore[return-value]
 
     async def close_connection(self, code: int, reason: str) -> None:
         try:
@@ -171,7 +214,7 @@ class ASGIWebSocketCarrier(Carrier):
         if self._starlette:
             if _state_name(self.connection.application_state) != "CONNECTED":
                 return  # not accepted (the app answers the handshake), or already closed
-        elif not self._accepted.is_set():
+        elif not self._accepted.is_set:
             return  # never accepted: the endpoint answers the handshake itself
         message = {"type": "websocket.close", "code": code, "reason": reason}
         try:
@@ -214,6 +257,62 @@ class ASGIWebSocketCarrier(Carrier):
             self._looked_up = True
             self._transport = find_transport(self._send)
         return self._transport
+
+
+def server_send(send: ASGISend) -> ASGISend:
+    """``send`` without the Starlette wrappers that only watch HTTP responses.
+
+    Starlette's exception handling wraps ``send`` in a coroutine that notes whether an
+    ``http.response.start`` went out and passes every message on; for websocket frames it adds
+    a coroutine per frame and nothing else. Any other wrapper (an application's middleware)
+    is kept.
+    """
+    while (
+        getattr(send, "__module__", None) == "starlette._exception_handler"
+        and getattr(send, "__qualname__", "").endswith("<locals>.sender")
+        and isinstance(send, types.FunctionType)
+        and send.__closure__ is not None
+        and "send" in send.__code__.co_freevars
+    ):
+        send = send.__closure__[send.__code__.co_freevars.index("send")].cell_contents
+    return send
+
+
+class NotAcceptedError(RuntimeError):
+    """A frame for a Starlette ``WebSocket`` that was not accepted yet (a bug of the caller)."""
+
+
+class _Signal:
+    """A one-shot flag tasks can wait for: an ``asyncio.Event`` costs ~760 bytes, this ~70.
+
+    The future waiters share is made only when one waits; ``callback`` is called once, when
+    the flag is set.
+    """
+
+    __slots__ = ("_future", "callback", "is_set")
+
+    def __init__(self) -> None:
+        self.is_set = False
+        self._future: asyncio.Future[None] | None = None
+        self.callback: Callable[[], object] | None = None
+
+    def set(self) -> None:
+        if self.is_set:
+            return
+        self.is_set = True
+        future, callback, self.callback = self._future, self.callback, None
+        if future is not None and not future.done():
+            future.set_result(None)
+        if callback is not None:
+            callback()
+
+    async def wait(self) -> None:
+        if self.is_set:
+            return
+        if self._future is None:
+            self._future = asyncio.get_running_loop().create_future()
+        # Shielded: one waiter cancelled must not cancel the future the others wait on.
+        await asyncio.shield(self._future)
 
 
 def find_transport(send: Any, *, depth: int = 6) -> asyncio.Transport | None:

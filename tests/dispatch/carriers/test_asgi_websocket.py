@@ -333,3 +333,108 @@ async def test_a_stuck_client_is_aborted_after_close_timeout() -> None:
             assert await Client(stuck).closed_with(timeout=15) in (None, 1006)
         finally:
             stuck.transport.abort()
+
+
+# -- the send frames go through ------------------------------------------------------------------
+
+
+def test_server_send_skips_only_starlettes_exception_wrapper() -> None:
+    from starlette._exception_handler import wrap_app_handling_exceptions
+    from starlette.requests import HTTPConnection
+
+    from tbone.dispatch.carriers.asgi_websocket import server_send
+
+    async def raw(message: Any) -> None:
+        pass
+
+    def middleware(inner: Any) -> Any:  # an application's own wrapper: it must stay
+        async def counting(message: Any) -> None:
+            await inner(message)
+
+        return counting
+
+    seen: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(send)
+
+    scope = {"type": "websocket", "path": "/", "headers": []}
+    for send in (raw, middleware(raw)):
+        wrapped = wrap_app_handling_exceptions(app, HTTPConnection(scope))
+        asyncio.run(wrap_app_handling_exceptions(wrapped, HTTPConnection(scope))(scope, None, send))
+        assert seen[-1] is not send  # Starlette's two wrappers...
+        assert server_send(seen[-1]) is send  # ...are skipped, down to what it was given
+    assert server_send(raw) is raw
+
+
+async def test_a_middleware_wrapping_send_sees_every_frame() -> None:
+    """Frames skip Starlette's own wrapper, not an application's: it still sees each frame."""
+    pubsub = MemoryChannel(name="pubsub")
+    frames: list[str] = []
+
+    def counting(app: Any) -> Any:
+        async def middleware(scope: Any, receive: Any, send: Any) -> None:
+            async def sending(message: Any) -> None:
+                if message["type"] == "websocket.send":
+                    frames.append(message["text"])
+                await send(message)
+
+            await app(scope, receive, sending)
+
+        return middleware
+
+    from starlette.middleware import Middleware
+
+    app = Starlette(
+        routes=[channel_route("/ws", pubsub, events=["e"])], middleware=[Middleware(counting)]
+    )
+    async with run_uvicorn(app) as server, connect(server.ws_url("/ws")) as ws:
+        await wait_until(lambda: pubsub.stats()["subscribers"] == 1)
+        for n in range(50):  # a burst: the writer task sends most of them
+            await pubsub.publish("e", {"n": n})
+        got = [await Client(ws).recv() for _ in range(50)]
+    assert [f["payload"]["data"]["n"] for f in got] == list(range(50))
+    assert len([f for f in frames if '"event"' in f]) == 50
+
+
+# -- the endpoint's wait for client frames ---------------------------------------------------------
+
+
+async def test_the_endpoint_stops_waiting_when_its_carrier_closes_not_otherwise() -> None:
+    """The endpoint waits for client frames without a task of its own; its carrier ending
+    interrupts that wait (the connection ends), a cancellation from outside goes through."""
+    from tbone_asgi import ChannelEndpoint
+
+    pubsub = MemoryChannel(name="interrupt")
+    endpoint = ChannelEndpoint(pubsub, events=["e"])
+    sent: list[dict[str, Any]] = []
+
+    def connection() -> tuple[Any, Any, asyncio.Queue[dict[str, Any]]]:
+        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        inbox.put_nowait({"type": "websocket.connect"})
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {"type": "websocket", "path": "/ws", "query_string": b"", "headers": []}
+        return endpoint(scope, inbox.get, send), send, inbox
+
+    # A carrier that closes (a channel asks its clients to resume) ends the connection.
+    app, send, _ = connection()
+    task = asyncio.create_task(app)
+    await wait_until(lambda: pubsub.stats()["subscribers"] == 1)
+    carrier = ASGIWebSocketCarrier(send).live()
+    assert carrier is not None
+    carrier.close_soon("resume", slow=False)
+    await asyncio.wait_for(task, 5)  # returned: not cancelled, no error
+    assert {"type": "websocket.close", "code": 1013, "reason": "resume"} in sent
+
+    # The server cancelling the app (shutdown) is not taken for the carrier's doing.
+    app, _, _ = connection()
+    task = asyncio.create_task(app)
+    await wait_until(lambda: pubsub.stats()["subscribers"] == 1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    await wait_until(lambda: pubsub.stats()["subscribers"] == 0)
+    await pubsub.close()
