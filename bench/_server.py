@@ -38,14 +38,15 @@ same Starlette app the other kinds serve them with, called directly as ASGI, so 
 and publish exactly as the others do.
 
 Server settings are the ones ``docs/asgi.md`` recommends ("Server settings"): client frames
-over 64 KiB refused by the server itself (``--ws-max-size 65536``) and no per-message deflate
-(``--ws-per-message-deflate true`` for clients that offer it, as uvicorn's default). The
-options ``--ws-max-size``, ``--ws-per-message-deflate``, ``--ws-ping-interval`` and
-``--ws-ping-timeout`` set them otherwise, for ``bench.server_settings``; Hypercorn takes the
-first as ``websocket_max_message_size`` and the ping interval as ``websocket_ping_interval``
-(it accepts deflate whenever it is offered). ``--ws`` picks uvicorn's websocket
-implementation: ``websockets-sansio`` (its default in 0.54), ``websockets`` or ``wsproto``.
-The floor takes only ``--ws-per-message-deflate``.
+over 64 KiB refused by the server itself (``--ws-max-size 65536``) and no per-message deflate.
+The options ``--ws-max-size``, ``--ws-per-message-deflate``, ``--ws-ping-interval`` and
+``--ws-ping-timeout`` set them otherwise, for ``bench.server_settings`` and the compressed
+rows of ``bench.fanout`` (``--ws-per-message-deflate true``, uvicorn's own default);
+Hypercorn takes the first as ``websocket_max_message_size`` and the ping interval as
+``websocket_ping_interval`` (it accepts deflate whenever it is offered). ``--ws`` picks
+uvicorn's websocket implementation: ``websockets-sansio``, ``websockets`` or ``wsproto``; by
+default uvicorn's own choice (``auto``: ``websockets-sansio`` in 0.54 when websockets is
+installed). The floor takes only ``--ws-per-message-deflate``.
 """
 
 from __future__ import annotations
@@ -606,9 +607,9 @@ def main() -> None:
     parser.add_argument("--server", choices=["uvicorn", "hypercorn"], default="uvicorn")
     parser.add_argument(
         "--ws",
-        choices=["websockets-sansio", "websockets", "wsproto"],
-        default="websockets-sansio",
-        help="uvicorn's websocket implementation",
+        choices=["auto", "websockets-sansio", "websockets", "wsproto"],
+        default="auto",
+        help="uvicorn's websocket implementation (auto: websockets-sansio in uvicorn 0.54)",
     )
     parser.add_argument("--ws-max-size", type=int, default=65536, help="bytes per client frame")
     parser.add_argument("--ws-per-message-deflate", choices=["true", "false"], default="false")
