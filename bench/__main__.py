@@ -63,7 +63,7 @@ def _channel(quick: bool, runs: int | None) -> str:
     return channel.run(runs=runs or 5)
 
 
-def _fanout(quick: bool, runs: int | None, landed: str = REVISION) -> str:
+def _fanout(quick: bool, runs: int | None, landed: str | None = None) -> str:
     from bench import fanout
 
     if quick:
@@ -141,9 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=None, help="runs per measurement")
     parser.add_argument(
         "--landed",
-        default=REVISION,
+        default=None,
         metavar="REV",
-        help="the commit whose tbone fanout runs as 'tbone (landed)' (default: %(default)s)",
+        help=(
+            "a commit whose tbone runs as one more fanout row, 'tbone (landed)' (default: none; "
+            f"{REVISION} is the fan-out before flow control)"
+        ),
     )
     args = parser.parse_args(argv)
     names = args.names or list(BENCHMARKS)

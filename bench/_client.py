@@ -3,7 +3,8 @@
 It opens N connections and follows line commands on stdin, answering each with one JSON line
 on stdout:
 
-* at start: ``{"connected": N, "seconds": ...}`` once every connection is open;
+* at start: ``{"connected": N, "seconds": ..., "deflate": D}`` once every connection is open
+  (D of them negotiated permessage-deflate);
 * ``{"expect": K}`` -> ``{"armed": true}`` at once, then, when every connection has received
   K event frames (or ``timeout`` passed), ``{"received": ..., "latency_us": [...], "last":
   ..., "cpu": ..., "out_of_order": ...}``: the publish-to-receive latency of each frame (from
@@ -15,11 +16,14 @@ on stdout:
 
 Each connection is the ``websockets`` library's sans-I/O ``ClientProtocol`` (it does the
 handshake, framing, masking, pings and the close handshake) driven by a plain asyncio
-protocol, with compression off as every server here is measured without it. That costs the
-client a third of what the library's asyncio client does per frame, which matters: clients
-share the machine's cores with the server, and the less they take, the more the latency
-measures the server. With ``--stuck`` the connections stop reading once open, as a client
-that hung would: the server's writes then pile up.
+protocol, with compression off unless ``--deflate`` is given. That costs the client a third
+of what the library's asyncio client does per frame, which matters: clients share the
+machine's cores with the server, and the less they take, the more the latency measures the
+server. With ``--deflate`` each connection offers permessage-deflate as browsers do
+(``permessage-deflate; client_max_window_bits``, the library's own default offer); frames
+the server compressed are decompressed by the protocol before they are parsed and counted,
+so a round measures the same thing either way. With ``--stuck`` the connections stop reading
+once open, as a client that hung would: the server's writes then pile up.
 """
 
 from __future__ import annotations
@@ -54,11 +58,15 @@ class _Round:
 class _Connection(asyncio.Protocol):
     """One websocket: the websockets library's ClientProtocol over an asyncio transport."""
 
-    def __init__(self, url: str, on_text: Callable[[_Connection, Any], None]) -> None:
+    def __init__(
+        self, url: str, on_text: Callable[[_Connection, Any], None], deflate: bool = False
+    ) -> None:
         from websockets.client import ClientProtocol
+        from websockets.extensions.permessage_deflate import enable_client_permessage_deflate
         from websockets.uri import parse_uri
 
-        self.protocol = ClientProtocol(parse_uri(url), max_size=None)
+        extensions = enable_client_permessage_deflate(None) if deflate else None
+        self.protocol = ClientProtocol(parse_uri(url), extensions=extensions, max_size=None)
         self.on_text = on_text
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -120,7 +128,9 @@ def _emit(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-async def _main(url: str, n: int, concurrency: int, timeout: float, stuck: bool) -> None:
+async def _main(
+    url: str, n: int, concurrency: int, timeout: float, stuck: bool, deflate: bool
+) -> None:
     try:
         import orjson
 
@@ -166,7 +176,7 @@ async def _main(url: str, n: int, concurrency: int, timeout: float, stuck: bool)
     async def open_one() -> None:
         async with gate:
             _, conn = await loop.create_connection(
-                lambda: _Connection(url, on_text), uri.host, uri.port
+                lambda: _Connection(url, on_text, deflate), uri.host, uri.port
             )
             await asyncio.wait_for(conn.opened, 60)
         connections.append(conn)
@@ -175,7 +185,9 @@ async def _main(url: str, n: int, concurrency: int, timeout: float, stuck: bool)
 
     start = time.perf_counter()
     await asyncio.gather(*(open_one() for _ in range(n)))
-    _emit({"connected": len(connections), "seconds": time.perf_counter() - start})
+    seconds = time.perf_counter() - start
+    deflated = sum(1 for conn in connections if conn.protocol.extensions)  # the only one offered
+    _emit({"connected": len(connections), "seconds": seconds, "deflate": deflated})
     while True:
         line = await loop.run_in_executor(None, sys.stdin.readline)
         if not line:
@@ -215,8 +227,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=100, help="handshakes at a time")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per round")
     parser.add_argument("--stuck", action="store_true", help="connect, then never read")
+    parser.add_argument("--deflate", action="store_true", help="offer permessage-deflate")
     args = parser.parse_args()
-    asyncio.run(_main(args.url, args.n, args.concurrency, args.timeout, args.stuck))
+    asyncio.run(_main(args.url, args.n, args.concurrency, args.timeout, args.stuck, args.deflate))
 
 
 if __name__ == "__main__":

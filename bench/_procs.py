@@ -160,11 +160,18 @@ class Server:
 class Clients:
     """``n`` websocket connections to ``url`` spread over ``procs`` client processes.
 
-    ``stuck`` connections never read (see ``bench._client``); they cannot be armed.
+    ``stuck`` connections never read (see ``bench._client``); they cannot be armed. With
+    ``deflate`` they offer permessage-deflate; ``deflated`` counts those that negotiated it.
     """
 
     def __init__(
-        self, url: str, n: int, procs: int, timeout: float = 60.0, stuck: bool = False
+        self,
+        url: str,
+        n: int,
+        procs: int,
+        timeout: float = 60.0,
+        stuck: bool = False,
+        deflate: bool = False,
     ) -> None:
         self.n = n
         self.procs: list[subprocess.Popen[str]] = []
@@ -176,9 +183,12 @@ class Clients:
                 _spawn(
                     ["-m", "bench._client", url, str(count), "--timeout", str(timeout)]
                     + (["--stuck"] if stuck else [])
+                    + (["--deflate"] if deflate else [])
                 )
             )
-        self.connected = sum(self._read(p)["connected"] for p in self.procs)
+        opened = [self._read(p) for p in self.procs]
+        self.connected = sum(o["connected"] for o in opened)
+        self.deflated = sum(o["deflate"] for o in opened)
         self.connect_seconds = time.perf_counter() - start
         if self.connected != n:
             self.close()

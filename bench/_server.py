@@ -1,8 +1,8 @@
 """The servers the websocket benchmarks run: ``python -m bench._server KIND [--workers N]``.
 
 Each is a real uvicorn server on 127.0.0.1 in its own process (Hypercorn with ``--server
-hypercorn``). It binds a free port, prints it on stdout (one line), then serves. Every kind
-serves:
+hypercorn``; the ``floor`` kind is its own server, below). It binds a free port, prints it on
+stdout (one line), then serves. Every kind serves:
 
 * ``/ws``: the websocket endpoint (each connection receives the ``tick`` events);
 * ``GET /stats``: the process's own CPU seconds (user + system), resident memory, peak
@@ -18,30 +18,55 @@ serves:
 Kinds: ``raw`` (a Starlette endpoint keeping a set of websockets; per event, ``json.dumps``
 and ``await send_text`` on each socket in turn), ``broadcaster`` (encode/broadcaster on
 ``memory://``, one subscriber task per websocket, as its README shows), ``tbone``
-(tbone_asgi's ``channel_route`` on a MemoryChannel) and ``bare`` (a pure ASGI app that accepts
-and waits, for memory per connection).
+(tbone_asgi's ``channel_route`` on a MemoryChannel), ``bare`` (a pure ASGI app that accepts
+and waits, for memory per connection) and ``floor``.
+
+``floor`` is the cheapest fan-out this machine can do, the floor the others are measured
+against: no ASGI server and no ASGI app on the websocket path, but a plain asyncio protocol
+(on uvloop when it is installed, as uvicorn picks it) that reads the HTTP request itself,
+answers a websocket upgrade on ``/ws`` (``Sec-WebSocket-Accept`` computed with hashlib) and
+keeps the transports. Per event it dumps the same frame as the others once (``json.dumps``),
+prepends a websocket header built by hand (FIN, text, unmasked) and calls ``transport.write``
+with those same bytes on every socket: nothing per delivery but the write. What clients send
+is read and dropped; a ping is answered with a pong and a close with a close, then the
+connection ends. When the client offers permessage-deflate and the server allows it
+(``--ws-per-message-deflate true``), the floor accepts it with ``server_no_context_takeover``
+and compresses each event once (raw deflate, the trailing ``00 00 ff ff`` stripped, RSV1
+set), writing those bytes to every such socket: the floor of a compressed fan-out, where a
+real server compresses per connection. Its other requests (``/stats``, ``/burst``) go to the
+same Starlette app the other kinds serve them with, called directly as ASGI, so they answer
+and publish exactly as the others do.
 
 Server settings are the ones ``docs/asgi.md`` recommends ("Server settings"): client frames
-over 64 KiB refused by the server itself (``--ws-max-size 65536``) and no per-message deflate
-(the benchmark clients do not offer it, so this changes nothing they measure). The options
-``--ws-max-size``, ``--ws-per-message-deflate``, ``--ws-ping-interval`` and
-``--ws-ping-timeout`` set them otherwise, for ``bench.server_settings``; Hypercorn takes the
-first as ``websocket_max_message_size`` and the ping interval as ``websocket_ping_interval``.
+over 64 KiB refused by the server itself (``--ws-max-size 65536``) and no per-message deflate.
+The options ``--ws-max-size``, ``--ws-per-message-deflate``, ``--ws-ping-interval`` and
+``--ws-ping-timeout`` set them otherwise, for ``bench.server_settings`` and the compressed
+rows of ``bench.fanout`` (``--ws-per-message-deflate true``, uvicorn's own default);
+Hypercorn takes the first as ``websocket_max_message_size`` and the ping interval as
+``websocket_ping_interval`` (it accepts deflate whenever it is offered). ``--ws`` picks
+uvicorn's websocket implementation: ``websockets-sansio``, ``websockets`` or ``wsproto``; by
+default uvicorn's own choice (``auto``: ``websockets-sansio`` in 0.54 when websockets is
+installed). The floor takes only ``--ws-per-message-deflate``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import gc
+import hashlib
 import json
 import resource
 import socket
+import struct
 import sys
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from http import HTTPStatus
+from typing import Any, cast
 
 from bench._payload import event_data
 
@@ -309,6 +334,215 @@ def _bare_app() -> Any:
     return app
 
 
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 4.2.2
+_TEXT, _CLOSE, _PING, _PONG = 0x1, 0x8, 0x9, 0xA
+
+
+def _ws_frame(opcode: int, payload: bytes, compressed: bool = False) -> bytes:
+    """A server frame (FIN, unmasked; RSV1 when ``compressed``): the header by hand, then
+    ``payload``."""
+    first = 0x80 | (0x40 if compressed else 0) | opcode
+    size = len(payload)
+    if size < 126:
+        return bytes((first, size)) + payload
+    if size < 1 << 16:
+        return struct.pack("!BBH", first, 126, size) + payload
+    return struct.pack("!BBQ", first, 127, size) + payload
+
+
+def _deflate(payload: bytes) -> bytes:
+    """``payload`` as one permessage-deflate message without context takeover (RFC 7692 7.2.1)."""
+    compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)  # raw deflate, a fresh window
+    data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    return data[:-4]  # the 00 00 ff ff that ends a sync flush is left off
+
+
+def _accepts_deflate(offers: str) -> bool:
+    """Whether one of the ``Sec-WebSocket-Extensions`` offers is permessage-deflate that the
+    floor can honour: any but one that limits the server's window (it compresses with 15 bits)."""
+    for offer in offers.split(","):
+        name, *params = (p.strip() for p in offer.split(";"))
+        if name == "permessage-deflate" and not any(
+            p.startswith("server_max_window_bits") for p in params
+        ):
+            return True
+    return False
+
+
+class _Floor:
+    """The floor server's state: the upgraded connections' transports, by whether they
+    negotiated deflate, and the control app that answers ``/stats`` and ``/burst``."""
+
+    def __init__(self, deflate: bool) -> None:
+        self.deflate = deflate  # accept permessage-deflate when offered
+        self.plain: set[asyncio.Transport] = set()
+        self.deflated: set[asyncio.Transport] = set()
+        self.requests: set[asyncio.Task[None]] = set()  # the loop holds tasks weakly
+        self.control = _control_app(self.publish, lambda: len(self.plain) + len(self.deflated), [])
+
+    async def publish(self, seq: int) -> None:
+        # One dump, one frame (one compression) per event; then only writes. A write that
+        # fails schedules connection_lost (asyncio and uvloop alike): the sets do not change
+        # while they are walked.
+        payload = json.dumps(_frame(seq)).encode()
+        if self.plain:
+            frame = _ws_frame(_TEXT, payload)
+            for transport in self.plain:
+                transport.write(frame)
+        if self.deflated:
+            frame = _ws_frame(_TEXT, _deflate(payload), compressed=True)
+            for transport in self.deflated:
+                transport.write(frame)
+
+
+class _FloorConnection(asyncio.Protocol):
+    """One connection to the floor: an HTTP request, then, once upgraded, the client's frames
+    read and dropped (a ping answered with a pong, a close with a close)."""
+
+    transport: asyncio.Transport
+
+    def __init__(self, floor: _Floor) -> None:
+        self.floor = floor
+        self.buffer = bytearray()
+        self.sockets: set[asyncio.Transport] | None = None  # the floor's set, once upgraded
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.sockets is not None:
+            self.sockets.discard(self.transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if self.sockets is not None:
+            self._frames(self.sockets)
+        elif b"\r\n\r\n" in self.buffer:
+            self._request()
+
+    def _request(self) -> None:
+        head, _, rest = bytes(self.buffer).partition(b"\r\n\r\n")
+        self.buffer = bytearray(rest)
+        request, *lines = head.decode("latin-1").split("\r\n")
+        method, target, _ = request.split(" ", 2)
+        headers = {}
+        for line in lines:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if target.partition("?")[0] == "/ws" and headers.get("upgrade", "").lower() == "websocket":
+            self._upgrade(headers)
+        else:  # /stats, /burst (and any other request) to the control app
+            task = asyncio.get_running_loop().create_task(self._control(method, target))
+            self.floor.requests.add(task)
+            task.add_done_callback(self.floor.requests.discard)
+
+    def _upgrade(self, headers: dict[str, str]) -> None:
+        key = headers["sec-websocket-key"].encode()
+        accept = base64.b64encode(hashlib.sha1(key + _WS_GUID).digest())
+        deflate = self.floor.deflate and _accepts_deflate(
+            headers.get("sec-websocket-extensions", "")
+        )
+        answer = [
+            b"HTTP/1.1 101 Switching Protocols",
+            b"Upgrade: websocket",
+            b"Connection: Upgrade",
+            b"Sec-WebSocket-Accept: " + accept,
+        ]
+        if deflate:
+            answer.append(
+                b"Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover"
+            )
+        self.transport.write(b"\r\n".join(answer) + b"\r\n\r\n")
+        self.sockets = self.floor.deflated if deflate else self.floor.plain
+        self.sockets.add(self.transport)
+        self._frames(self.sockets)
+
+    def _frames(self, sockets: set[asyncio.Transport]) -> None:
+        buf = self.buffer
+        while len(buf) >= 2:
+            opcode, size, start = buf[0] & 0x0F, buf[1] & 0x7F, 2
+            if size >= 126:
+                start += 2 if size == 126 else 8
+                if len(buf) < start:
+                    return
+                size = int.from_bytes(buf[2:start])
+            mask = buf[start : start + 4] if buf[1] & 0x80 else bytes(4)
+            start += 4 if buf[1] & 0x80 else 0
+            end = start + size
+            if len(buf) < end:
+                return
+            if opcode in (_PING, _CLOSE):
+                payload = bytes(b ^ mask[i % 4] for i, b in enumerate(buf[start:end]))
+                if opcode == _PING:
+                    self.transport.write(_ws_frame(_PONG, payload))
+                else:  # echo the status code, then end the connection (the server closes TCP)
+                    sockets.discard(self.transport)
+                    self.transport.write(_ws_frame(_CLOSE, payload[:2]))
+                    self.transport.close()
+                    buf.clear()
+                    return
+            del buf[:end]
+
+    async def _control(self, method: str, target: str) -> None:
+        # The request as ASGI to the same Starlette app the other kinds serve it with.
+        path, _, query = target.partition("?")
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "root_path": "",
+            "query_string": query.encode(),
+            "headers": [],
+            "client": None,
+            "server": None,
+        }
+        requested = [False]
+        status, body = [500], bytearray()
+
+        async def receive() -> dict[str, Any]:
+            if requested[0]:
+                return {"type": "http.disconnect"}
+            requested[0] = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            elif message["type"] == "http.response.body":
+                body.extend(message.get("body", b""))
+
+        await self.floor.control(scope, receive, send)
+        phrase = HTTPStatus(status[0]).phrase
+        self.transport.write(
+            f"HTTP/1.1 {status[0]} {phrase}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
+        self.transport.close()
+
+
+def _floor(sock: socket.socket, args: argparse.Namespace) -> None:
+    floor = _Floor(deflate=args.ws_per_message_deflate == "true")
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: _FloorConnection(floor), sock=sock, backlog=4096)
+        await server.serve_forever()
+
+    try:
+        import uvloop
+
+        factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(serve())
+
+
 def make_app(kind: str, url: str = "") -> Any:
     """The ASGI app of server ``kind`` (see the module docstring)."""
     if kind == "raw":
@@ -340,6 +574,7 @@ def _uvicorn(app: Any, sock: socket.socket, args: argparse.Namespace) -> None:
         log_level="warning",
         access_log=False,
         backlog=4096,
+        ws=args.ws,
         ws_max_size=args.ws_max_size,
         ws_per_message_deflate=args.ws_per_message_deflate == "true",
         **pings,
@@ -370,6 +605,12 @@ def main() -> None:
     parser.add_argument("--url", default="", help="backend URL (redis kinds)")
     parser.add_argument("--port", type=int, default=0, help="0: a free port")
     parser.add_argument("--server", choices=["uvicorn", "hypercorn"], default="uvicorn")
+    parser.add_argument(
+        "--ws",
+        choices=["auto", "websockets-sansio", "websockets", "wsproto"],
+        default="auto",
+        help="uvicorn's websocket implementation (auto: websockets-sansio in uvicorn 0.54)",
+    )
     parser.add_argument("--ws-max-size", type=int, default=65536, help="bytes per client frame")
     parser.add_argument("--ws-per-message-deflate", choices=["true", "false"], default="false")
     parser.add_argument("--ws-ping-interval", type=float, default=None, help="seconds")
@@ -381,6 +622,9 @@ def main() -> None:
     sock.bind(("127.0.0.1", args.port))
     sock.listen(4096)  # connections queue here until the server serves: no need to poll the port
     print(sock.getsockname()[1], flush=True)
+    if args.kind == "floor":  # no ASGI server: see the module docstring
+        _floor(sock, args)
+        return
     serve = _hypercorn if args.server == "hypercorn" else _uvicorn
     serve(make_app(args.kind, args.url), sock, args)
 
