@@ -551,11 +551,19 @@ def make_app(kind: str, url: str = "") -> Any:
         return _broadcaster_app(url or "memory://")
     if kind == "tbone":
         return _tbone_app()
+    if kind == "tbone-noflow":
+        from bench import _noflow
+
+        _noflow.disable()
+        return _tbone_app()
     if kind == "tbone-redis":
         return _tbone_app("redis", url)
     if kind == "bare":
         return _bare_app()
-    raise ValueError(f"unknown server kind {kind!r}: raw, broadcaster, tbone, tbone-redis, bare")
+    raise ValueError(
+        f"unknown server kind {kind!r}: raw, broadcaster, tbone, tbone-noflow, tbone-redis, "
+        "bare, floor"
+    )
 
 
 def _uvicorn(app: Any, sock: socket.socket, args: argparse.Namespace) -> None:

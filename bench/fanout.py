@@ -13,6 +13,9 @@ The rows (:data:`ROWS`: a :mod:`bench._server` kind and its options, one entry e
   ``tbone (wsproto)``: the same app on uvicorn's other two (``--ws``); ``tbone
   (hypercorn)``: the same app on Hypercorn (wsproto underneath). A row whose server is not
   installed (wsproto and Hypercorn are not in the bench extra) is left out with a note;
+* ``tbone (no flow control)``: the ``tbone`` row with flow control taken out of the fan-out
+  path (:mod:`bench._noflow`); a second table puts the two side by side: what flow control
+  costs;
 * ``tbone (landed)``, only when a commit is given (``python -m bench fanout --landed REV``):
   the same ``tbone`` server on the tbone and tbone_asgi of that commit (:mod:`bench._landed`),
   so that the "vs landed" ratios are what the working tree's changes cost.
@@ -91,7 +94,12 @@ ROWS: dict[str, Row] = {
     "tbone (websockets)": Row("tbone", ("--ws", "websockets")),
     "tbone (wsproto)": Row("tbone", ("--ws", "wsproto"), ("wsproto",)),
     "tbone (hypercorn)": Row("tbone", ("--server", "hypercorn"), ("hypercorn",)),
+    # The same as "tbone", with flow control out of the fan-out path (bench._noflow).
+    "tbone (no flow control)": Row("tbone-noflow"),
 }
+
+# The row "tbone" is measured against for the cost of flow control (its own table).
+NO_FLOW = "tbone (no flow control)"
 
 # The columns added when a landed row runs.
 VS_LANDED = ("CPU vs landed", "paced CPU vs landed", "paced p99 vs landed")
@@ -271,10 +279,38 @@ def run(
                 *notes,
             ]
         )
+        flow = Table(
+            f"What flow control costs: tbone against {NO_FLOW} (median of {runs} runs)",
+            [
+                "N",
+                "deflate",
+                "CPU µs/delivery",
+                "without",
+                "ratio",
+                "paced CPU µs",
+                "without",
+                "paced ratio",
+            ],
+            note=f"{NO_FLOW}: the tbone server with bench._noflow's fan-out, which offers every "
+            "frame without testing the connection's outbox, lag or the catch-up window; side by "
+            "side in the runs above.",
+        )
         for n in sizes:
             k = events or events_for(n)
             for deflate in (False, True):
                 med = _measure(rows, n, k, runs, deflate)
+                if NO_FLOW in med and "tbone" in med:
+                    on, off = med["tbone"], med[NO_FLOW]
+                    flow.add(
+                        n,
+                        _negotiated(on["deflated"]),
+                        on["cpu_us"],
+                        off["cpu_us"],
+                        ratio(on["cpu_us"], off["cpu_us"]),
+                        on["paced_cpu_us"],
+                        off["paced_cpu_us"],
+                        ratio(on["paced_cpu_us"], off["paced_cpu_us"]),
+                    )
                 floor, raw, broadcaster = med["floor"], med["raw"], med["broadcaster"]
                 for name, m in med.items():
                     cells = [
@@ -305,4 +341,4 @@ def run(
                             ratio(m["paced_p99_ms"], base["paced_p99_ms"]),
                         ]
                     table.add(*cells)
-    return table.render()
+    return table.render() + ("\n\n" + flow.render() if flow.rows else "")

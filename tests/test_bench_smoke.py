@@ -56,15 +56,20 @@ def test_fanout_delivers_every_frame_on_every_server() -> None:
     # tbone_asgi is part of the tree, wsproto and Hypercorn come with the test extra: every row
     # must be measured.
     assert "left out" not in out, out
-    header = next(line for line in out.splitlines() if line.startswith("| N |"))
+    main, _, flow = out.partition("### What flow control costs")
+    header = next(line for line in main.splitlines() if line.startswith("| N |"))
     names = [c.strip() for c in header.strip().strip("|").split("|")]
-    table = [dict(zip(names, cells, strict=True)) for cells in rows(out)]
+    table = [dict(zip(names, cells, strict=True)) for cells in rows(main)]
     # Each row once per group, every connection of the second group on permessage-deflate
     # (a share below 100% would show instead of "yes"), every frame delivered.
     delivered = {(r["server"], r["deflate"]): r["delivered"] for r in table}
     assert delivered == {(name, d): "100.0%" for name in ROWS for d in ("no", "yes")}, out
     assert {"floor", "tbone", "tbone (wsproto)", "tbone (hypercorn)"} <= set(ROWS)
     assert {r["CPU vs floor"] for r in table if r["server"] == "floor"} == {"1.00x"}, out
+    # tbone against itself without flow control, per N and group: both ratios.
+    costs = rows(flow)
+    assert [c[1] for c in costs] == ["no", "yes"], out
+    assert all(c[4].endswith("x") and c[7].endswith("x") for c in costs), out
 
 
 def test_idle_measures_each_server() -> None:
