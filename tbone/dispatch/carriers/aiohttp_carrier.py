@@ -39,6 +39,8 @@ class AioHttpWebSocketCarrier(Carrier):
     Raises TypeError for anything that is not a ``WebSocketResponse``.
     """
 
+    __slots__ = ("close_timeout",)
+
     #: aiohttp raises ClientConnectionResetError (a ConnectionResetError) for a closing
     #: transport; a closed response is turned into ConnectionResetError by :meth:`send_text`.
     disconnect_errors: ClassVar[tuple[type[BaseException], ...]] = (ConnectionError, OSError)

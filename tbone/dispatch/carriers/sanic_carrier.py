@@ -43,6 +43,8 @@ class SanicWebSocketCarrier(Carrier):
     #: A closed websocket (Sanic's own error, or the ``websockets`` protocol's) or a socket
     #: error. :meth:`send_text` turns Sanic's RequestCancelled (a closing transport) and its
     #: "finished" ServerError into ConnectionResetError.
+    __slots__ = ("close_timeout",)
+
     disconnect_errors: ClassVar[tuple[type[BaseException], ...]] = (
         WebsocketClosed,
         ConnectionClosed,
