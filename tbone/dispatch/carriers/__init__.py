@@ -268,8 +268,7 @@ class Carrier:
         ):
             self._overflow()
             return False
-        idle = self._writer is None or self._waiter is not None
-        if now and idle and not outbox and self._inflight is None:
+        if now and self._writer is None and not outbox and self._inflight is None:
             # Nothing waits before this frame and no send is under way: start the send here.
             # Most sends complete without suspending (the server buffers the bytes), so the
             # frame goes out with no task switch and no object left for the collector; one
@@ -281,10 +280,8 @@ class Carrier:
         outbox.append(text)
         self._sizes.append(size)
         self.queued_bytes += size
-        if self._writer is None:
+        if self._writer is None:  # else the running writer takes it in turn
             self._writer = asyncio.get_running_loop().create_task(self._write_loop())
-        else:
-            self._wake()
         # No slow watch started here (this runs for every frame of a burst): a channel starts
         # it when it finds the connection behind, and room() when a replay waits.
         return True
@@ -344,10 +341,7 @@ class Carrier:
             return False
         self._inflight = (coro, step, size)
         self.queued_bytes += size  # waiting for the peer: it counts against the limit
-        if self._writer is None:
-            self._writer = asyncio.get_running_loop().create_task(self._write_loop())
-        else:
-            self._wake()
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop())  # it finishes it
         return True
 
     def _sent(self, size: int) -> bool:
@@ -372,12 +366,13 @@ class Carrier:
         return len(self.outbox)
 
     def _wake(self) -> None:
+        # For subclasses whose reader parks on _waiter (the in-process EventStream); the writer
+        # task never parks: it ends once drained.
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     async def _write_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         send = self._start_send
         while True:
             inflight = self._inflight
@@ -419,11 +414,11 @@ class Carrier:
                     continue
             if self._drained is not None:
                 self._signal_drained()
-            if self.closed or not self._links:
-                self._writer = None
-                return
-            waiter = self._waiter = loop.create_future()
-            await waiter
+            # Drained: the task ends, and the next frame that has to wait starts another. A
+            # writer parked on a future would keep a task, its frame and the future alive per
+            # connection (~1 KiB, and objects every full collection walks) after any burst.
+            self._writer = None
+            return
 
     def _low_water(self) -> None:
         # Room again: take the next events from the windows of the channels this connection
@@ -478,8 +473,7 @@ class Carrier:
         carrier closed meanwhile. Used before a deliberate close, so the frames that explain
         it (error frames) are not dropped with the outbox.
         """
-        writer_busy = self._writer is not None and self._waiter is None
-        if self.closed or not (self.outbox or writer_busy):
+        if self.closed or not (self.outbox or self._writer is not None):
             return not self.closed
         if self._drained is None or self._drained.done():
             self._drained = asyncio.get_running_loop().create_future()
@@ -522,7 +516,7 @@ class Carrier:
         if not self._links:
             if _live.get(self) is self:
                 del _live[self]
-            self._wake()  # an idle writer exits once nothing is subscribed
+            self._wake()  # an in-process reader waiting for events (EventStream) ends
 
     def lag(self, link: Link) -> None:
         """The channel of ``link`` holds frames back for this connection (it is behind).
