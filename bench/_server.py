@@ -113,13 +113,15 @@ def _control_app(
       whose stop answers what the window left alive, after a full collection at both ends:
       ``net_blocks``, the change in memory blocks allocated (``sys.getallocatedblocks()``),
       ``net_objects``, the change in objects the collector tracks as ``[type, count]``, and
-      ``garbage``, the cyclic garbage the stop's full collection found. With ``trace=1``
+      ``garbage``, the cyclic garbage made in the window (what its automatic collections
+      freed, and what the stop's full collection finds), and ``young``, what
+      generation 0 held at each automatic collection in the window as ``[type, line, count]``
+      (what outlived its allocation long enough to meet a collection). With ``trace=1``
       (tracemalloc, which slows the server several times over: never around a timed round)
-      also ``blocks``, the memory blocks allocated in the window and still alive as ``[line,
+      young objects come with the line that allocated them, and the stop also answers
+      ``blocks``, the memory blocks allocated in the window and still alive, as ``[line,
       count, bytes, from]`` (``from``: the innermost line of tbone, tbone_asgi or bench that
-      led to them), and ``young``, what generation 0 held at each automatic collection in the
-      window as ``[type, line, count]`` (what outlived its allocation long enough to meet a
-      collection).
+      led to them).
     """
     import dis
     import tracemalloc
@@ -140,7 +142,7 @@ def _control_app(
     # records what generation 0 holds when it starts (``young``).
     gcs: dict[str, Any] = {}
     own = [False]
-    young: list[Counter[tuple[str, str]] | None] = [None]
+    young: list[Counter[Any] | None] = [None]
 
     def gc_reset() -> None:
         gcs.update(
@@ -168,8 +170,11 @@ def _control_app(
         if pause > gcs["longest"]:
             gcs["longest"], gcs["longest_generation"] = pause, gen
 
-    def sample_young(seen: Counter[tuple[str, str]]) -> None:
-        seen.update(map(describe, gc.get_objects(0)))
+    def sample_young(seen: Counter[Any]) -> None:
+        # By type alone when not tracing: no new key object, so the window's net block count
+        # stays what the round left (type objects exist already).
+        traced = tracemalloc.is_tracing()
+        seen.update(map(describe if traced else type, gc.get_objects(0)))
 
     def collect() -> int:
         # A full collection of our own (not counted): what it found unreachable.
@@ -187,8 +192,8 @@ def _control_app(
     # blocks allocated (sys.getallocatedblocks) and in the objects the collector tracks, by
     # type; an object made to replace one that died (a connection's latest frame, say) adds
     # nothing. With ``trace=1`` also, through tracemalloc, the blocks allocated in the window
-    # and still alive, by the line that allocated them (made to replace one or not), and what
-    # generation 0 holds at each automatic collection.
+    # and still alive, by the line that allocated them (made to replace one or not), and the
+    # line of each young object.
     frames = 8
     window: dict[str, Any] = {}
 
@@ -230,14 +235,17 @@ def _control_app(
             collect()
             window["types"] = Counter(map(type, gc.get_objects()))
             window["blocks"] = sys.getallocatedblocks()
+            window["collected"] = sum(gcs["collected"])
+            young[0] = Counter()
             if request.query_params.get("trace") == "1":
                 tracemalloc.start(frames)
-                young[0] = Counter()
             return JSONResponse({"tracing": tracemalloc.is_tracing()})
         if action != "stop" or "blocks" not in window:
             return JSONResponse({"error": "start a window first"}, status_code=400)
-        seen, young[0] = young[0], None
-        garbage = collect()  # cyclic garbage made in the window and not yet collected
+        seen, young[0] = young[0] or Counter(), None
+        # Cyclic garbage made in the window: what its automatic collections freed (a reset of
+        # the counts in between loses that part), and what a full collection finds now.
+        garbage = max(0, sum(gcs["collected"]) - window.pop("collected")) + collect()
         blocks = sys.getallocatedblocks() - window.pop("blocks")
         types: Counter[type] = Counter(map(type, gc.get_objects()))
         types.subtract(window.pop("types"))
@@ -245,8 +253,12 @@ def _control_app(
             "garbage": garbage,
             "net_blocks": blocks,
             "net_objects": [[type_name(kind), count] for kind, count in types.items() if count],
+            "young": [
+                [*(key if isinstance(key, tuple) else (type_name(key), "")), count]
+                for key, count in seen.items()
+            ],
         }
-        if seen is not None:
+        if tracemalloc.is_tracing():
             # Left out: tracemalloc's own objects and what sample_young() records.
             code = sample_young.__code__
             snapshot = tracemalloc.take_snapshot().filter_traces(
@@ -272,7 +284,6 @@ def _control_app(
                 [line, count, sizes[line], called[line].most_common(1)[0][0]]
                 for line, count in lines.items()
             ]
-            answer["young"] = [[kind, line, count] for (kind, line), count in seen.items()]
         return JSONResponse(answer)
 
     async def burst(k: int, rate: float = 0.0, published: list[int] | None = None) -> None:
