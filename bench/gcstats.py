@@ -51,7 +51,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from bench._procs import Clients, Server
-from bench._report import Table, median, percentile
+from bench._report import Table, fmt, median, percentile
 
 __all__ = ["run"]
 
@@ -76,6 +76,7 @@ def _timed(server: Server, clients: Clients, k: int, rate: float) -> dict[str, f
         "gen2": gc["collections"][2],
         "gc_ms": sum(gc["seconds"]) * 1000,
         "longest_ms": gc["longest"] * 1000,
+        "longest_gen": gc["longest_generation"],
         "per_1k": sum(gc["collections"]) / max(1, deliveries) * 1000,
         "p99_ms": percentile(got["latency_us"], 99) / 1000,
     }
@@ -198,13 +199,15 @@ def run(
             [
                 setting,
                 "A gc callback in each server counts and times its automatic collections "
-                f"(thresholds {tuple(threshold)}); worst pause: the longest of all runs.",
+                f"(thresholds {tuple(threshold)}); worst pause: the longest of all runs, "
+                "and the generation it collected.",
                 note,
             ]
         ).strip(),
     )
     for kind, samples in timed.items():
         m = {key: median([s[key] for s in samples]) for key in samples[0]}
+        worst = max(samples, key=lambda s: s["longest_ms"])
         collections.add(
             kind,
             int(m["deliveries"]),
@@ -213,7 +216,9 @@ def run(
             m["gen2"],
             m["gc_ms"],
             m["longest_ms"],
-            max(s["longest_ms"] for s in samples),
+            f"{fmt(worst['longest_ms'])} (gen{worst['longest_gen']})"
+            if worst["longest_gen"] >= 0
+            else "-",  # no collection in any run
             m["per_1k"],
             m["p99_ms"],
         )
@@ -239,14 +244,23 @@ def run(
     )
     lines = Table(
         f"Where it comes from, N = {n:,} (the top {top} per server and measure)",
-        ["server", "measure", "allocated at", "type", "from", "count", "/event", "/delivery"],
+        [
+            "server",
+            "measure",
+            "allocated at",
+            "type",
+            "from",
+            "count",
+            "/event",
+            "/connection",
+            "/delivery",
+        ],
         note=(
             "net objects: tracked objects the round added, by type; new blocks: memory blocks "
             f"allocated in the round (paced {slower:g}x slower, tracemalloc on) and alive at "
-            "its end, replacing older ones or not (about N: one per connection; about K: one "
-            "per event); young: what generation 0 held at collections, by type (the round "
-            "above) and by line (young, traced: the traced round). from: the innermost line "
-            "of tbone, tbone_asgi or bench on the way to a "
+            "its end, replacing older ones or not; young: what generation 0 held at "
+            "collections, by type (the round above) and by line (young, traced: the traced "
+            "round). from: the innermost line of tbone, tbone_asgi or bench on the way to a "
             "library's allocation; '-': a block tracemalloc cannot place (Python 3.11: an "
             "instance with a __dict__, or memory reused from a free list)."
         ),
@@ -267,18 +281,20 @@ def run(
         for type_, count in a["net_objects"].most_common(top):
             if count >= k / 2:
                 per = f"{count / deliveries:.4f}"
-                lines.add(kind, "net objects", "", type_, "", count, count / k, per)
+                lines.add(kind, "net objects", "", type_, "", count, count / k, count / n, per)
         for line, count in a["blocks"].most_common(top):
             if count >= k / 2:
                 per = f"{count / traced:.4f}"
                 source = a["from"].get(line, "")
-                lines.add(kind, "new blocks", line or "-", "", source, count, count / k, per)
+                lines.add(
+                    kind, "new blocks", line or "-", "", source, count, count / k, count / n, per
+                )
         for (type_, _), count in a["young"].most_common(top):
             if count >= deliveries / 1000:
                 per = f"{count / deliveries:.4f}"
-                lines.add(kind, "young", "", type_, "", count, "", per)
+                lines.add(kind, "young", "", type_, "", count, "", "", per)
         for (type_, line), count in a["traced_young"].most_common(top):
             if count >= traced / 1000:
                 per = f"{count / traced:.4f}"
-                lines.add(kind, "young, traced", line or "-", type_, "", count, "", per)
+                lines.add(kind, "young, traced", line or "-", type_, "", count, "", "", per)
     return "\n".join(table.render() for table in (collections, left, lines))

@@ -120,6 +120,10 @@ def test_gc_measures_each_server_and_what_a_round_leaves() -> None:
     assert [r[0] for r in alive] == servers, out
     for cells in collections + alive:
         assert cells[1] == "20", out  # N = 5 clients x K = 4 events, every frame delivered
+    for cells in collections:
+        worst = cells.pop(7)  # the worst pause, with its generation; "-" for no collection
+        assert re.fullmatch(r"-|[\d,.]+ \(gen[012]\)", worst), worst
+    for cells in collections + alive:
         assert all(re.fullmatch(r"-?[\d,.]+", c) for c in cells[2:]), cells
     # The allocation check ran: it finds what tbone's MemoryChannel keeps of each event (its
     # history), both as tracked objects and as the lines that allocated them.
