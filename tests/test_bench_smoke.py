@@ -123,6 +123,9 @@ def test_gc_measures_each_server_and_what_a_round_leaves() -> None:
     for cells in collections:
         worst = cells.pop(7)  # the worst pause, with its generation; "-" for no collection
         assert re.fullmatch(r"-|[\d,.]+ \(gen[012]\)", worst), worst
+    for cells in alive:
+        each = cells.pop(6)  # objects per delivery of each round counted
+        assert re.fullmatch(r"-?[\d.]+ -?[\d.]+ -?[\d.]+", each), each
     for cells in collections + alive:
         assert all(re.fullmatch(r"-?[\d,.]+", c) for c in cells[2:]), cells
     # The allocation check ran: it finds what tbone's MemoryChannel keeps of each event (its
