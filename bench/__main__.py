@@ -114,6 +114,14 @@ def _server_settings(quick: bool, runs: int | None) -> str:
     return server_settings.run(runs=runs or 3)
 
 
+def _gc(quick: bool, runs: int | None) -> str:
+    from bench import gcstats
+
+    if quick:
+        return gcstats.run(n=5, runs=runs or 1, events=4)
+    return gcstats.run(runs=runs or 3)
+
+
 BENCHMARKS: dict[str, Callable[[bool, int | None], str]] = {
     "signals": _signals,
     "channel": _channel,
@@ -122,6 +130,7 @@ BENCHMARKS: dict[str, Callable[[bool, int | None], str]] = {
     "slow": _slow,
     "redis": _redis,
     "server_settings": _server_settings,
+    "gc": _gc,
 }
 
 

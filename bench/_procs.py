@@ -130,6 +130,8 @@ class Server:
 
         With ``reset_peak`` the next call's peak RSS is the peak since this call (Linux); with
         ``objects`` the answer also counts live objects (after a full garbage collection).
+        ``gc``: the server's automatic garbage collections since the last ``reset_peak``
+        (``bench._server``'s ``_control_app`` says what it holds).
         """
         query = "&".join(q for q, on in (("reset=1", reset_peak), ("objects=1", objects)) if on)
         return self.request("GET", f"/stats?{query}" if query else "/stats")

@@ -127,12 +127,189 @@ def _control_app(
     routes: list[Any],
     lifespan: Callable[[Any], contextlib.AbstractAsyncContextManager[None]] | None = None,
 ) -> Any:
+    """The app serving ``/stats`` and ``/burst`` (module docstring) next to ``routes``.
+
+    For ``bench.gcstats`` it also serves:
+
+    * in ``/stats``, ``gc``: the garbage collector's automatic collections since the last
+      ``reset=1``, per generation (``collections``, ``seconds``, ``collected``: objects freed),
+      the ``longest`` pause in seconds and its generation, and ``threshold`` and ``frozen``;
+    * ``POST /alloc?action=start[&trace=1]``, then ``POST /alloc?action=stop``: a window
+      whose stop answers what the window left alive, after a full collection at both ends:
+      ``net_blocks``, the change in memory blocks allocated (``sys.getallocatedblocks()``),
+      ``net_objects``, the change in objects the collector tracks as ``[type, count]``, and
+      ``garbage``, the cyclic garbage made in the window (what its automatic collections
+      freed, and what the stop's full collection finds), and ``young``, what
+      generation 0 held at each automatic collection in the window as ``[type, line, count]``
+      (what outlived its allocation long enough to meet a collection). With ``trace=1``
+      (tracemalloc, which slows the server several times over: never around a timed round)
+      young objects come with the line that allocated them, and the stop also answers
+      ``blocks``, the memory blocks allocated in the window and still alive, as ``[line,
+      count, bytes, from]`` (``from``: the innermost line of tbone, tbone_asgi or bench that
+      led to them).
+    """
+    import dis
+    import tracemalloc
+    from collections import Counter
+
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
     bursts: set[asyncio.Task[None]] = set()
+
+    # The garbage collector, seen from a gc callback: per generation, the automatic
+    # collections since the last ``reset=1``, their seconds (perf_counter from "start" to
+    # "stop"), the objects they freed (cyclic garbage) and the longest pause. Two clock reads
+    # per collection; nothing else runs until /stats is read. Our own gc.collect() calls are
+    # left out (``own``), and during an allocation window (POST /alloc) each collection also
+    # records what generation 0 holds when it starts (``young``).
+    gcs: dict[str, Any] = {}
+    own = [False]
+    young: list[Counter[Any] | None] = [None]
+
+    def gc_reset() -> None:
+        gcs.update(
+            collections=[0, 0, 0],
+            seconds=[0.0, 0.0, 0.0],
+            collected=[0, 0, 0],
+            longest=0.0,
+            longest_generation=-1,
+            started=0.0,
+        )
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if own[0]:
+            return
+        if phase == "start":
+            if young[0] is not None:
+                sample_young(young[0])
+            gcs["started"] = time.perf_counter()
+            return
+        pause = time.perf_counter() - gcs["started"]
+        gen = info["generation"]
+        gcs["collections"][gen] += 1
+        gcs["seconds"][gen] += pause
+        gcs["collected"][gen] += info["collected"]
+        if pause > gcs["longest"]:
+            gcs["longest"], gcs["longest_generation"] = pause, gen
+
+    def sample_young(seen: Counter[Any]) -> None:
+        # By type alone when not tracing: no new key object, so the window's net block count
+        # stays what the round left (type objects exist already).
+        traced = tracemalloc.is_tracing()
+        seen.update(map(describe if traced else type, gc.get_objects(0)))
+
+    def collect() -> int:
+        # A full collection of our own (not counted): what it found unreachable.
+        own[0] = True
+        try:
+            return gc.collect()
+        finally:
+            own[0] = False
+
+    gc_reset()
+    gc.callbacks.append(on_gc)
+
+    # Allocation windows (POST /alloc?action=start, then ?action=stop): what a window leaves
+    # alive, after a full collection at both ends. Net, always: the change in the memory
+    # blocks allocated (sys.getallocatedblocks) and in the objects the collector tracks, by
+    # type; an object made to replace one that died (a connection's latest frame, say) adds
+    # nothing. With ``trace=1`` also, through tracemalloc, the blocks allocated in the window
+    # and still alive, by the line that allocated them (made to replace one or not), and the
+    # line of each young object.
+    frames = 8
+    window: dict[str, Any] = {}
+
+    def short(filename: str) -> str:
+        for marker in ("site-packages/", f"python{sys.version_info[0]}.{sys.version_info[1]}/"):
+            if marker in filename:
+                return filename.rsplit(marker, 1)[1]
+        for top in ("tbone_asgi", "tbone", "bench"):
+            if f"/{top}/" in filename:
+                return top + "/" + filename.rsplit(f"/{top}/", 1)[1]
+        return filename
+
+    def where(traceback: Any) -> str:
+        frame = traceback[-1]  # the most recent call: the line that allocated
+        return f"{short(frame.filename)}:{frame.lineno}"
+
+    def caller(traceback: Any) -> str:
+        # The innermost frame in the project's code (tbone, tbone_asgi, bench), when the
+        # allocating line is in a library: which of our lines made the library allocate.
+        for frame in reversed(traceback):
+            name = short(frame.filename)
+            if name.startswith(("tbone/", "tbone_asgi/", "bench/")):
+                return f"{name}:{frame.lineno}"
+        return ""
+
+    def type_name(kind: type) -> str:
+        module = kind.__module__
+        return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+
+    def describe(obj: Any) -> tuple[str, str]:
+        # No line for memory reused from a free list or (Python 3.11) an instance with a
+        # managed __dict__: tracemalloc does not find those objects' blocks.
+        traceback = tracemalloc.get_object_traceback(obj)
+        return type_name(type(obj)), "" if traceback is None else where(traceback)
+
+    async def allocations(request: Request) -> JSONResponse:
+        action = request.query_params["action"]
+        if action == "start":
+            collect()
+            window["types"] = Counter(map(type, gc.get_objects()))
+            window["blocks"] = sys.getallocatedblocks()
+            window["collected"] = sum(gcs["collected"])
+            young[0] = Counter()
+            if request.query_params.get("trace") == "1":
+                tracemalloc.start(frames)
+            return JSONResponse({"tracing": tracemalloc.is_tracing()})
+        if action != "stop" or "blocks" not in window:
+            return JSONResponse({"error": "start a window first"}, status_code=400)
+        seen, young[0] = young[0] or Counter(), None
+        # Cyclic garbage made in the window: what its automatic collections freed (a reset of
+        # the counts in between loses that part), and what a full collection finds now.
+        garbage = max(0, sum(gcs["collected"]) - window.pop("collected")) + collect()
+        blocks = sys.getallocatedblocks() - window.pop("blocks")
+        types: Counter[type] = Counter(map(type, gc.get_objects()))
+        types.subtract(window.pop("types"))
+        answer: dict[str, Any] = {
+            "garbage": garbage,
+            "net_blocks": blocks,
+            "net_objects": [[type_name(kind), count] for kind, count in types.items() if count],
+            "young": [
+                [*(key if isinstance(key, tuple) else (type_name(key), "")), count]
+                for key, count in seen.items()
+            ],
+        }
+        if tracemalloc.is_tracing():
+            # Left out: tracemalloc's own objects and what sample_young() records.
+            code = sample_young.__code__
+            snapshot = tracemalloc.take_snapshot().filter_traces(
+                [
+                    tracemalloc.Filter(False, tracemalloc.__file__),
+                    *(
+                        tracemalloc.Filter(False, code.co_filename, line, all_frames=True)
+                        for _, line in dis.findlinestarts(code)
+                        if line is not None
+                    ),
+                ]
+            )
+            tracemalloc.stop()
+            lines: Counter[str] = Counter()
+            sizes: Counter[str] = Counter()
+            called: dict[str, Counter[str]] = {}
+            for stat in snapshot.statistics("traceback"):
+                line = where(stat.traceback)
+                lines[line] += stat.count
+                sizes[line] += stat.size
+                called.setdefault(line, Counter())[caller(stat.traceback)] += stat.count
+            answer["blocks"] = [
+                [line, count, sizes[line], called[line].most_common(1)[0][0]]
+                for line, count in lines.items()
+            ]
+        return JSONResponse(answer)
 
     async def burst(k: int, rate: float = 0.0, published: list[int] | None = None) -> None:
         count = published if published is not None else [0]
@@ -158,8 +335,15 @@ def _control_app(
         if request.query_params.get("objects") == "1":
             # RSS rarely shrinks (CPython keeps freed arenas), so what is really still held is
             # counted as live objects the garbage collector tracks, after a full collection.
-            gc.collect()
+            collect()
             answer["objects"] = len(gc.get_objects())
+        answer["gc"] = {
+            **{key: value for key, value in gcs.items() if key != "started"},
+            "threshold": gc.get_threshold(),
+            "frozen": gc.get_freeze_count(),
+        }
+        if reset:
+            gc_reset()
         return JSONResponse(answer)
 
     async def start_burst(request: Request) -> JSONResponse:
@@ -184,6 +368,7 @@ def _control_app(
         routes=[
             Route("/stats", stats),
             Route("/burst", start_burst, methods=["POST"]),
+            Route("/alloc", allocations, methods=["POST"]),
             *routes,
         ],
         lifespan=lifespan,

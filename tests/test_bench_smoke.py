@@ -114,3 +114,28 @@ def test_server_settings_measures_each_server_before_and_after() -> None:
     # uvicorn drops connections that answer no ping; Hypercorn never checks for pongs.
     assert [(r[0], r[3]) for r in pings] == [("uvicorn", "0"), ("Hypercorn", "2")], out
     assert pings[1][2].startswith("not within"), out
+
+
+def test_gc_measures_each_server_and_what_a_round_leaves() -> None:
+    out = run_bench("gc")
+    collections, alive, where = (rows(table) for table in out.split("### ")[1:])
+    servers = ["raw", "broadcaster", "tbone"]
+    assert [r[0] for r in collections] == servers, out
+    assert [r[0] for r in alive] == servers, out
+    for cells in collections + alive:
+        assert cells[1] == "20", out  # N = 5 clients x K = 4 events, every frame delivered
+    for cells in collections:
+        worst = cells.pop(7)  # the worst pause, with its generation; "-" for no collection
+        assert re.fullmatch(r"-|[\d,.]+ \(gen[012]\)", worst), worst
+    for cells in alive:
+        each = cells.pop(6)  # objects per delivery of each round counted
+        assert re.fullmatch(r"-?[\d.]+ -?[\d.]+ -?[\d.]+", each), each
+    for cells in collections + alive:
+        assert all(re.fullmatch(r"-?[\d,.]+", c) for c in cells[2:]), cells
+    # The allocation check ran: it finds what tbone's MemoryChannel keeps of each event (its
+    # history), both as tracked objects and as the lines that allocated them.
+    tbone = [r for r in where if r[0] == "tbone"]
+    assert ["net objects", "tbone.dispatch.events.Event", "4"] in [
+        [r[1], r[3], r[5]] for r in tbone
+    ], out
+    assert any(r[1] == "new blocks" and r[2].startswith("tbone/dispatch/") for r in tbone), out
