@@ -102,12 +102,15 @@ def usage(reset_peak: bool = False) -> dict[str, float]:
                 f.write("5")  # 5: reset the peak RSS to the current RSS (Linux 4.0+)
     except OSError:
         pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    peak *= 1 if sys.platform == "darwin" else 1024  # kilobytes on Linux
+    rusage = resource.getrusage(resource.RUSAGE_SELF)
+    peak = rusage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)  # kilobytes on Linux
     return {
         # CLOCK_PROCESS_CPUTIME_ID: user + system of every thread, in ns (os.times() ticks
         # in 10 ms steps, too coarse for short bursts).
         "cpu": time.process_time(),
+        # The part spent in the kernel (sockets: most of a write is there). Linux splits the
+        # exact total in the ratio of sampled ticks, so it is an estimate, good over a round.
+        "system": rusage.ru_stime,
         "rss": found.get("VmRSS", peak),
         "peak_rss": found.get("VmHWM", peak),
     }
