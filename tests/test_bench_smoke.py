@@ -79,11 +79,19 @@ def test_idle_measures_each_server() -> None:
     assert body["bare"][4] == "0.0", out  # the baseline's own "beyond bare" column
 
 
-def test_redis_delivers_every_frame_across_two_workers() -> None:
+def test_redis_delivers_every_frame_across_one_two_and_four_workers() -> None:
     require_redis_server()
     out = run_bench("redis")
-    servers = {r[0]: r[7] for r in rows(out)}
-    assert servers == {"tbone": "100.0%", "broadcaster": "100.0%"}, out
+    body = rows(out)
+    delivered = {(r[0], r[1]): r[8] for r in body}
+    assert delivered == {
+        (server, workers): "100.0%"
+        for workers in ("1", "2", "4")
+        for server in ("tbone", "broadcaster")
+    }, out
+    # Each row against broadcaster with as many workers: deliveries/s and paced p99.
+    assert all(re.fullmatch(r"[\d.]+x", c) for r in body for c in r[9:11]), out
+    assert [r[9:11] for r in body if r[0] == "broadcaster"] == [["1.00x", "1.00x"]] * 3, out
 
 
 def test_slow_subscribers_are_measured_on_every_server() -> None:
