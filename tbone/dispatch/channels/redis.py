@@ -8,6 +8,10 @@ long form):
   and the Event's id is the stream id Redis gave it (``"<ms>-<seq>"``, ordered in the stream).
 * Each process runs ONE reader per channel (a blocking ``XREAD`` on its own connection), however
   many subscribers it has, and delivers every event once to each subscriber, in stream order.
+* While publishes of this process are on their way to Redis, the reader holds the entries it
+  read, at most ``gather_ms`` (2 ms), and adds the ones those publishes store: a publish loop
+  then runs ahead of its own process's fan-out, which carries its events in batches instead
+  of one at a time (see ``RedisChannel._gather``). Without such a publish it never waits.
 * The reader survives Redis going away: it reconnects with backoff and reads again after the
   last id it delivered, so events stored meanwhile arrive late but in order, if the stream
   still holds them (``maxlen`` trims the oldest).
@@ -85,6 +89,8 @@ _DATA_FIELD = b"d"  # the JSON text of the event data
 _FORMAT_FIELD = b"v"
 _FORMAT = "1"
 _START = "0-0"  # the position before any entry: an empty stream, or none at all
+#: How long a reader may hold a batch for its own process's publishes (``gather_ms``).
+GATHER_MS = 2.0
 
 
 # One history page, or one checked read of a reader that is behind: the entries after ARGV[1]
@@ -171,7 +177,9 @@ class RedisChannel(Channel):
     * ``block_ms``: how long one ``XREAD BLOCK`` waits for new entries before asking again.
     * ``probe_interval``: seconds without any answer from Redis after which the reader treats
       the link as dead and reconnects; must be longer than ``block_ms``.
-    * ``read_count``: most entries one ``XREAD`` returns.
+    * ``read_count``: most entries one ``XREAD`` returns (and one batch holds).
+    * ``gather_ms``: how long the reader may hold a batch for this process's publishes on
+      their way to Redis (0: never); it does not wait when none is.
     * ``socket_timeout``: seconds a ``publish`` or history read waits for Redis (clients made
       from ``url`` only).
     * ``max_message_bytes``, ``window``, ``window_bytes``, ``queue_size``, ``queue_bytes``,
@@ -197,6 +205,7 @@ class RedisChannel(Channel):
         block_ms: int = 2_000,
         probe_interval: float = 5.0,
         read_count: int = 100,
+        gather_ms: float = GATHER_MS,
         socket_timeout: float = 5.0,
         **options: Unpack[ChannelOptions],
     ) -> None:
@@ -218,6 +227,10 @@ class RedisChannel(Channel):
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{option} must be a positive int, got {value!r}")
+        if isinstance(gather_ms, bool) or not isinstance(gather_ms, (int, float)):
+            raise TypeError(f"gather_ms must be a number of milliseconds, got {gather_ms!r}")
+        if not 0 <= gather_ms <= 1000:
+            raise ValueError(f"gather_ms must be between 0 and 1000 ms, got {gather_ms!r}")
         if not probe_interval > block_ms / 1000:
             raise ValueError(
                 f"probe_interval ({probe_interval}s) must be longer than block_ms ({block_ms}ms):"
@@ -231,6 +244,7 @@ class RedisChannel(Channel):
         self.block_ms = block_ms
         self.probe_interval = probe_interval
         self.read_count = read_count
+        self.gather_ms = gather_ms
         self.socket_timeout = socket_timeout
         self._client = client  # the user's, or ours (made per event loop) when url is given
         # In a cluster: the master the reader reads from, when not the one the cluster client
@@ -250,6 +264,12 @@ class RedisChannel(Channel):
         # from the new one instead of reporting the same loss twice.
         self._rebased: tuple[str, str] | None = None
         self._stopping = False
+        # This process's publishes: how many are on their way to Redis, how many came back,
+        # the highest id they stored, and a future the next one to come back resolves.
+        self._storing = 0
+        self._landed = 0
+        self._stored_upto = (0, 0)
+        self._landing: asyncio.Future[None] | None = None
 
     # -- clients -----------------------------------------------------------------------------
 
@@ -321,14 +341,25 @@ class RedisChannel(Channel):
         """
         payload = jsonenc.dumps_bytes(data)
         self.check_size(name, payload)
-        stream_id = _text(
-            await self._publisher().xadd(
-                self.key,
-                {_NAME_FIELD: name.encode(), _DATA_FIELD: payload, _FORMAT_FIELD: _FORMAT},
-                maxlen=self.maxlen,
-                approximate=True,
+        publisher = self._publisher()
+        loop = _running_loop()
+        self._storing += 1
+        try:
+            stream_id = _text(
+                await publisher.xadd(
+                    self.key,
+                    {_NAME_FIELD: name.encode(), _DATA_FIELD: payload, _FORMAT_FIELD: _FORMAT},
+                    maxlen=self.maxlen,
+                    approximate=True,
+                )
             )
-        )
+            self._stored_upto = max(self._stored_upto, _id_key(stream_id))
+        finally:
+            self._storing = max(0, self._storing - 1)  # reset by on_new_loop meanwhile: 0
+            self._landed += 1
+            landing, self._landing = self._landing, None
+            if landing is not None and not landing.done() and landing.get_loop() is loop:
+                landing.set_result(None)
         return Event.from_json(name, payload, stream_id, self.name, data=data)
 
     async def listen(self, after: str | None) -> AsyncIterator[list[Event]]:
@@ -390,6 +421,8 @@ class RedisChannel(Channel):
                     self._answered()
                     self._check_stopping()
                     entries = _entries(reply) if reply else []
+                    if entries and self._storing and self.gather_ms:
+                        await self._gather(reader, entries)
                     checked = self._behind = len(entries) >= self.read_count
                     if not entries:
                         # block_ms without an entry: make sure the stream did not go back
@@ -417,6 +450,43 @@ class RedisChannel(Channel):
             self._reader = None
             if reader is not None:
                 await _close_quietly(reader)
+
+    async def _gather(self, reader: aioredis.Redis, entries: list[Any]) -> None:
+        """Add to ``entries`` the entries this process's publishes on their way store next.
+
+        A loop that awaits each ``publish`` shares its event loop with this process's fan-out:
+        each ``XADD`` answer is read only once the fan-out in progress is done, so the loop
+        publishes one event per fan-out and every fan-out carries one event, its most
+        expensive way (one wake-up of every connection per event, here and in the clients).
+        Holding the batch while a publish of this process is on its way, and reading what it
+        stored, lets the loop run ahead and one fan-out carry many events. At most
+        ``gather_ms`` and ``read_count`` entries; no wait when none of this process's
+        publishes is on its way (readers of other processes, paced publishes).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.gather_ms / 1000
+        seen = self._landed
+        while len(entries) < self.read_count:
+            if self._landed == seen:
+                remaining = deadline - loop.time()
+                if not self._storing or remaining <= 0:
+                    return
+                landing = self._landing
+                if landing is None or landing.done():
+                    landing = self._landing = loop.create_future()
+                await asyncio.wait((landing,), timeout=remaining)  # never cancels `landing`
+                continue
+            seen = self._landed
+            last = _text(entries[-1][0])
+            if self._stored_upto <= _id_key(last):
+                continue  # what came back is in the batch already
+            if loop.time() >= deadline:
+                return
+            reply = await reader.xread({self.key: last}, count=self.read_count - len(entries))
+            self._answered()
+            self._check_stopping()
+            if reply:
+                entries.extend(_entries(reply))
 
     def _redirect(
         self, client: RedisCluster, reader: aioredis.Redis | None, exc: Exception
@@ -461,6 +531,7 @@ class RedisChannel(Channel):
         self._extra["stream_resets"] += 1
         self._lost(position)
         self._rebased = (position, tail)
+        self._stored_upto = (0, 0)  # ids the stream lost: none of them comes back
         self.report_gap(
             f"the stream {self.key!r} is behind the last id delivered ({position}; it now ends "
             f"at {tail}): Redis lost entries (a failover to a replica that lacked them, a "
@@ -591,6 +662,8 @@ class RedisChannel(Channel):
         # Clients of a previous loop cannot be awaited from this one: drop them.
         self._reader = None
         self._reader_state = "stopped"
+        self._storing = 0  # publishes of that loop never come back
+        self._landing = None
         if self.url is not None:
             self._client = None
             self._client_loop = None
@@ -632,6 +705,7 @@ class RedisChannel(Channel):
             behind=self._behind,
             maxlen=self.maxlen,
             block_ms=self.block_ms,
+            gather_ms=self.gather_ms,
             probe_interval=self.probe_interval,
             **self._extra,
         )

@@ -465,3 +465,126 @@ async def test_the_entries_of_one_read_are_delivered_as_one_batch(
         await pipe.execute()
     await carrier.wait_for(3)
     assert nows == [False, False, True]  # writers were told more followed
+
+
+# -- gathering a publish loop's events ------------------------------------------------------------
+
+
+class _Batches(RedisChannel):
+    """Records the ``now`` of each delivery: True ends a batch."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.nows: list[bool] = []
+
+    def deliver(self, event: Any, *, now: bool = True) -> None:
+        self.nows.append(now)
+        super().deliver(event, now=now)
+
+
+@pytest.mark.parametrize(
+    ("gather_ms", "error"),
+    [(-1, ValueError), (1001, ValueError), ("2", TypeError), (True, TypeError)],
+)
+def test_gather_ms_is_checked(gather_ms: Any, error: type[Exception]) -> None:
+    with pytest.raises(error, match="gather_ms"):
+        RedisChannel(name="bad-gather", url="redis://127.0.0.1:1/0", gather_ms=gather_ms)
+
+
+async def test_a_publish_loop_is_delivered_in_batches_in_order(redis_server: RedisServer) -> None:
+    # Each publish is awaited before the next, as a user's loop does: the reader holds what it
+    # read while the next publish of its process is on its way, so events go out in batches.
+    channel = _Batches(
+        name="gather-loop", url=redis_server.url, block_ms=200, probe_interval=1, gather_ms=1000
+    )
+    carrier = RecordingCarrier()
+    channel.subscribe("e", carrier)
+    await channel.ready()
+    sent = [await channel.publish("e", i) for i in range(30)]
+    got = _payloads(await carrier.wait_for(30))
+    assert [p["id"] for p in got] == [e.id for e in sent]
+    assert [p["data"] for p in got] == list(range(30))
+    assert channel.nows.count(True) < 30, channel.nows  # fewer batches than events
+    assert channel.stats()["gather_ms"] == 1000
+    await channel.close(forget=True)
+
+
+async def test_a_gathered_batch_holds_at_most_read_count(redis_server: RedisServer) -> None:
+    channel = _Batches(
+        name="gather-count",
+        url=redis_server.url,
+        block_ms=200,
+        probe_interval=1,
+        gather_ms=1000,
+        read_count=4,
+    )
+    carrier = RecordingCarrier()
+    channel.subscribe("e", carrier)
+    await channel.ready()
+    sent = [await channel.publish("e", i) for i in range(25)]
+    got = _payloads(await carrier.wait_for(25))
+    assert [p["id"] for p in got] == [e.id for e in sent]
+    sizes = [len(b) for b in _batch_sizes(channel.nows)]
+    assert max(sizes) == 4, sizes
+    await channel.close(forget=True)
+
+
+async def test_the_reader_waits_only_for_publishes_of_its_process_on_their_way(
+    redis_server: RedisServer,
+) -> None:
+    # With a whole second to gather, every event here still arrives at once: no publish of
+    # this process is on its way once the last one returned, and another writer's entry
+    # never makes the reader wait.
+    channel = _Batches(
+        name="gather-none", url=redis_server.url, block_ms=200, probe_interval=1, gather_ms=1000
+    )
+    carrier = RecordingCarrier()
+    channel.subscribe("e", carrier)
+    await channel.ready()
+    start = time.monotonic()
+    for i in range(5):
+        await channel.publish("e", i)
+    await carrier.wait_for(5)
+    async with aioredis.Redis.from_url(redis_server.url) as client:
+        await client.xadd(channel.key, {"n": "e", "d": "5", "v": "1"})
+    await carrier.wait_for(6)
+    single = await channel.publish("e", 6)
+    got = _payloads(await carrier.wait_for(7))
+    assert time.monotonic() - start < 0.9  # a wait for gather_ms would take 1 s alone
+    assert [p["data"] for p in got] == list(range(7))
+    assert got[-1]["id"] == single.id
+    await channel.close(forget=True)
+
+
+async def test_gathering_gives_way_to_the_publisher_gate(redis_server: RedisServer) -> None:
+    # Two events ahead of the reader and the publisher waits for it: the reader, holding its
+    # batch for publishes on their way, then sees none on its way and delivers, so the
+    # publisher goes on long before publish_timeout.
+    channel = _Batches(
+        name="gather-gate",
+        url=redis_server.url,
+        block_ms=200,
+        probe_interval=1,
+        gather_ms=1000,
+        queue_size=2,
+        publish_timeout=5.0,
+    )
+    carrier = RecordingCarrier()
+    channel.subscribe("e", carrier)
+    await channel.ready()
+    start = time.monotonic()
+    sent = [await channel.publish("e", i) for i in range(20)]
+    got = _payloads(await carrier.wait_for(20))
+    assert time.monotonic() - start < 3.0
+    assert [p["id"] for p in got] == [e.id for e in sent]
+    assert max(len(b) for b in _batch_sizes(channel.nows)) <= 3
+    await channel.close(forget=True)
+
+
+def _batch_sizes(nows: list[bool]) -> list[list[bool]]:
+    batches: list[list[bool]] = [[]]
+    for now in nows:
+        batches[-1].append(now)
+        if now:
+            batches.append([])
+    return [b for b in batches if b]
