@@ -270,6 +270,11 @@ class RedisChannel(Channel):
         self._landed = 0
         self._stored_upto = (0, 0)
         self._landing: asyncio.Future[None] | None = None
+        # A publish just came back and the step it came back in has not ended: one started
+        # now is a loop's next (``for ...: await publish(...)``); ``_looping`` says whether
+        # the last one started was.
+        self._just_landed = False
+        self._looping = False
 
     # -- clients -----------------------------------------------------------------------------
 
@@ -343,6 +348,7 @@ class RedisChannel(Channel):
         self.check_size(name, payload)
         publisher = self._publisher()
         loop = _running_loop()
+        self._looping = self._just_landed
         self._storing += 1
         try:
             stream_id = _text(
@@ -360,7 +366,13 @@ class RedisChannel(Channel):
             landing, self._landing = self._landing, None
             if landing is not None and not landing.done() and landing.get_loop() is loop:
                 landing.set_result(None)
+            if not self._just_landed:
+                self._just_landed = True
+                loop.call_soon(self._step_ended)
         return Event.from_json(name, payload, stream_id, self.name, data=data)
+
+    def _step_ended(self) -> None:
+        self._just_landed = False
 
     async def listen(self, after: str | None) -> AsyncIterator[list[Event]]:
         """Read the stream after ``after`` (None: after its newest entry) with ``XREAD BLOCK``.
@@ -467,9 +479,14 @@ class RedisChannel(Channel):
         deadline = loop.time() + self.gather_ms / 1000
         seen = self._landed
         while len(entries) < self.read_count:
+            last = _text(entries[-1][0])
             if self._landed == seen:
                 remaining = deadline - loop.time()
                 if not self._storing or remaining <= 0:
+                    return
+                if not self._looping and self._stored_upto < _id_key(last):
+                    # What is on its way may be what the batch ends with, and no loop follows
+                    # it (a publish now and then): waiting for it would only delay the batch.
                     return
                 landing = self._landing
                 if landing is None or landing.done():
@@ -477,7 +494,6 @@ class RedisChannel(Channel):
                 await asyncio.wait((landing,), timeout=remaining)  # never cancels `landing`
                 continue
             seen = self._landed
-            last = _text(entries[-1][0])
             if self._stored_upto <= _id_key(last):
                 continue  # what came back is in the batch already
             if loop.time() >= deadline:
@@ -664,6 +680,7 @@ class RedisChannel(Channel):
         self._reader_state = "stopped"
         self._storing = 0  # publishes of that loop never come back
         self._landing = None
+        self._just_landed = self._looping = False
         if self.url is not None:
             self._client = None
             self._client_loop = None

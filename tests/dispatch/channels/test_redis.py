@@ -556,6 +556,41 @@ async def test_the_reader_waits_only_for_publishes_of_its_process_on_their_way(
     await channel.close(forget=True)
 
 
+class _LateAnswers(_Batches):
+    """Each XADD's answer comes back a second after Redis stored the entry."""
+
+    def _publisher(self) -> Any:
+        client = super()._publisher()
+
+        class Late:
+            async def xadd(self, *args: Any, **kwargs: Any) -> Any:
+                stored = await client.xadd(*args, **kwargs)
+                await asyncio.sleep(1.0)
+                return stored
+
+        return Late()
+
+
+async def test_a_lone_publish_on_its_way_does_not_hold_its_own_event(
+    redis_server: RedisServer,
+) -> None:
+    # The reader reads the entry before its publish returns (as when the answers of XADD and
+    # XREAD arrive together): with no loop behind that publish, nothing is worth waiting for.
+    channel = _LateAnswers(
+        name="gather-lone", url=redis_server.url, block_ms=200, probe_interval=1, gather_ms=1000
+    )
+    carrier = RecordingCarrier()
+    channel.subscribe("e", carrier)
+    await channel.ready()
+    start = time.monotonic()
+    publishing = asyncio.ensure_future(channel.publish("e", "lone"))
+    got = _payloads(await carrier.wait_for(1))
+    assert time.monotonic() - start < 0.5  # not held until the answer, a second later
+    assert not publishing.done()
+    assert got[0]["id"] == (await publishing).id
+    await channel.close(forget=True)
+
+
 async def test_gathering_gives_way_to_the_publisher_gate(redis_server: RedisServer) -> None:
     # Two events ahead of the reader and the publisher waits for it: the reader, holding its
     # batch for publishes on their way, then sees none on its way and delivers, so the
