@@ -8,10 +8,12 @@ long form):
   and the Event's id is the stream id Redis gave it (``"<ms>-<seq>"``, ordered in the stream).
 * Each process runs ONE reader per channel (a blocking ``XREAD`` on its own connection), however
   many subscribers it has, and delivers every event once to each subscriber, in stream order.
-* While publishes of this process are on their way to Redis, the reader holds the entries it
-  read, at most ``gather_ms`` (2 ms), and adds the ones those publishes store: a publish loop
-  then runs ahead of its own process's fan-out, which carries its events in batches instead
-  of one at a time (see ``RedisChannel._gather``). Without such a publish it never waits.
+* While a publish loop of this process (``for ...: await channel.publish(...)``) has its next
+  publish on its way to Redis, the reader holds the entries it read, at most ``gather_ms``
+  (2 ms), and adds the ones the loop stores: the loop then runs ahead of its own process's
+  fan-out, which carries its events in batches instead of one at a time (see
+  ``RedisChannel._gather``). Otherwise (other processes' events, a publish now and then) the
+  reader hands events over at once.
 * The reader survives Redis going away: it reconnects with backoff and reads again after the
   last id it delivered, so events stored meanwhile arrive late but in order, if the stream
   still holds them (``maxlen`` trims the oldest).
@@ -89,7 +91,7 @@ _DATA_FIELD = b"d"  # the JSON text of the event data
 _FORMAT_FIELD = b"v"
 _FORMAT = "1"
 _START = "0-0"  # the position before any entry: an empty stream, or none at all
-#: How long a reader may hold a batch for its own process's publishes (``gather_ms``).
+#: How long a reader may hold a batch for its process's publish loop (``gather_ms``).
 GATHER_MS = 2.0
 
 
@@ -178,8 +180,8 @@ class RedisChannel(Channel):
     * ``probe_interval``: seconds without any answer from Redis after which the reader treats
       the link as dead and reconnects; must be longer than ``block_ms``.
     * ``read_count``: most entries one ``XREAD`` returns (and one batch holds).
-    * ``gather_ms``: how long the reader may hold a batch for this process's publishes on
-      their way to Redis (0: never); it does not wait when none is.
+    * ``gather_ms``: how long the reader may hold a batch for the next publish of a publish
+      loop of this process, on its way to Redis (0: never).
     * ``socket_timeout``: seconds a ``publish`` or history read waits for Redis (clients made
       from ``url`` only).
     * ``max_message_bytes``, ``window``, ``window_bytes``, ``queue_size``, ``queue_bytes``,
@@ -470,10 +472,13 @@ class RedisChannel(Channel):
         each ``XADD`` answer is read only once the fan-out in progress is done, so the loop
         publishes one event per fan-out and every fan-out carries one event, its most
         expensive way (one wake-up of every connection per event, here and in the clients).
-        Holding the batch while a publish of this process is on its way, and reading what it
+        Holding the batch while the loop's next publish is on its way, and reading what it
         stored, lets the loop run ahead and one fan-out carry many events. At most
-        ``gather_ms`` and ``read_count`` entries; no wait when none of this process's
-        publishes is on its way (readers of other processes, paced publishes).
+        ``gather_ms`` and ``read_count`` entries. A publish counts as a loop's next when it
+        starts in the step in which the previous one came back (``_just_landed``); any other
+        publish on its way is waited for only when the batch's last entry has come back
+        already (so it is a newer entry): a publish now and then is never held behind its
+        own answer.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.gather_ms / 1000
