@@ -494,12 +494,7 @@ def test_gather_ms_is_checked(gather_ms: Any, error: type[Exception]) -> None:
 async def test_a_publish_loop_is_delivered_in_batches_in_order(redis_server: RedisServer) -> None:
     # Each publish is awaited before the next, as a user's loop does: the reader holds what it
     # read while the next publish of its process is on its way, so events go out in batches.
-    channel = _Batches(
-        name="gather-loop", url=redis_server.url, block_ms=200, probe_interval=1, gather_ms=1000
-    )
-    carrier = RecordingCarrier()
-    channel.subscribe("e", carrier)
-    await channel.ready()
+    channel, carrier = await _gathering(redis_server, "gather-loop")
     sent = [await channel.publish("e", i) for i in range(30)]
     got = _payloads(await carrier.wait_for(30))
     assert [p["id"] for p in got] == [e.id for e in sent]
@@ -510,17 +505,7 @@ async def test_a_publish_loop_is_delivered_in_batches_in_order(redis_server: Red
 
 
 async def test_a_gathered_batch_holds_at_most_read_count(redis_server: RedisServer) -> None:
-    channel = _Batches(
-        name="gather-count",
-        url=redis_server.url,
-        block_ms=200,
-        probe_interval=1,
-        gather_ms=1000,
-        read_count=4,
-    )
-    carrier = RecordingCarrier()
-    channel.subscribe("e", carrier)
-    await channel.ready()
+    channel, carrier = await _gathering(redis_server, "gather-count", read_count=4)
     sent = [await channel.publish("e", i) for i in range(25)]
     got = _payloads(await carrier.wait_for(25))
     assert [p["id"] for p in got] == [e.id for e in sent]
@@ -535,12 +520,7 @@ async def test_the_reader_waits_only_for_publishes_of_its_process_on_their_way(
     # With a whole second to gather, every event here still arrives at once: no publish of
     # this process is on its way once the last one returned, and another writer's entry
     # never makes the reader wait.
-    channel = _Batches(
-        name="gather-none", url=redis_server.url, block_ms=200, probe_interval=1, gather_ms=1000
-    )
-    carrier = RecordingCarrier()
-    channel.subscribe("e", carrier)
-    await channel.ready()
+    channel, carrier = await _gathering(redis_server, "gather-none")
     start = time.monotonic()
     for i in range(5):
         await channel.publish("e", i)
@@ -554,6 +534,19 @@ async def test_the_reader_waits_only_for_publishes_of_its_process_on_their_way(
     assert [p["data"] for p in got] == list(range(7))
     assert got[-1]["id"] == single.id
     await channel.close(forget=True)
+
+
+async def _gathering(
+    redis_server: RedisServer, name: str, cls: type[_Batches] | None = None, **options: Any
+) -> tuple[_Batches, RecordingCarrier]:
+    """A channel of ``cls`` that may gather for a second, with one ready subscriber of "e"."""
+    channel = (cls or _Batches)(
+        name=name, url=redis_server.url, block_ms=200, probe_interval=1, gather_ms=1000, **options
+    )
+    carrier = RecordingCarrier()
+    channel.subscribe("e", carrier)
+    await channel.ready()
+    return channel, carrier
 
 
 class _LateAnswers(_Batches):
@@ -576,12 +569,7 @@ async def test_a_lone_publish_on_its_way_does_not_hold_its_own_event(
 ) -> None:
     # The reader reads the entry before its publish returns (as when the answers of XADD and
     # XREAD arrive together): with no loop behind that publish, nothing is worth waiting for.
-    channel = _LateAnswers(
-        name="gather-lone", url=redis_server.url, block_ms=200, probe_interval=1, gather_ms=1000
-    )
-    carrier = RecordingCarrier()
-    channel.subscribe("e", carrier)
-    await channel.ready()
+    channel, carrier = await _gathering(redis_server, "gather-lone", _LateAnswers)
     start = time.monotonic()
     publishing = asyncio.ensure_future(channel.publish("e", "lone"))
     got = _payloads(await carrier.wait_for(1))
@@ -595,18 +583,9 @@ async def test_gathering_gives_way_to_the_publisher_gate(redis_server: RedisServ
     # Two events ahead of the reader and the publisher waits for it: the reader, holding its
     # batch for publishes on their way, then sees none on its way and delivers, so the
     # publisher goes on long before publish_timeout.
-    channel = _Batches(
-        name="gather-gate",
-        url=redis_server.url,
-        block_ms=200,
-        probe_interval=1,
-        gather_ms=1000,
-        queue_size=2,
-        publish_timeout=5.0,
+    channel, carrier = await _gathering(
+        redis_server, "gather-gate", queue_size=2, publish_timeout=5.0
     )
-    carrier = RecordingCarrier()
-    channel.subscribe("e", carrier)
-    await channel.ready()
     start = time.monotonic()
     sent = [await channel.publish("e", i) for i in range(20)]
     got = _payloads(await carrier.wait_for(20))
