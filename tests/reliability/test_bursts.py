@@ -174,36 +174,29 @@ async def test_a_publish_loop_reaches_every_reader_and_only_the_stuck_one_is_clo
 
 
 class Watch:
-    """When the stuck carrier fell behind (sampled every 10 ms), its last completed send and
-    its close (recorded by the carrier's own calls), and the peak RSS (sampled)."""
+    """When the stuck carrier fell behind, its last completed send and its close (each sampled
+    every 10 ms from the carrier's own state), and the peak RSS (sampled)."""
 
     def __init__(self, carrier: Carrier) -> None:
         self.carrier = carrier
         self.behind_at: float | None = None
         self.closed_at: float | None = None
         self.last_send_at = time.monotonic()
+        self.sends = carrier._sends  # completed sends: what the slow rule calls progress
         self.start = self.peak = rss()
         self.late = 0.0  # the most this loop ran a 10 ms timer late
         self.done = False
-        sent, close = carrier._sent, carrier.close_soon
-
-        def record_send(size: int) -> bool:
-            self.last_send_at = time.monotonic()
-            return sent(size)
-
-        def record_close(reason: str, *, slow: bool = True) -> None:
-            if self.closed_at is None:
-                self.closed_at = time.monotonic()
-            close(reason, slow=slow)
-
-        carrier._sent = record_send  # type: ignore[method-assign]
-        carrier.close_soon = record_close  # type: ignore[method-assign]
 
     async def run(self) -> None:
         while not self.done:
             carrier = self.carrier
+            now = time.monotonic()
             if self.behind_at is None and (carrier.behind or carrier.lagging):
-                self.behind_at = time.monotonic()
+                self.behind_at = now
+            if carrier._sends != self.sends:
+                self.sends, self.last_send_at = carrier._sends, now
+            if self.closed_at is None and carrier.closed:
+                self.closed_at = now
             self.peak = max(self.peak, rss())
             before = time.monotonic()
             await asyncio.sleep(0.01)
