@@ -53,6 +53,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from tbone.dispatch.errors import TBoneError
 from tbone.dispatch.events import Event
 from tbone.dispatch.extras import requires
+from tbone.dispatch.timeouts import wait_at_most
 
 with requires(__name__, "the 'websockets' library", extra="client"):
     from websockets.asyncio.client import ClientConnection, connect
@@ -301,8 +302,8 @@ class Subscription:
     async def wait_connected(self, timeout: float = 10.0) -> None:
         """Wait until a connection is open. Raises ``TimeoutError`` after ``timeout`` seconds."""
         try:
-            await asyncio.wait_for(self._connected.wait(), timeout)
-        except (asyncio.TimeoutError, TimeoutError):
+            await wait_at_most(self._connected.wait(), timeout)
+        except TimeoutError:
             raise TimeoutError(f"{self.url}: not connected within {timeout}s") from None
 
     async def wait_disconnected(self, timeout: float = 10.0) -> None:
@@ -311,8 +312,8 @@ class Subscription:
         Raises ``TimeoutError`` after ``timeout`` seconds.
         """
         try:
-            await asyncio.wait_for(self._disconnected.wait(), timeout)
-        except (asyncio.TimeoutError, TimeoutError):
+            await wait_at_most(self._disconnected.wait(), timeout)
+        except TimeoutError:
             raise TimeoutError(f"{self.url}: still connected after {timeout}s") from None
 
     async def subscribe(self, events: Iterable[str], timeout: float = 10.0) -> None:
@@ -379,8 +380,8 @@ class Subscription:
                 if frame is not None:
                     await ws.send(json.dumps(frame))
                 await ws.send('{"type":"ping"}')
-                await asyncio.wait_for(asyncio.shield(pong), timeout)
-            except (asyncio.TimeoutError, TimeoutError):
+                await wait_at_most(asyncio.shield(pong), timeout)
+            except TimeoutError:
                 self._stale_pongs += 1  # its pong may still come: it must not answer the next
                 raise TimeoutError(f"{self.url}: no answer within {timeout}s") from None
             except (ConnectionClosed, ConnectionError):

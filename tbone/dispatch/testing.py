@@ -16,6 +16,7 @@ from typing import Any
 
 from tbone.dispatch import jsonenc
 from tbone.dispatch.carriers import Carrier
+from tbone.dispatch.timeouts import wait_at_most
 
 __all__ = ["RecordingCarrier"]
 
@@ -97,8 +98,8 @@ class RecordingCarrier(Carrier):
         Raises ``TimeoutError`` (with what did arrive) after ``timeout`` seconds.
         """
         try:
-            await asyncio.wait_for(self._until(lambda: len(self.texts) >= count), timeout)
-        except (asyncio.TimeoutError, TimeoutError):
+            await wait_at_most(self._until(lambda: len(self.texts) >= count), timeout)
+        except TimeoutError:
             raise TimeoutError(
                 f"{self!r}: waited {timeout}s for {count} frames, got {len(self.texts)}"
             ) from None
@@ -107,8 +108,8 @@ class RecordingCarrier(Carrier):
     async def wait_closed(self, timeout: float = 5.0) -> tuple[int, str]:
         """Wait until the connection was closed; return ``(code, reason)``."""
         try:
-            await asyncio.wait_for(self._until(lambda: self.closed_with is not None), timeout)
-        except (asyncio.TimeoutError, TimeoutError):
+            await wait_at_most(self._until(lambda: self.closed_with is not None), timeout)
+        except TimeoutError:
             raise TimeoutError(f"{self!r}: not closed within {timeout}s") from None
         assert self.closed_with is not None
         return self.closed_with

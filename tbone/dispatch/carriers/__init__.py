@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from tbone.dispatch import jsonenc
 from tbone.dispatch.errors import CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_TRY_AGAIN_LATER
+from tbone.dispatch.timeouts import wait_at_most
 
 if TYPE_CHECKING:
     from tbone.dispatch.events import Event
@@ -478,8 +479,8 @@ class Carrier:
         if self._drained is None or self._drained.done():
             self._drained = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.wait_for(asyncio.shield(self._drained), timeout)
-        except (asyncio.TimeoutError, TimeoutError):
+            await wait_at_most(asyncio.shield(self._drained), timeout)
+        except TimeoutError:
             return False
         return not self.closed
 

@@ -13,6 +13,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tbone.dispatch.extras import requires
+from tbone.dispatch.timeouts import wait_at_most
 
 with requires(__name__, "aiohttp", extra="aiohttp"):
     from aiohttp import web
@@ -93,8 +94,8 @@ class AioHttpWebSocketCarrier(Carrier):
             return
         transport = self._transport()
         try:
-            await asyncio.wait_for(ws.close(code=code, message=reason.encode()), self.close_timeout)
-        except (asyncio.TimeoutError, TimeoutError):
+            await wait_at_most(ws.close(code=code, message=reason.encode()), self.close_timeout)
+        except TimeoutError:
             # The peer stopped reading: our close frame sits behind what it did not read.
             if transport is not None:
                 transport.abort()

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from tbone.dispatch.carriers import Carrier
 from tbone.dispatch.carriers.options import CarrierOptions
+from tbone.dispatch.timeouts import wait_at_most
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -153,8 +154,8 @@ class ASGIWebSocketCarrier(Carrier):
     async def wait_close_sent(self, timeout: float) -> bool:
         """Wait until our close frame went out (or was given up); False after ``timeout``."""
         try:
-            await asyncio.wait_for(self._close_sent.wait(), timeout)
-        except (asyncio.TimeoutError, TimeoutError):
+            await wait_at_most(self._close_sent.wait(), timeout)
+        except TimeoutError:
             return False
         return True
 
@@ -218,8 +219,8 @@ class ASGIWebSocketCarrier(Carrier):
             return  # never accepted: the endpoint answers the handshake itself
         message = {"type": "websocket.close", "code": code, "reason": reason}
         try:
-            await asyncio.wait_for(self._send_close(message), self.close_timeout)
-        except (asyncio.TimeoutError, TimeoutError):
+            await wait_at_most(self._send_close(message), self.close_timeout)
+        except TimeoutError:
             # The peer does not read, so the close frame cannot get through: free the
             # connection now rather than keep its buffers until the server's ping timeout.
             transport = self.transport()

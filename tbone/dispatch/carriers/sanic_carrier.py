@@ -13,6 +13,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tbone.dispatch.extras import requires
+from tbone.dispatch.timeouts import wait_at_most
 
 with requires(__name__, "Sanic", extra="sanic"):
     from sanic.exceptions import RequestCancelled, ServerError, WebsocketClosed
@@ -101,8 +102,8 @@ class SanicWebSocketCarrier(Carrier):
         """Close with ``code``; abort the TCP connection if the handshake takes too long."""
         ws = self.connection
         try:
-            await asyncio.wait_for(ws.close(code, reason), self.close_timeout)
-        except (asyncio.TimeoutError, TimeoutError):
+            await wait_at_most(ws.close(code, reason), self.close_timeout)
+        except TimeoutError:
             pass
         else:
             if await ws.wait_for_connection_lost(self.close_timeout):

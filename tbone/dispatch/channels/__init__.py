@@ -37,7 +37,7 @@ import inspect
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypedDict, TypeVar, cast
 
 from tbone.dispatch import jsonenc
@@ -48,6 +48,7 @@ from tbone.dispatch.channels.resume import replay
 from tbone.dispatch.channels.stream import EventStream, StreamOptions, SubscriptionClosed
 from tbone.dispatch.errors import CLOSE_GOING_AWAY, ChannelNameConflict, MessageTooLarge
 from tbone.dispatch.events import Event, History
+from tbone.dispatch.timeouts import wait_at_most
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -121,6 +122,8 @@ class Channel(metaclass=registry.ChannelMeta):
     backend: ClassVar[str] = "custom"
     #: True for backends that call :meth:`expect` in ``store`` themselves.
     expects_in_store: ClassVar[bool] = False
+    #: The longest :meth:`close` takes by default (seconds), whatever the backend does.
+    close_timeout: ClassVar[float] = 10.0
     #: True for backends whose ``store`` calls :meth:`check_size` with the data it encodes;
     #: for the others :meth:`publish` encodes the data once more to check it first.
     checks_size: ClassVar[bool] = False
@@ -632,29 +635,63 @@ class Channel(metaclass=registry.ChannelMeta):
             self._delay = min(delay * 2, self.backoff[1])
             await asyncio.sleep(random.uniform(delay / 2, delay))
 
-    async def close(self, *, forget: bool = False) -> None:
+    async def close(self, *, forget: bool = False, timeout: float | None = None) -> None:
         """Stop the consumer and close every subscribed carrier with 1001 (going away).
 
-        Awaits the consumer's end and the carriers' close handshakes, leaving no task behind.
-        The channel stays registered and starts again on the next subscribe; with
+        Awaits the consumer's end, the carriers' close handshakes and :meth:`close_backend`,
+        leaving no task behind, and ends within ``timeout`` seconds (default
+        :attr:`close_timeout`) whatever the backend or the peers do: a step that overruns (a
+        server that stops answering, a peer that never reads) is logged at WARNING and left
+        behind, and the next step goes on; :meth:`close_backend` gets at least a second. The
+        channel stays registered and starts again on the next subscribe; with
         ``forget=True`` it is also removed from the registry, so its name can be reused.
         """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.close_timeout if timeout is None else timeout)
         consumer, self._consumer = self._consumer, None
         if consumer is not None and not consumer.done():
-            consumer.cancel()
-            if consumer.get_loop() is asyncio.get_running_loop():
-                await asyncio.wait([consumer])
+            if consumer.get_loop() is loop:
+                await self._stop_consumer(consumer, deadline)
+            else:
+                consumer.cancel()
         self._drop_pending()
-        await asyncio.gather(
+        closing = asyncio.gather(
             *(c.close(CLOSE_GOING_AWAY, "channel closed") for c in list(self._fanout.subs)),
             return_exceptions=True,
         )
+        await self._within(closing, deadline - loop.time(), "closing its subscribers")
         self._fanout.forget_all()  # in case a carrier's close failed early
-        await wait_closing()
-        await self.close_backend()
+        await self._within(wait_closing(), deadline - loop.time(), "closing slow subscribers")
+        await self._within(
+            self.close_backend(), max(1.0, deadline - loop.time()), "closing the backend"
+        )
         self._state = "closed"
         if forget:
             registry.forget(self)
+
+    async def _stop_consumer(self, consumer: asyncio.Task[None], deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        while not consumer.done():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                logger.warning(
+                    "channel %r: the consumer did not stop within the close timeout; "
+                    "leaving it behind",
+                    self.name,
+                )
+                return
+            # Cancelled again each second: library code we await may lose a cancellation
+            # (asyncio.wait_for before Python 3.12; see tbone.dispatch.timeouts).
+            consumer.cancel()
+            await asyncio.wait((consumer,), timeout=min(remaining, 1.0))
+
+    async def _within(self, step: Awaitable[Any], timeout: float, what: str) -> None:
+        try:
+            await wait_at_most(step, max(timeout, 0.0))
+        except TimeoutError:
+            logger.warning(
+                "channel %r: %s did not finish within the close timeout; going on", self.name, what
+            )
 
     async def close_backend(self) -> None:
         """Release backend resources (connections, cursors). Called by :meth:`close`."""
@@ -735,9 +772,12 @@ def clear_registry() -> None:
     registry.clear()
 
 
-async def close_all_channels() -> None:
-    """Close every registered channel and empty the registry (app shutdown, test teardown)."""
+async def close_all_channels(*, timeout: float | None = None) -> None:
+    """Close every registered channel and empty the registry (app shutdown, test teardown).
+
+    The channels close one after the other, each within ``timeout`` (see :meth:`Channel.close`).
+    """
     channels = registered_channels()
     registry.clear()
     for channel in channels:
-        await channel.close()
+        await channel.close(timeout=timeout)

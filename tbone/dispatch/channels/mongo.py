@@ -30,6 +30,7 @@ from tbone.dispatch import jsonenc
 from tbone.dispatch.channels import MAX_MESSAGE_BYTES, WINDOW_BYTES, Channel, ChannelOptions
 from tbone.dispatch.errors import TBoneError
 from tbone.dispatch.events import Event, History, MessageTooLarge
+from tbone.dispatch.timeouts import wait_at_most
 
 try:
     from bson import ObjectId
@@ -435,8 +436,8 @@ class MongoChannel(Channel):
         # closing the socket must not stall the consumer forever.
         timeout = self.await_time + self.probe_interval
         try:
-            return await asyncio.wait_for(step, timeout)
-        except asyncio.TimeoutError:
+            return await wait_at_most(step, timeout)
+        except TimeoutError:
             raise TimeoutError(
                 f"MongoDB did not answer within {timeout:g}s (collection {self.collection_name})"
             ) from None
@@ -512,7 +513,7 @@ def _retrieved(cursor: Any) -> int:
 async def _close_cursor(cursor: Any) -> None:
     # Kills the server cursor; bounded so an unreachable server cannot hold up a close.
     try:
-        await asyncio.wait_for(cursor.close(), _CLOSE_TIMEOUT)
+        await wait_at_most(cursor.close(), _CLOSE_TIMEOUT)
     except Exception as exc:  # the cursor is gone with its connection anyway
         logger.debug("closing a cursor failed: %s: %s", type(exc).__name__, exc)
 

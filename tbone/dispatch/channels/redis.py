@@ -671,11 +671,11 @@ class RedisChannel(Channel):
         if self._stopping:
             raise asyncio.CancelledError()
 
-    async def close(self, *, forget: bool = False) -> None:
+    async def close(self, *, forget: bool = False, timeout: float | None = None) -> None:
         """Stop the reader, close the subscribers (see :meth:`Channel.close`) and the clients."""
         self._stopping = True
         try:
-            await super().close(forget=forget)
+            await super().close(forget=forget, timeout=timeout)
         finally:
             self._stopping = False
 
