@@ -1,10 +1,10 @@
 """MongoChannel against a real MongoDB server, with both drivers.
 
-Runs only when ``TBONE_TEST_MONGODB_URL`` names a server (``mongodb://127.0.0.1:27017``, a
-replica set works too); MongoDB cannot be installed on every machine, so without it these
-tests are skipped, in CI too, unless ``TBONE_REQUIRE_MONGODB=1`` (set by the job that has a
-MongoDB service) makes a missing URL an error. Each test works in the database
-``tbone_test`` and drops the collections it made.
+The server is ``TBONE_TEST_MONGODB_URL`` when set (the GitHub workflow's ``mongo:7.0``), else a
+SecantusDB server started for the session when ``secantusdb`` is installed (``.ci/run``
+installs it); without either the tests are skipped with the reason, or fail under ``CI`` and
+``TBONE_REQUIRE_MONGODB=1`` (see tests/support/mongo_server.py). Each test works in the
+database ``tbone_test`` and drops the collections it made.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import asyncio
 import json
 import os
 import sys
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,23 +28,25 @@ from tbone.dispatch.testing import RecordingCarrier
 from tests.dispatch.channels.behaviour import ChannelBehaviour
 from tests.support.asgi_server import wait_until
 from tests.support.mongo import DRIVERS, connect
-
-URL = os.environ.get("TBONE_TEST_MONGODB_URL", "")
-if not URL and os.environ.get("TBONE_REQUIRE_MONGODB") == "1":
-    # The job with a MongoDB service sets this, so a lost URL fails instead of skipping.
-    raise RuntimeError("TBONE_REQUIRE_MONGODB=1 but TBONE_TEST_MONGODB_URL is not set")
-
-pytestmark = pytest.mark.skipif(
-    not URL,
-    reason="no MongoDB server: set TBONE_TEST_MONGODB_URL=mongodb://127.0.0.1:27017 to run",
-)
+from tests.support.mongo_server import SECANTUS, MongoServer, external_url
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    """The server of this module's tests (see the module docstring)."""
+    external = external_url()
+    if external is not None:
+        yield external
+        return
+    with MongoServer() as server:
+        yield server.url
+
+
 @pytest.fixture(params=DRIVERS)
-async def database(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    async with connect(request.param, URL) as client:
+async def database(request: pytest.FixtureRequest, url: str) -> AsyncIterator[Any]:
+    async with connect(request.param, url) as client:
         # Connected before the test starts, so the driver's own tasks are not the test's.
         await client.admin.command("ping")
         yield client["tbone_test"]
@@ -205,7 +208,7 @@ asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sy
 """
 
 
-async def test_two_processes_publish_concurrently_and_see_one_order(make: Any) -> None:
+async def test_two_processes_publish_concurrently_and_see_one_order(make: Any, url: str) -> None:
     channel = await make()
     carrier = RecordingCarrier()
     channel.subscribe("e", carrier)
@@ -215,7 +218,7 @@ async def test_two_processes_publish_concurrently_and_see_one_order(make: Any) -
         sys.executable,
         "-c",
         _CHILD,
-        URL,
+        url,
         "tbone_test",
         channel.name,
         str(count),
@@ -246,3 +249,37 @@ async def test_two_processes_publish_concurrently_and_see_one_order(make: Any) -
     assert {e.id for e in ours} <= set(ids)
     assert theirs == ids  # both processes delivered the same events in the same order
     assert [e.id for e in await channel.history()] == ids  # which is the insert order
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+async def test_close_ends_in_bounded_time_when_the_server_stops_answering(driver: str) -> None:
+    # A private server: SIGSTOP keeps its sockets open and answers nothing, as a hung or
+    # partitioned mongod would. close() must not wait for it beyond its close timeout.
+    with MongoServer() as server:
+        async with connect(driver, server.url) as client:
+            await client.admin.command("ping")
+            channel = MongoChannel(
+                name="frozen", db=client["tbone_test"], await_time=0.2, backoff=(0.05, 0.5)
+            )
+            carriers = [RecordingCarrier() for _ in range(3)]
+            for carrier in carriers:
+                channel.subscribe("e", carrier)
+            await channel.ready()
+            await channel.publish("e", "before")
+            for carrier in carriers:
+                await carrier.wait_for(1)
+            server.pause()
+            try:
+                started = time.monotonic()
+                await asyncio.wait_for(channel.close(forget=True, timeout=3.0), 15)
+                took = time.monotonic() - started
+            finally:
+                server.resume()
+    assert took < 3.0 + 1.5, took
+    assert [c.closed_with for c in carriers] == [(1001, "channel closed")] * 3
+    assert channel.stats()["consumer"] == "closed"
+
+
+def test_ci_installs_the_server_version_these_tests_name() -> None:
+    # docs/mongo.md says what was verified on this version: .ci/run must install that one.
+    assert f"'{SECANTUS}'" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")

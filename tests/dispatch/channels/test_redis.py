@@ -328,6 +328,33 @@ async def test_a_silent_redis_is_detected_within_the_probe_interval(
         await channel.close(forget=True)
 
 
+async def test_close_ends_in_bounded_time_when_redis_stops_answering(tmp_path: Path) -> None:
+    # SIGSTOP: the sockets stay open and nothing answers, as a hung or partitioned Redis.
+    # The reader is blocked in XREAD and the clients must be closed: close() waits for
+    # neither beyond its timeout.
+    with RedisServer(tmp_path / "redis") as server:
+        channel = RedisChannel(
+            name="frozen", url=server.url, block_ms=1000, probe_interval=30.0, backoff=(0.05, 0.2)
+        )
+        carriers = [RecordingCarrier() for _ in range(3)]
+        for carrier in carriers:
+            channel.subscribe("e", carrier)
+        await channel.ready()
+        await channel.publish("e", "before")
+        for carrier in carriers:
+            await carrier.wait_for(1)
+        server.pause()
+        try:
+            started = time.monotonic()
+            await asyncio.wait_for(channel.close(forget=True, timeout=3.0), 15)
+            took = time.monotonic() - started
+        finally:
+            server.resume()
+    assert took < 3.0 + 1.5, took
+    assert [c.closed_with for c in carriers] == [(1001, "channel closed")] * 3
+    assert channel.stats()["consumer"] == "closed"
+
+
 async def test_events_stored_while_the_reader_was_away_arrive_in_order(
     tmp_path: Path, logs: _LogWatch
 ) -> None:
