@@ -379,10 +379,13 @@ class MongoChannel(Channel):
 
     async def _now(self) -> Any:
         """The id of the newest document: the consumer starts after it."""
-        newest = await self._collection.find_one({}, {"_id": 1}, sort=[("$natural", -1)])
-        if newest is None:
+        # A reverse collection scan, asked for with hint() (MongoDB's documented way): some
+        # wire-compatible servers ignore a $natural sort and would answer the oldest document.
+        cursor = self._collection.find({}, {"_id": 1}).hint([("$natural", -1)]).limit(1)
+        newest = [doc async for doc in cursor]
+        if not newest:
             return await self._insert_marker()
-        return newest["_id"]
+        return newest[0]["_id"]
 
     async def _insert_marker(self) -> Any:
         # A document that is no event: every reader skips it.

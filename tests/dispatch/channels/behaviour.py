@@ -67,6 +67,24 @@ class ChannelBehaviour:
         assert [p["id"] for p in got] == [e.id for e in sent]
         assert {(p["name"], p["channel"]) for p in got} == {("tick", name)}
 
+    async def test_a_consumer_starts_at_the_newest_event_the_channel_holds(
+        self, make_channel: MakeChannel, name: str
+    ) -> None:
+        # "From now" is after the newest stored event, not after the oldest one.
+        channel = await make_channel(name)
+        for i in range(3):
+            await channel.publish("e", i)
+        carrier = RecordingCarrier()
+        channel.subscribe("e", carrier)
+        await channel.ready()
+        await channel.publish("e", "after")
+        await wait_until(
+            lambda: any(p["data"] == "after" for p in _payloads(carrier.frames)),
+            timeout=10,
+            what="the event published after ready()",
+        )
+        assert [p["data"] for p in _payloads(carrier.frames)] == ["after"]
+
     async def test_only_subscribed_events_arrive(
         self, make_channel: MakeChannel, name: str
     ) -> None:
