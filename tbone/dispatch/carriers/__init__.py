@@ -81,9 +81,14 @@ class Link(Protocol):
 class Carrier:
     """Base class of carriers. Subclasses implement :meth:`send_text` and :meth:`close_connection`.
 
-    ``max_messages`` and ``max_bytes`` bound this connection's outbox (defaults: 1,000 frames,
-    1 MiB); past half of either it is behind and reads from its channels' windows. A frame
-    offered to an empty outbox is always taken, so no single event closes a connection.
+    ``connection``: what the carrier wraps; equality and hash follow it. None (the default,
+    and TBone's ``class Collect(Carrier): async def deliver(self, data)`` made as
+    ``Collect()``): the carrier wraps no connection, is equal only to itself, and closing it
+    has no transport to close: it just leaves every channel.
+
+    ``max_messages`` and ``max_bytes`` bound this connection's outbox (defaults: 1,000
+    frames, 1 MiB); past half of either it is behind and reads from its channels' windows. A
+    frame offered to an empty outbox is always taken, so no single event closes a connection.
     ``slow_timeout``: seconds a connection may stay behind without completing a send before
     it is closed with 1013 (default 5).
     """
@@ -135,7 +140,7 @@ class Carrier:
                 try:
                     self.outbox  # noqa: B018 - set by Carrier.__init__
                 except AttributeError:
-                    Carrier.__init__(self, getattr(self, "connection", self))
+                    Carrier.__init__(self, getattr(self, "connection", None))
 
             cls.__init__ = __init__  # type: ignore[method-assign]
 
@@ -149,13 +154,15 @@ class Carrier:
 
     def __init__(
         self,
-        connection: Any,
+        connection: Any = None,
         *,
         max_messages: int | None = None,
         max_bytes: int | None = None,
         slow_timeout: float | None = None,
     ) -> None:
-        self.connection = connection
+        # No connection (TBone's `Collect()`): the carrier is its own connection, so it is
+        # equal only to itself, and closing it has no transport to close: it just leaves.
+        self.connection: Any = self if connection is None else connection
         self.max_messages = max_messages or self.default_max_messages
         self.max_bytes = max_bytes or self.default_max_bytes
         self.slow_timeout = slow_timeout or self.default_slow_timeout
@@ -226,7 +233,8 @@ class Carrier:
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"queued={len(self.outbox)}"
-        return f"<{type(self).__name__} {self.connection!r} {state}>"
+        connection = "no connection" if self.connection is self else repr(self.connection)
+        return f"<{type(self).__name__} {connection} {state}>"
 
     # -- sending now -------------------------------------------------------------------------
 

@@ -142,3 +142,19 @@ async def test_the_custom_carrier_example_on_a_websockets_server() -> None:
         # The peer is gone: the library's ConnectionClosed becomes False, and no exception.
         await wait_until(lambda: carriers[0].connection.state.name == "CLOSED")
         assert await carrier_class(carriers[0].connection).deliver({"pk": 0}) is False
+
+
+async def test_the_carrier_with_no_connection_gets_events(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    names = run_block("class Collect(Carrier)")
+    pubsub = names["pubsub"]
+    await pubsub.ready()
+    await pubsub.publish(EVENT, {"pk": 7})
+    printed: list[str] = []
+
+    def shown() -> bool:
+        printed.append(capsys.readouterr().out)
+        return "{'pk': 7}" in "".join(printed)
+
+    await wait_until(shown, what="the printed data")

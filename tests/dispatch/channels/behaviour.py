@@ -307,6 +307,33 @@ class ChannelBehaviour:
             got = [await asyncio.wait_for(anext(events), 5) for _ in range(11)]
             assert [e.data for e in got] == list(range(11))
 
+    async def test_a_tbone_carrier_made_with_no_arguments_works_and_closing_it_leaves(
+        self, make_channel: MakeChannel, name: str
+    ) -> None:
+        # TBone's base class had no constructor: `class Collect(Carrier)` with only deliver(),
+        # made as `Collect()`.
+        received: list[Any] = []
+
+        class Collect(Carrier):
+            async def deliver(self, data: Any) -> None:
+                received.append(data["payload"]["data"])
+
+        channel = await make_channel(name)
+        first, second = Collect(), Collect()
+        assert first != second  # no connection: each is its own
+        assert "no connection" in repr(first)
+        channel.subscribe("e", first)
+        channel.subscribe("e", second)
+        await channel.ready()
+        await channel.publish("e", 1)
+        await wait_until(lambda: len(received) == 2, what="both deliveries")
+        await first.close()  # nothing to close but its subscriptions
+        assert (first.closed, first.close_code) == (True, 1000)
+        assert channel.subscribers("e") == [second]
+        await channel.publish("e", 2)
+        await wait_until(lambda: len(received) == 3, what="the third delivery")
+        assert received == [1, 1, 2]
+
     async def test_a_carrier_written_for_tbone_gets_events_and_can_leave(
         self, make_channel: MakeChannel, name: str
     ) -> None:
