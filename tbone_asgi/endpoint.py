@@ -46,6 +46,11 @@ logger = logging.getLogger("tbone_asgi")
 
 # Whether the server's own frame limit was checked: once per process (see _check_server).
 _server_checked = False
+# Whether the log said how to turn prepared frames on: once per process.
+_prepared_advised = False
+
+#: The ASGI extension of servers that take prepared frames (tbone_asgi.uvicorn).
+PREPARED = "tbone.prepared"
 
 
 class ChannelEndpoint:
@@ -94,10 +99,15 @@ class _Connection:
         self.path: str = scope.get("path", "")
         self.request = HTTPConnection(scope, receive)
         self.close_timeout = options.close_timeout
+        extensions = scope.get("extensions") or {}
+        prepared = extensions.get(PREPARED)
+        if prepared is None:
+            _advise_prepared(send)
         self.carrier = ASGIWebSocketCarrier(
             send,
             close_timeout=options.close_timeout,
             accepted=False,  # frames wait for the accept
+            prepared=prepared,
             **options.carrier_options(),
         )
 
@@ -199,6 +209,31 @@ def _check_server(send: Send, max_frame_bytes: int) -> None:
             max_frame_bytes,
             max_frame_bytes,
             max_frame_bytes,
+        )
+
+
+def _advise_prepared(send: Send) -> None:
+    """Once per process: say how each event's frame can be built once for every subscriber."""
+    global _prepared_advised
+    if _prepared_advised:
+        return
+    _prepared_advised = True
+    try:
+        protocol = find_server_protocol(send)
+        on_uvicorn = protocol is not None and type(protocol).__module__.startswith("uvicorn.")
+    except Exception:  # a server we do not know
+        on_uvicorn = False
+    if on_uvicorn:
+        logger.info(
+            "each event is framed (and compressed) once per connection by uvicorn; run uvicorn "
+            "with --ws tbone_asgi.uvicorn:WebSocketProtocol to build each event's frame once "
+            'for every subscriber (docs/asgi.md, "Prepared frames")'
+        )
+    else:
+        logger.info(
+            "this server frames (and compresses) each event once per connection; under "
+            "uvicorn, --ws tbone_asgi.uvicorn:WebSocketProtocol builds each event's frame once "
+            'for every subscriber (docs/asgi.md, "Prepared frames")'
         )
 
 

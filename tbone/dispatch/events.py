@@ -15,6 +15,7 @@ from typing import Any
 
 from tbone.dispatch import jsonenc
 from tbone.dispatch.errors import MessageTooLarge
+from tbone.dispatch.wire import PreparedMessage
 
 __all__ = [
     "Event",
@@ -49,7 +50,7 @@ class Event:
     """
 
     # Few slots on purpose: channels hold thousands of events (history, catch-up windows).
-    __slots__ = ("_data", "_frame", "_size", "channel", "id", "name")
+    __slots__ = ("_data", "_frame", "_size", "_wire", "channel", "id", "name")
 
     def __init__(self, name: str, data: Any, id: str, channel: str) -> None:
         self.name = name
@@ -58,6 +59,7 @@ class Event:
         self.channel = channel
         self._frame: str | None = None
         self._size = 0
+        self._wire: PreparedMessage | None = None
 
     @classmethod
     def from_json(
@@ -131,6 +133,15 @@ class Event:
             self._size = len(raw)
             self._frame = raw.decode()
         return self._frame
+
+    def wire(self, window_bits: int | None) -> bytes:
+        """The frame's websocket wire bytes, built once per event and variant (see
+        :mod:`tbone.dispatch.wire`): plain for None, else deflated with a ``window_bits``
+        window, for connections without context takeover."""
+        wire = self._wire
+        if wire is None:
+            wire = self._wire = PreparedMessage(self.frame)
+        return wire.frame(window_bits)
 
     @property
     def size(self) -> int:

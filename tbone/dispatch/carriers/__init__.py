@@ -177,9 +177,10 @@ class Carrier:
         # subscribers would be thousands of objects per event for the garbage collector. Both
         # start as the shared empty deque and are made on the first frame that must wait
         # (most connections never queue one, and a deque costs ~760 bytes).
-        #: Frames waiting to be sent, oldest first. Read it (channels test it before
-        #: :attr:`behind`, per delivery); never change it.
-        self.outbox: deque[str] = _NO_FRAMES
+        #: Frames waiting to be sent, oldest first: a frame's text, or an Event (whose frame
+        #: is its text; a carrier may write its prepared wire bytes instead). Read it
+        #: (channels test it before :attr:`behind`, per delivery); never change it.
+        self.outbox: deque[str | Event] = _NO_FRAMES
         self._sizes: deque[int] = _NO_SIZES
         #: Bytes of the frames in :attr:`outbox` and of a send under way. Read it; never change it.
         self.queued_bytes = 0
@@ -255,8 +256,12 @@ class Carrier:
 
     # -- the outbox --------------------------------------------------------------------------
 
-    def offer(self, text: str, size: int | None = None, *, now: bool = True) -> bool:
+    def offer(self, text: str | Event, size: int | None = None, *, now: bool = True) -> bool:
         """Hand a frame to the connection without waiting. Never blocks, never raises.
+
+        ``text`` is the frame's JSON text, or an :class:`~tbone.dispatch.events.Event`, whose
+        frame is sent (channels hand events over this way, so that a carrier can write the
+        event's prepared wire bytes; see :meth:`_start_send`).
 
         When nothing else waits for the connection the send starts at once (and the writer
         task finishes it if it must wait); otherwise, or with ``now=False`` (the caller has
@@ -264,13 +269,13 @@ class Carrier:
         Returns False when the carrier is closed or the frame overflowed its limits (a frame
         offered to an empty outbox never does), in which case the connection is being closed
         with 1013 and removed from every channel. ``size`` is the frame's size in bytes
-        (``len(text)`` when not given). Channels check :attr:`behind` before offering; callers
-        that offer directly can await :meth:`room` first.
+        (``len(text)``, or the event's size, when not given). Channels check :attr:`behind`
+        before offering; callers that offer directly can await :meth:`room` first.
         """
         if self.closed:
             return False
         if size is None:
-            size = len(text)
+            size = len(text) if isinstance(text, str) else text.size
         outbox = self.outbox
         if outbox and (
             len(outbox) >= self.max_messages or self.queued_bytes + size > self.max_bytes
@@ -300,7 +305,7 @@ class Carrier:
 
         Subclasses that want the Event itself (an in-process subscriber) override this.
         """
-        return self.offer(event.frame, event.size, now=now)
+        return self.offer(event, event.size, now=now)
 
     @property
     def behind(self) -> bool:
@@ -335,11 +340,14 @@ class Carrier:
             await asyncio.shield(self._room)
         return not self.closed
 
-    def _start_send(self, text: str) -> Coroutine[Any, Any, None]:
-        """The coroutine that sends one frame (a hook: a carrier may skip send_text's layer)."""
-        return self.send_text(text)
+    def _start_send(self, frame: str | Event) -> Coroutine[Any, Any, None]:
+        """The coroutine that sends one frame (a hook: a carrier may skip send_text's layer).
 
-    def _send_now(self, text: str, size: int) -> bool:
+        ``frame`` is a frame's text or an Event (see :meth:`offer`).
+        """
+        return self.send_text(frame if isinstance(frame, str) else frame.frame)
+
+    def _send_now(self, text: str | Event, size: int) -> bool:
         coro = self._start_send(text)
         try:
             step = coro.send(None)
@@ -669,7 +677,7 @@ class _Continue:
 
 # The outbox of every carrier that never had to queue a frame (see Carrier.__init__); it
 # stays empty: offer() swaps in a deque of the carrier's own before appending.
-_NO_FRAMES: deque[str] = deque()
+_NO_FRAMES: deque[str | Event] = deque()
 _NO_SIZES: deque[int] = deque()
 
 # The one live carrier per connection: every channel a connection subscribes on shares its

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import types
-from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tbone.dispatch.carriers import Carrier
@@ -38,6 +38,8 @@ from tbone.dispatch.timeouts import wait_at_most
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
+
+    from tbone.dispatch.events import Event
 
 __all__ = ["ASGIWebSocketCarrier", "find_server_protocol", "find_transport", "server_send"]
 
@@ -83,6 +85,9 @@ class ASGIWebSocketCarrier(Carrier):
         "_send",
         "_starlette",
         "_transport",
+        "_wait_writable",
+        "_window_bits",
+        "_write_frame",
         "close_timeout",
     )
 
@@ -95,9 +100,19 @@ class ASGIWebSocketCarrier(Carrier):
         close_timeout: float = 5.0,
         transport: asyncio.Transport | None = None,
         accepted: bool = True,
+        prepared: Mapping[str, Any] | None = None,
         **options: Unpack[CarrierOptions],
     ) -> None:
         super().__init__(websocket, **options)
+        # The server's "tbone.prepared" extension (tbone_asgi.uvicorn): events are written
+        # as their prepared wire bytes, built once per event for every subscriber.
+        self._write_frame: Callable[[bytes], bool] | None = None
+        self._wait_writable: Callable[[], Awaitable[object]] | None = None
+        self._window_bits: int | None = None
+        if prepared is not None:
+            self._write_frame = prepared["write"]
+            self._wait_writable = prepared["wait_writable"]
+            self._window_bits = prepared["window_bits"]
         send: ASGISend | None = getattr(websocket, "_send", None)
         self._starlette = send is not None and hasattr(websocket, "application_state")
         if send is not None and self._starlette:
@@ -195,13 +210,51 @@ class ASGIWebSocketCarrier(Carrier):
         except RuntimeError as exc:
             raise ConnectionResetError(f"websocket already closing: {exc}") from exc
 
-    def _start_send(self, text: str) -> Coroutine[Any, Any, None]:
+    @property
+    def prepared(self) -> bool:
+        """True when events go out as prepared frames (the server's "tbone.prepared")."""
+        return self._write_frame is not None
+
+    def _send_now(self, text: str | Event, size: int) -> bool:
+        # An event on a connection that takes prepared frames: one write of bytes built once
+        # for every subscriber, with no coroutine, when the transport takes them now.
+        write = self._write_frame
+        if (
+            write is not None
+            and not isinstance(text, str)
+            and self._frames is not None
+            and write(text.wire(self._window_bits))
+        ):
+            return self._sent(size)
+        return super()._send_now(text, size)
+
+    def _start_send(self, text: str | Event) -> Coroutine[Any, Any, None]:
         # Once accepted, a frame is one call of the server's own send: no send_text coroutine
         # and no Starlette wrapper around it (two coroutine layers of each delivery's cost).
         frames = self._frames
         if frames is None:
-            return self.send_text(text)
-        return frames({"type": "websocket.send", "text": text})  # type: ignore[return-value]
+            return self.send_text(text if isinstance(text, str) else text.frame)
+        if isinstance(text, str):
+            return frames({"type": "websocket.send", "text": text})  # type: ignore[return-value]
+        if self._write_frame is not None:
+            return self._send_prepared(text)
+        return frames({"type": "websocket.send", "text": text.frame})  # type: ignore[return-value]
+
+    async def _send_prepared(self, event: Event) -> None:
+        # The transport was paused (or the connection is closing): wait until it may take
+        # bytes again. If it still does not, the server's own send decides, as for any frame:
+        # it sends the text (a pause again), or raises for a connection that is closing.
+        write, wait_writable = self._write_frame, self._wait_writable
+        assert write is not None
+        assert wait_writable is not None
+        data = event.wire(self._window_bits)
+        if write(data):
+            return
+        await wait_writable()
+        if write(data):
+            return
+        assert self._frames is not None
+        await self._frames({"type": "websocket.send", "text": event.frame})
 
     async def close_connection(self, code: int, reason: str) -> None:
         try:

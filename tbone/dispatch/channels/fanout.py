@@ -176,8 +176,7 @@ class Fanout:
         seq = self.window.append(event) if lagging else -1
         subs = self.by_event.get(event.name)
         if subs:
-            text = event.frame
-            size = event.size
+            size = event.size  # (encodes the frame, once)
             delivered = 0
             for sub in tuple(subs):
                 if sub.lag is not None:
@@ -194,7 +193,7 @@ class Fanout:
                         len(outbox) * 2 < carrier.max_messages
                         and carrier.queued_bytes * 2 < carrier.max_bytes
                     ):
-                        if carrier.offer(text, size, now=now):
+                        if carrier.offer(event, size, now=now):
                             delivered += 1
                         continue
                 elif not carrier.behind:

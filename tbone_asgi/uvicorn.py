@@ -1,0 +1,173 @@
+"""A uvicorn websocket protocol that writes each event's prepared frame to every subscriber.
+
+Turn it on with one uvicorn option::
+
+    uvicorn app:app --ws tbone_asgi.uvicorn:WebSocketProtocol
+    uvicorn.run(app, ws="tbone_asgi.uvicorn:WebSocketProtocol")   # or ws=WebSocketProtocol
+
+It is uvicorn's own websockets-sansio protocol (:class:`WebSocketsSansIOProtocol`), with two
+changes:
+
+* **permessage-deflate without context takeover.** It answers every client that offers
+  permessage-deflate with ``server_no_context_takeover`` (RFC 7692 7.1.1.1 lets a server do
+  so unasked), so each message it sends is compressed on its own, and the same compressed
+  bytes are valid on every connection with the same window size. uvicorn's other deflate
+  settings are kept (a 12-bit window, ``--ws-per-message-deflate false`` turns it off).
+* **Prepared frames.** It advertises the ASGI extension ``"tbone.prepared"`` in
+  ``scope["extensions"]``: ``{"window_bits": int | None, "write": write, "wait_writable":
+  wait_writable}``. ``write(frame)`` writes the bytes of one whole frame (plain when
+  ``window_bits`` is None, else deflated with that window) straight to the transport and
+  returns True, but only while the connection is open, the close frame has not gone out and
+  the transport is not paused; otherwise it writes nothing and returns False, and the sender
+  waits (``await wait_writable()``) or uses ``send``. The tbone_asgi endpoint uses it for
+  events (:mod:`tbone.dispatch.wire` builds each frame once per event).
+
+Everything else (the handshake, pings and pongs, error frames, the close handshake, and any
+other ASGI app or route on the same server) goes through uvicorn's own code, so an app that
+never asks for the extension behaves exactly as on stock uvicorn.
+
+uvicorn's protocol class is not a public API: this module reaches into it (its ``conn``,
+``transport``, ``writable``, ``close_sent`` and ``scope``). It was tested on the uvicorn
+versions in :data:`TESTED_UVICORN`; on a uvicorn without that surface it logs one line and
+serves as the stock protocol, never failing a connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypedDict
+
+try:
+    import uvicorn
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+    from websockets.extensions.permessage_deflate import (
+        PerMessageDeflate,
+        ServerPerMessageDeflateFactory,
+    )
+    from websockets.protocol import State
+    from websockets.server import ServerProtocol
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "tbone_asgi.uvicorn needs uvicorn with the websockets library: "
+        "pip install 'uvicorn[standard]'"
+    ) from exc
+
+__all__ = ["EXTENSION", "TESTED_UVICORN", "Prepared", "WebSocketProtocol", "surface_problem"]
+
+logger = logging.getLogger("tbone_asgi")
+
+#: The ASGI extension's key in ``scope["extensions"]``.
+EXTENSION = "tbone.prepared"
+#: The uvicorn releases whose protocol class this module was tested against.
+TESTED_UVICORN = ("0.55.0",)
+
+# uvicorn's own deflate settings (websockets_sansio_impl), with server_no_context_takeover.
+_SERVER_WINDOW_BITS = 12
+_CLIENT_WINDOW_BITS = 12
+_COMPRESS_SETTINGS = {"memLevel": 5}
+
+# What this module uses of uvicorn's protocol object, checked on each instance.
+_SURFACE = ("conn", "transport", "writable", "close_sent", "handshake_complete", "config")
+
+_warned = False
+
+
+class Prepared(TypedDict):
+    """The value of ``scope["extensions"]["tbone.prepared"]`` (see the module docstring)."""
+
+    window_bits: int | None
+    write: Callable[[bytes], bool]
+    wait_writable: Callable[[], Awaitable[object]]
+
+
+def surface_problem(protocol: object) -> str | None:
+    """What this module needs of uvicorn's protocol and ``protocol`` lacks, or None."""
+    missing = [name for name in _SURFACE if not hasattr(protocol, name)]
+    if missing:
+        return f"its protocol has no {', '.join(missing)}"
+    if not isinstance(getattr(protocol, "conn", None), ServerProtocol):
+        return "its protocol's conn is not a websockets ServerProtocol"
+    if not hasattr(getattr(protocol, "writable", None), "is_set"):
+        return "its protocol's writable is not an asyncio.Event"
+    return None
+
+
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websockets-sansio protocol plus prepared frames (see the module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        problem = surface_problem(self)
+        self._prepared_ok = problem is None
+        if problem is not None:
+            _warn_once(problem)
+            return
+        if self.config.ws_per_message_deflate:
+            # The connection uvicorn made, remade with server_no_context_takeover.
+            self.conn = ServerProtocol(
+                extensions=[
+                    ServerPerMessageDeflateFactory(
+                        server_no_context_takeover=True,
+                        server_max_window_bits=_SERVER_WINDOW_BITS,
+                        client_max_window_bits=_CLIENT_WINDOW_BITS,
+                        compress_settings=dict(_COMPRESS_SETTINGS),
+                    )
+                ],
+                max_size=self.config.ws_max_size,
+                logger=logging.getLogger("uvicorn.error"),
+            )
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)  # made only when the handshake is accepted
+        if not self._prepared_ok or scope is None:
+            return
+        # The app's task is created but has not run yet: it sees the extension.
+        window_bits = self._window_bits()
+        if window_bits is False:
+            return  # a deflate that cannot share frames (context takeover): stock behaviour
+        extensions = scope.setdefault("extensions", {})
+        if extensions is not None:
+            extensions[EXTENSION] = Prepared(
+                window_bits=window_bits, write=self.write_frame, wait_writable=self.writable.wait
+            )
+
+    def _window_bits(self) -> int | bool | None:
+        """The deflate window of this connection, None without deflate, False if unusable."""
+        deflate = [e for e in self.conn.extensions if isinstance(e, PerMessageDeflate)]
+        if not deflate:
+            return None
+        if not deflate[0].local_no_context_takeover:
+            return False
+        bits: int = deflate[0].local_max_window_bits
+        return bits
+
+    def write_frame(self, frame: bytes) -> bool:
+        """Write one whole prepared frame now, if the connection may take it; else False."""
+        transport = self.transport
+        if (
+            self.close_sent
+            or not self.handshake_complete
+            or self.initial_response is not None  # the app answered with an HTTP response
+            or not self.writable.is_set()
+            or self.conn.state is not State.OPEN
+            or transport.is_closing()
+        ):
+            return False
+        transport.write(frame)
+        return True
+
+
+def _warn_once(problem: str) -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        logger.warning(
+            "tbone_asgi.uvicorn:WebSocketProtocol: uvicorn %s is not one it knows (%s; tested "
+            "on %s): serving as uvicorn's own websockets-sansio protocol, without prepared "
+            "frames",
+            uvicorn.__version__,
+            problem,
+            ", ".join(TESTED_UVICORN),
+        )
