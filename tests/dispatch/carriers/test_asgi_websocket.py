@@ -23,6 +23,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from tbone.dispatch import MemoryChannel
 from tbone.dispatch.carriers.asgi_websocket import ASGIWebSocketCarrier, find_transport
 from tbone_asgi import channel_route
+from tbone_asgi.uvicorn import WebSocketProtocol
 from tests.support.asgi_server import RunningServer, run_hypercorn, run_uvicorn, wait_until
 from tests.tbone_asgi.apps import Client, connect
 
@@ -205,6 +206,7 @@ SLOW_TIMEOUT = 0.5  # a client behind that sends nothing this long is closed wit
 Serve = Callable[[Any], AbstractAsyncContextManager[RunningServer]]
 SERVERS: dict[str, Serve] = {
     "uvicorn-default": lambda app: run_uvicorn(app),
+    "uvicorn-prepared": lambda app: run_uvicorn(app, ws=WebSocketProtocol),
     "uvicorn-websockets": lambda app: run_uvicorn(app, ws="websockets"),
     "uvicorn-wsproto": lambda app: run_uvicorn(app, ws="wsproto"),
     "hypercorn": lambda app: run_hypercorn(app),
@@ -242,6 +244,9 @@ async def test_a_client_that_reads_nothing_is_closed_1013(server_name: str) -> N
         try:
             assert await Client(slow).sync() == []
             assert await Client(good).sync() == []
+            # On tbone_asgi.uvicorn's protocol, events go out as prepared frames.
+            prepared = [c.prepared for c in channel.subscribers("big")]
+            assert prepared == [server_name == "uvicorn-prepared"] * 2
             received = 0
             wanted = asyncio.Event()
             target = 0
@@ -302,7 +307,8 @@ async def test_a_client_that_reads_nothing_is_closed_1013(server_name: str) -> N
             slow.transport.abort()
 
 
-async def test_a_stuck_client_is_aborted_after_close_timeout() -> None:
+@pytest.mark.parametrize("ws", ["auto", "prepared"])
+async def test_a_stuck_client_is_aborted_after_close_timeout(ws: str) -> None:
     """The 1013 close frame cannot pass a full buffer: after close_timeout the TCP goes."""
     channel = MemoryChannel(name="pubsub")
     app = Starlette(
@@ -312,10 +318,11 @@ async def test_a_stuck_client_is_aborted_after_close_timeout() -> None:
             )
         ]
     )
-    async with run_uvicorn(app) as server:
+    async with run_uvicorn(app, ws=WebSocketProtocol if ws == "prepared" else ws) as server:
         stuck = await _stalled_client(server, "/ws?events=big")
         try:
             assert await Client(stuck).sync() == []
+            assert [c.prepared for c in channel.subscribers("big")] == [ws == "prepared"]
             loop = asyncio.get_running_loop()
             deadline = loop.time() + SLOW_TIMEOUT * 1.25 + 10.0  # the slow rule closes it first
             while loop.time() < deadline:
