@@ -74,6 +74,9 @@ __all__ = ["make_app", "raise_fd_limit", "usage"]
 
 Publish = Callable[[int], Awaitable[Any]]
 
+#: ``--ws prepared``: the websocket protocol that writes each event's prepared frame.
+PREPARED = "tbone_asgi.uvicorn:WebSocketProtocol"
+
 
 def raise_fd_limit() -> int:
     """Raise this process's open-file limit to its hard limit; return the new soft limit."""
@@ -770,7 +773,7 @@ def _uvicorn(app: Any, sock: socket.socket, args: argparse.Namespace) -> None:
         log_level="warning",
         access_log=False,
         backlog=4096,
-        ws=args.ws,
+        ws=PREPARED if args.ws == "prepared" else args.ws,
         ws_max_size=args.ws_max_size,
         ws_per_message_deflate=args.ws_per_message_deflate == "true",
         **pings,
@@ -803,9 +806,10 @@ def main() -> None:
     parser.add_argument("--server", choices=["uvicorn", "hypercorn"], default="uvicorn")
     parser.add_argument(
         "--ws",
-        choices=["auto", "websockets-sansio", "websockets", "wsproto"],
+        choices=["auto", "websockets-sansio", "websockets", "wsproto", "prepared"],
         default="auto",
-        help="uvicorn's websocket implementation (auto: websockets-sansio in uvicorn 0.54)",
+        help="uvicorn's websocket implementation (auto: websockets-sansio in uvicorn 0.54; "
+        "prepared: tbone_asgi.uvicorn:WebSocketProtocol)",
     )
     parser.add_argument("--ws-max-size", type=int, default=65536, help="bytes per client frame")
     parser.add_argument("--ws-per-message-deflate", choices=["true", "false"], default="false")

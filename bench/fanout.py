@@ -92,6 +92,8 @@ ROWS: dict[str, Row] = {
     "raw": Row("raw"),
     "broadcaster": Row("broadcaster"),
     "tbone": Row("tbone"),  # uvicorn's default websocket implementation: websockets-sansio
+    # The same app on tbone_asgi.uvicorn's protocol: each event's frame built once.
+    "tbone (prepared)": Row("tbone", ("--ws", "prepared")),
     "tbone (websockets)": Row("tbone", ("--ws", "websockets")),
     "tbone (wsproto)": Row("tbone", ("--ws", "wsproto"), ("wsproto",)),
     "tbone (hypercorn)": Row("tbone", ("--server", "hypercorn"), ("hypercorn",)),

@@ -39,7 +39,7 @@ import asyncio
 import functools
 import logging
 from collections import deque
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from tbone.dispatch import jsonenc
@@ -103,6 +103,7 @@ class Carrier:
         "_inflight",
         "_lagging",
         "_links",
+        "_prepared",
         "_room",
         "_sends",
         "_sizes",
@@ -195,6 +196,8 @@ class Carrier:
         self._room: asyncio.Future[None] | None = None  # set by room(), resolved at low water
         self._sends = 0  # completed sends: what the slow watch calls progress
         self._watch: _Watch | None = None
+        # Set by a carrier whose connection takes prepared frames (see _write_prepared).
+        self._prepared: Callable[[Sequence[Event]], bool] | None = None
 
     # -- what subclasses implement ---------------------------------------------------------
 
@@ -348,6 +351,9 @@ class Carrier:
         return self.send_text(frame if isinstance(frame, str) else frame.frame)
 
     def _send_now(self, text: str | Event, size: int) -> bool:
+        prepared = self._prepared
+        if prepared is not None and not isinstance(text, str) and prepared((text,)):
+            return self._sent(size)  # written as it is: no coroutine, no framing per connection
         coro = self._start_send(text)
         try:
             step = coro.send(None)
@@ -408,6 +414,16 @@ class Carrier:
             # Read each time round: the first frame that waits replaces the shared empty deques.
             outbox, sizes = self.outbox, self._sizes
             while outbox:
+                if (
+                    self._prepared is not None
+                    and not isinstance(outbox[0], str)
+                    and self._write_run(outbox, sizes)
+                ):
+                    # Events in a row went out as prepared frames, in one write.
+                    if self.closed:
+                        return
+                    await asyncio.sleep(0)  # a slice of sends: let other writers run
+                    continue
                 text = outbox.popleft()
                 size = sizes.popleft()
                 self.queued_bytes -= size
@@ -436,6 +452,36 @@ class Carrier:
             # connection (~1 KiB, and objects every full collection walks) after any burst.
             self._writer = None
             return
+
+    def _write_run(self, outbox: deque[str | Event], sizes: deque[int]) -> bool:
+        """Write the events at the head of the outbox (at most a slice) as prepared frames.
+
+        True when they were written and taken off the outbox; False (nothing taken) when
+        the connection does not take bytes now: the writer then sends the first one the
+        ordinary way, which waits.
+        """
+        assert self._prepared is not None
+        run: list[Event] = []
+        total = 0
+        for frame, size in zip(outbox, sizes, strict=True):
+            if isinstance(frame, str) or len(run) >= _SLICE:
+                break
+            run.append(frame)
+            total += size
+        if not self._prepared(run):
+            return False
+        for _ in run:
+            outbox.popleft()
+            sizes.popleft()
+        self.queued_bytes -= total
+        self._sends += len(run) - 1
+        if (
+            self._sent(total)
+            and (self._lagging or self._room is not None)
+            and self._below_low_water()
+        ):
+            self._low_water()
+        return True
 
     def _low_water(self) -> None:
         # Room again: take the next events from the windows of the channels this connection

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import types
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tbone.dispatch.carriers import Carrier
@@ -113,6 +113,7 @@ class ASGIWebSocketCarrier(Carrier):
             self._write_frame = prepared["write"]
             self._wait_writable = prepared["wait_writable"]
             self._window_bits = prepared["window_bits"]
+            self._prepared = self._write_events
         send: ASGISend | None = getattr(websocket, "_send", None)
         self._starlette = send is not None and hasattr(websocket, "application_state")
         if send is not None and self._starlette:
@@ -215,18 +216,17 @@ class ASGIWebSocketCarrier(Carrier):
         """True when events go out as prepared frames (the server's "tbone.prepared")."""
         return self._write_frame is not None
 
-    def _send_now(self, text: str | Event, size: int) -> bool:
-        # An event on a connection that takes prepared frames: one write of bytes built once
-        # for every subscriber, with no coroutine, when the transport takes them now.
+    def _write_events(self, events: Sequence[Event]) -> bool:
+        # The carrier's prepared-frame hook: one write of bytes built once per event for every
+        # subscriber, or nothing when the connection does not take bytes now.
+        if self._frames is None:
+            return False  # not accepted yet
         write = self._write_frame
-        if (
-            write is not None
-            and not isinstance(text, str)
-            and self._frames is not None
-            and write(text.wire(self._window_bits))
-        ):
-            return self._sent(size)
-        return super()._send_now(text, size)
+        assert write is not None
+        bits = self._window_bits
+        if len(events) == 1:
+            return write(events[0].wire(bits))
+        return write(b"".join([event.wire(bits) for event in events]))
 
     def _start_send(self, text: str | Event) -> Coroutine[Any, Any, None]:
         # Once accepted, a frame is one call of the server's own send: no send_text coroutine
@@ -244,14 +244,10 @@ class ASGIWebSocketCarrier(Carrier):
         # The transport was paused (or the connection is closing): wait until it may take
         # bytes again. If it still does not, the server's own send decides, as for any frame:
         # it sends the text (a pause again), or raises for a connection that is closing.
-        write, wait_writable = self._write_frame, self._wait_writable
-        assert write is not None
+        wait_writable = self._wait_writable
         assert wait_writable is not None
-        data = event.wire(self._window_bits)
-        if write(data):
-            return
         await wait_writable()
-        if write(data):
+        if self._write_events((event,)):
             return
         assert self._frames is not None
         await self._frames({"type": "websocket.send", "text": event.frame})
