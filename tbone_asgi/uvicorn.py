@@ -14,13 +14,14 @@ changes:
   bytes are valid on every connection with the same window size. uvicorn's other deflate
   settings are kept (a 12-bit window, ``--ws-per-message-deflate false`` turns it off).
 * **Prepared frames.** It advertises the ASGI extension ``"tbone.prepared"`` in
-  ``scope["extensions"]``: ``{"window_bits": int | None, "write": write, "wait_writable":
-  wait_writable}``. ``write(frame)`` writes the bytes of one whole frame (plain when
-  ``window_bits`` is None, else deflated with that window) straight to the transport and
-  returns True, but only while the connection is open, the close frame has not gone out and
-  the transport is not paused; otherwise it writes nothing and returns False, and the sender
-  waits (``await wait_writable()``) or uses ``send``. The tbone_asgi endpoint uses it for
-  events (:mod:`tbone.dispatch.wire` builds each frame once per event).
+  ``scope["extensions"]`` (:class:`Prepared`): ``window_bits`` (None without deflate),
+  ``write_message(message)``, ``write(data)`` and ``wait_writable()``. ``write_message``
+  writes ``message.wire(window_bits)``, the bytes of one whole frame built once for every
+  connection with that variant (``tbone.dispatch.events.Event.wire``), straight to the
+  transport; ``write`` writes bytes of whole frames so built. Both write and return True only
+  while the connection is open, the close frame has not gone out and the transport is not
+  paused; otherwise they write nothing and return False, and the sender waits (``await
+  wait_writable()``) or uses ``send``. The tbone_asgi endpoint uses it for events.
 
 Everything else (the handshake, pings and pongs, error frames, the close handshake, and any
 other ASGI app or route on the same server) goes through uvicorn's own code, so an app that
@@ -36,7 +37,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypedDict
+from typing import Any, Protocol, TypedDict
 
 try:
     import uvicorn
@@ -45,7 +46,6 @@ try:
         PerMessageDeflate,
         ServerPerMessageDeflateFactory,
     )
-    from websockets.protocol import State
     from websockets.server import ServerProtocol
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
@@ -53,7 +53,14 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "pip install 'uvicorn[standard]'"
     ) from exc
 
-__all__ = ["EXTENSION", "TESTED_UVICORN", "Prepared", "WebSocketProtocol", "surface_problem"]
+__all__ = [
+    "EXTENSION",
+    "TESTED_UVICORN",
+    "Message",
+    "Prepared",
+    "WebSocketProtocol",
+    "surface_problem",
+]
 
 logger = logging.getLogger("tbone_asgi")
 
@@ -68,15 +75,30 @@ _CLIENT_WINDOW_BITS = 12
 _COMPRESS_SETTINGS = {"memLevel": 5}
 
 # What this module uses of uvicorn's protocol object, checked on each instance.
-_SURFACE = ("conn", "transport", "writable", "close_sent", "handshake_complete", "config")
+_SURFACE = (
+    "conn",
+    "transport",
+    "writable",
+    "close_sent",
+    "handshake_complete",
+    "initial_response",
+    "config",
+)
 
 _warned = False
+
+
+class Message(Protocol):
+    """A message whose frames are built once: ``wire(None)`` plain, ``wire(bits)`` deflated."""
+
+    def wire(self, window_bits: int | None) -> bytes: ...
 
 
 class Prepared(TypedDict):
     """The value of ``scope["extensions"]["tbone.prepared"]`` (see the module docstring)."""
 
     window_bits: int | None
+    write_message: Callable[[Message], bool]
     write: Callable[[bytes], bool]
     wait_writable: Callable[[], Awaitable[object]]
 
@@ -100,6 +122,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         problem = surface_problem(self)
         self._prepared_ok = problem is None
+        self._bits: int | None = None
         if problem is not None:
             _warn_once(problem)
             return
@@ -129,8 +152,12 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             return  # a deflate that cannot share frames (context takeover): stock behaviour
         extensions = scope.setdefault("extensions", {})
         if extensions is not None:
+            self._bits = window_bits
             extensions[EXTENSION] = Prepared(
-                window_bits=window_bits, write=self.write_frame, wait_writable=self.writable.wait
+                window_bits=window_bits,
+                write_message=self.write_message,
+                write=self.write_frames,
+                wait_writable=self.writable.wait,
             )
 
     def _window_bits(self) -> int | bool | None:
@@ -143,19 +170,37 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         bits: int = deflate[0].local_max_window_bits
         return bits
 
-    def write_frame(self, frame: bytes) -> bool:
-        """Write one whole prepared frame now, if the connection may take it; else False."""
+    # Both writers check, in the order of their cost: our close frame went out (or the
+    # connection failed: uvicorn then sets close_sent too), the handshake is not done or was
+    # answered with an HTTP response, the transport is paused, or it is closing (uvicorn
+    # closes it once a close frame comes in, and when the connection is lost).
+
+    def write_message(self, message: Message) -> bool:
+        """Write ``message.wire(window_bits)`` now, if the connection may take it; else False."""
         transport = self.transport
         if (
             self.close_sent
             or not self.handshake_complete
-            or self.initial_response is not None  # the app answered with an HTTP response
+            or self.initial_response is not None
             or not self.writable.is_set()
-            or self.conn.state is not State.OPEN
             or transport.is_closing()
         ):
             return False
-        transport.write(frame)
+        transport.write(message.wire(self._bits))
+        return True
+
+    def write_frames(self, data: bytes) -> bool:
+        """Write whole prepared frames now, if the connection may take them; else False."""
+        transport = self.transport
+        if (
+            self.close_sent
+            or not self.handshake_complete
+            or self.initial_response is not None
+            or not self.writable.is_set()
+            or transport.is_closing()
+        ):
+            return False
+        transport.write(data)
         return True
 
 

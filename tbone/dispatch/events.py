@@ -15,7 +15,7 @@ from typing import Any
 
 from tbone.dispatch import jsonenc
 from tbone.dispatch.errors import MessageTooLarge
-from tbone.dispatch.wire import PreparedMessage
+from tbone.dispatch.wire import prepare
 
 __all__ = [
     "Event",
@@ -59,7 +59,7 @@ class Event:
         self.channel = channel
         self._frame: str | None = None
         self._size = 0
-        self._wire: PreparedMessage | None = None
+        self._wire: dict[int | None, bytes] | None = None  # wire(): the variants built
 
     @classmethod
     def from_json(
@@ -138,10 +138,13 @@ class Event:
         """The frame's websocket wire bytes, built once per event and variant (see
         :mod:`tbone.dispatch.wire`): plain for None, else deflated with a ``window_bits``
         window, for connections without context takeover."""
-        wire = self._wire
-        if wire is None:
-            wire = self._wire = PreparedMessage(self.frame)
-        return wire.frame(window_bits)
+        built = self._wire
+        if built is None:
+            built = self._wire = {}
+        data = built.get(window_bits)
+        if data is None:
+            data = built[window_bits] = prepare(self.frame, window_bits)
+        return data
 
     @property
     def size(self) -> int:

@@ -1,9 +1,10 @@
 """Websocket wire bytes of one text message, built once and written to every connection.
 
 A server frames and compresses each message per connection: N subscribers, N framings and N
-deflate runs of the same text. A :class:`PreparedMessage` does that work once per message and
-variant, as gorilla/websocket's ``PreparedMessage`` and uWebSockets' publish do, and every
-connection that negotiated the same variant is written the same bytes:
+deflate runs of the same text. :func:`prepare` does that work once per message and variant
+(``Event.wire`` keeps each variant with the event), as gorilla/websocket's ``PreparedMessage``
+and uWebSockets' publish do, and every connection that negotiated the same variant is written
+the same bytes:
 
 * **plain**: one unmasked text frame with FIN set (RFC 6455 5.2), for a connection without
   permessage-deflate;
@@ -12,15 +13,13 @@ connection that negotiated the same variant is written the same bytes:
   removed and RSV1 set (RFC 7692 7.2.1). Those bytes are valid on every connection that
   negotiated permessage-deflate with ``server_no_context_takeover`` and a
   ``server_max_window_bits`` of at least ``window_bits``.
-
-Each variant is built on first use and kept with the message.
 """
 
 from __future__ import annotations
 
 import zlib
 
-__all__ = ["DEFLATE_LEVEL", "DEFLATE_MEM_LEVEL", "PreparedMessage", "deflate", "text_frame"]
+__all__ = ["DEFLATE_LEVEL", "DEFLATE_MEM_LEVEL", "deflate", "prepare", "text_frame"]
 
 #: zlib settings of the deflated variant: zlib's default level, and its default memory level
 #: (the compressor lives for one message, so its memory is not kept per connection).
@@ -57,39 +56,8 @@ def deflate(payload: bytes, window_bits: int) -> bytes:
     return data[:-4] if data.endswith(_EMPTY_BLOCK) else data
 
 
-class PreparedMessage:
-    """The wire bytes of the text message ``text`` (see the module docstring).
-
-    ``frame(None)`` is the plain frame, ``frame(bits)`` the deflated one for a ``bits``
-    window; each is built on first use and kept.
-    """
-
-    __slots__ = ("_deflated", "_plain", "text")
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self._plain: bytes | None = None
-        # Per window size; nearly always one entry (the server's setting), a few at most.
-        self._deflated: dict[int, bytes] | None = None
-
-    def frame(self, window_bits: int | None) -> bytes:
-        """The frame for a connection with no compression (None) or a ``window_bits`` window."""
-        if window_bits is None:
-            plain = self._plain
-            if plain is None:
-                plain = self._plain = text_frame(self.text.encode())
-            return plain
-        deflated = self._deflated
-        if deflated is None:
-            deflated = self._deflated = {}
-        data = deflated.get(window_bits)
-        if data is None:
-            data = deflated[window_bits] = text_frame(
-                deflate(self.text.encode(), window_bits), compressed=True
-            )
-        return data
-
-    def __repr__(self) -> str:
-        built = ["plain"] if self._plain is not None else []
-        built += [f"deflate-{bits}" for bits in self._deflated or ()]
-        return f"<PreparedMessage {len(self.text)} chars, built: {', '.join(built) or 'none'}>"
+def prepare(text: str, window_bits: int | None) -> bytes:
+    """The frame of the text message ``text``: plain (None) or deflated with a window."""
+    if window_bits is None:
+        return text_frame(text.encode())
+    return text_frame(deflate(text.encode(), window_bits), compressed=True)

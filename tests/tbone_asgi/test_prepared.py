@@ -243,6 +243,7 @@ def test_a_uvicorn_without_the_surface_falls_back(caplog: pytest.LogCaptureFixtu
         transport = None
         close_sent = False
         handshake_complete = False
+        initial_response = None
         config = None
 
     assert surface_problem(Elsewhere()) == "its protocol has no writable"

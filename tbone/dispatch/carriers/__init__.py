@@ -104,6 +104,7 @@ class Carrier:
         "_lagging",
         "_links",
         "_prepared",
+        "_prepared_run",
         "_room",
         "_sends",
         "_sizes",
@@ -196,8 +197,11 @@ class Carrier:
         self._room: asyncio.Future[None] | None = None  # set by room(), resolved at low water
         self._sends = 0  # completed sends: what the slow watch calls progress
         self._watch: _Watch | None = None
-        # Set by a carrier whose connection takes prepared frames (see _write_prepared).
-        self._prepared: Callable[[Sequence[Event]], bool] | None = None
+        # Set by a carrier whose connection takes an event's prepared frame, built once for
+        # every subscriber (tbone.dispatch.wire): write one event, or a run of them, now if
+        # the connection takes bytes now; True when written (see _send_now and _write_run).
+        self._prepared: Callable[[Event], bool] | None = None
+        self._prepared_run: Callable[[Sequence[Event]], bool] | None = None
 
     # -- what subclasses implement ---------------------------------------------------------
 
@@ -352,7 +356,7 @@ class Carrier:
 
     def _send_now(self, text: str | Event, size: int) -> bool:
         prepared = self._prepared
-        if prepared is not None and not isinstance(text, str) and prepared((text,)):
+        if prepared is not None and not isinstance(text, str) and prepared(text):
             return self._sent(size)  # written as it is: no coroutine, no framing per connection
         coro = self._start_send(text)
         try:
@@ -415,7 +419,7 @@ class Carrier:
             outbox, sizes = self.outbox, self._sizes
             while outbox:
                 if (
-                    self._prepared is not None
+                    self._prepared_run is not None
                     and not isinstance(outbox[0], str)
                     and self._write_run(outbox, sizes)
                 ):
@@ -460,7 +464,7 @@ class Carrier:
         the connection does not take bytes now: the writer then sends the first one the
         ordinary way, which waits.
         """
-        assert self._prepared is not None
+        assert self._prepared_run is not None
         run: list[Event] = []
         total = 0
         for frame, size in zip(outbox, sizes, strict=True):
@@ -468,7 +472,7 @@ class Carrier:
                 break
             run.append(frame)
             total += size
-        if not self._prepared(run):
+        if not self._prepared_run(run):
             return False
         for _ in run:
             outbox.popleft()

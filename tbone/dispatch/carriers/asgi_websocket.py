@@ -87,7 +87,7 @@ class ASGIWebSocketCarrier(Carrier):
         "_transport",
         "_wait_writable",
         "_window_bits",
-        "_write_frame",
+        "_write_frames",
         "close_timeout",
     )
 
@@ -106,14 +106,17 @@ class ASGIWebSocketCarrier(Carrier):
         super().__init__(websocket, **options)
         # The server's "tbone.prepared" extension (tbone_asgi.uvicorn): events are written
         # as their prepared wire bytes, built once per event for every subscriber.
-        self._write_frame: Callable[[bytes], bool] | None = None
+        self._write_frames: Callable[[bytes], bool] | None = None
         self._wait_writable: Callable[[], Awaitable[object]] | None = None
         self._window_bits: int | None = None
         if prepared is not None:
-            self._write_frame = prepared["write"]
+            # The server's own writers, called with no layer of ours between: they check
+            # that the connection takes bytes now (open, accepted, not paused).
+            self._prepared = prepared["write_message"]
+            self._write_frames = prepared["write"]
             self._wait_writable = prepared["wait_writable"]
             self._window_bits = prepared["window_bits"]
-            self._prepared = self._write_events
+            self._prepared_run = self._write_events
         send: ASGISend | None = getattr(websocket, "_send", None)
         self._starlette = send is not None and hasattr(websocket, "application_state")
         if send is not None and self._starlette:
@@ -214,18 +217,14 @@ class ASGIWebSocketCarrier(Carrier):
     @property
     def prepared(self) -> bool:
         """True when events go out as prepared frames (the server's "tbone.prepared")."""
-        return self._write_frame is not None
+        return self._prepared is not None
 
     def _write_events(self, events: Sequence[Event]) -> bool:
-        # The carrier's prepared-frame hook: one write of bytes built once per event for every
-        # subscriber, or nothing when the connection does not take bytes now.
-        if self._frames is None:
-            return False  # not accepted yet
-        write = self._write_frame
+        # A run of events: their frames, built once per event for every subscriber, in one
+        # write, or nothing when the connection does not take bytes now.
+        write = self._write_frames
         assert write is not None
         bits = self._window_bits
-        if len(events) == 1:
-            return write(events[0].wire(bits))
         return write(b"".join([event.wire(bits) for event in events]))
 
     def _start_send(self, text: str | Event) -> Coroutine[Any, Any, None]:
@@ -236,7 +235,7 @@ class ASGIWebSocketCarrier(Carrier):
             return self.send_text(text if isinstance(text, str) else text.frame)
         if isinstance(text, str):
             return frames({"type": "websocket.send", "text": text})  # type: ignore[return-value]
-        if self._write_frame is not None:
+        if self._prepared is not None:
             return self._send_prepared(text)
         return frames({"type": "websocket.send", "text": text.frame})  # type: ignore[return-value]
 
@@ -247,7 +246,8 @@ class ASGIWebSocketCarrier(Carrier):
         wait_writable = self._wait_writable
         assert wait_writable is not None
         await wait_writable()
-        if self._write_events((event,)):
+        assert self._prepared is not None
+        if self._prepared(event):
             return
         assert self._frames is not None
         await self._frames({"type": "websocket.send", "text": event.frame})
