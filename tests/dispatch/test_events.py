@@ -79,4 +79,5 @@ def test_an_event_has_no_instance_dict() -> None:
     # Channels hold thousands of events: slots only, and lazy data needs none more.
     assert not hasattr(Event("e", 1, "1", "c"), "__dict__")
     assert not hasattr(Event.from_json("e", b"1", "1", "c"), "__dict__")
-    assert len(Event.__slots__) == 6
+    # name, id, channel, data, frame and size, and the prepared wire frames (None until asked).
+    assert len(Event.__slots__) == 7
