@@ -5,20 +5,33 @@ mark), so a client that stops reading blocks our writer task after about a thous
 frames; the frames behind it pile up in the carrier's bounded outbox, which closes the
 connection with 1013 when it overflows. :meth:`SanicWebSocketCarrier.backlog` adds what sits in
 the transport's write buffer to the same limit.
+
+**Prepared frames.** Sanic never negotiates permessage-deflate, so every connection takes the
+same plain frame: an event's frame is built once (``Event.wire(None)``) and written straight to
+the transport, with no framing per connection, whenever Sanic itself would write it at once:
+the websocket is open, no ``send`` of Sanic's is under way, and the transport is not paused.
+Otherwise the frame goes through ``ws.send``, which waits. That reaches into Sanic's websocket
+object (``ws_proto``, ``io_proto`` and its ``_can_write``, ``conn_mutex``,
+``data_finished_fut``), tested on the Sanic versions in :data:`TESTED_SANIC`; a Sanic without
+them is served through ``ws.send`` alone, with one log line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tbone.dispatch.extras import requires
 from tbone.dispatch.timeouts import wait_at_most
 
 with requires(__name__, "Sanic", extra="sanic"):
+    import sanic
     from sanic.exceptions import RequestCancelled, ServerError, WebsocketClosed
     from sanic.server.websockets.impl import WebsocketImplProtocol
     from websockets.exceptions import ConnectionClosed
+    from websockets.protocol import State
 
 from tbone.dispatch.carriers import Carrier
 from tbone.dispatch.carriers.options import CarrierOptions
@@ -26,7 +39,32 @@ from tbone.dispatch.carriers.options import CarrierOptions
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["SanicWebSocketCarrier"]
+    from tbone.dispatch.events import Event
+
+__all__ = ["TESTED_SANIC", "SanicWebSocketCarrier", "surface_problem"]
+
+logger = logging.getLogger("tbone.dispatch.carriers.sanic")
+
+#: The Sanic releases whose websocket object the prepared-frame path was tested against.
+TESTED_SANIC = ("25.12.1",)
+
+_warned = False
+
+
+def surface_problem(ws: Any) -> str | None:
+    """What the prepared-frame path needs of Sanic's websocket and ``ws`` lacks, or None."""
+    missing = [
+        name
+        for name in ("ws_proto", "io_proto", "conn_mutex", "data_finished_fut")
+        if not hasattr(ws, name)
+    ]
+    if missing:
+        return f"its websocket has no {', '.join(missing)}"
+    if not hasattr(getattr(ws.io_proto, "_can_write", None), "is_set"):
+        return "its protocol has no _can_write event"
+    if getattr(ws.ws_proto, "extensions", None):
+        return "the connection negotiated an extension (its frames are not plain)"
+    return None
 
 
 class SanicWebSocketCarrier(Carrier):
@@ -71,6 +109,40 @@ class SanicWebSocketCarrier(Carrier):
             )
         super().__init__(ws, **options)
         self.close_timeout = close_timeout
+        problem = surface_problem(ws)
+        if problem is None:
+            self._prepared = self._write_event
+            self._prepared_run = self._write_events
+        else:
+            _warn_once(problem)
+
+    # -- prepared frames (see the module docstring) ------------------------------------------
+
+    def _write_event(self, event: Event) -> bool:
+        return self._write(event.wire(None))
+
+    def _write_events(self, events: Sequence[Event]) -> bool:
+        return self._write(b"".join([event.wire(None) for event in events]))
+
+    def _write(self, data: bytes) -> bool:
+        # Only when Sanic would write at once itself (ws.send under its mutex, then
+        # io_proto.send: writable, transport open); anything else waits in ws.send.
+        ws = self.connection
+        io_proto = ws.io_proto
+        if io_proto is None or ws.ws_proto.state is not State.OPEN or ws.conn_mutex.locked():
+            return False
+        finished = ws.data_finished_fut
+        transport = io_proto.transport
+        if (
+            finished is None
+            or finished.done()
+            or not io_proto._can_write.is_set()
+            or transport is None
+            or transport.is_closing()
+        ):
+            return False
+        transport.write(data)
+        return True
 
     def _transport(self) -> asyncio.Transport | None:
         io_proto = self.connection.io_proto
@@ -112,3 +184,16 @@ class SanicWebSocketCarrier(Carrier):
         transport = self._transport()
         if transport is not None:
             transport.abort()
+
+
+def _warn_once(problem: str) -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        logger.info(
+            "Sanic %s: events go through ws.send, framed once per connection (%s; prepared "
+            "frames were tested on Sanic %s)",
+            sanic.__version__,
+            problem,
+            ", ".join(TESTED_SANIC),
+        )

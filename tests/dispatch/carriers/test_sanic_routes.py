@@ -141,3 +141,47 @@ class TestProtocolOnSanicThroughServe(ProtocolCases):
     app = staticmethod(handled)
     run = staticmethod(sanic_server)
     refused = staticmethod(refused_with_1008)
+
+
+async def test_every_client_gets_each_events_plain_frame_built_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Sanic negotiates no compression: every connection takes the same plain frame, built
+    # once per event (tbone.dispatch.wire) and written as it is, among ordinary frames.
+    from tbone.dispatch import wire
+    from tbone.dispatch.channels import MAX_MESSAGE_BYTES
+
+    built: list[int] = []
+    text_frame = wire.text_frame
+    monkeypatch.setattr(
+        wire, "text_frame", lambda data, **kw: built.append(len(data)) or text_frame(data, **kw)
+    )
+    shapes: list[Any] = ["", "ASCII", "é ß 漢字 🙂", "y" * 65536, "x" * (MAX_MESSAGE_BYTES - 3)]
+    channel = MemoryChannel(name="pubsub")
+    app = new_sanic_app()
+    app.config.WEBSOCKET_MAX_SIZE = 2 * MAX_MESSAGE_BYTES
+    add_route(app, "/ws", channel)
+    async with sanic_server(app) as base:
+        clients = [
+            await ws_connect(ws_url(base) + "?events=e", max_size=2 * MAX_MESSAGE_BYTES)
+            for _ in range(5)
+        ]
+        try:
+            for client in clients:
+                await client.send('{"type": "ping"}')
+                assert json.loads(await asyncio.wait_for(client.recv(), 5)) == {"type": "pong"}
+            assert all(c._prepared is not None for c in channel.subscribers("e"))
+            sent = [await channel.publish("e", data) for data in shapes]
+            for client in clients:
+                await client.send("not json")
+            sent += [await channel.publish("e", data) for data in shapes]
+            for client in clients:
+                got = [json.loads(await asyncio.wait_for(client.recv(), 5)) for _ in range(11)]
+                events = [f["payload"] for f in got if f["type"] == "event"]
+                assert [e["id"] for e in events] == [e.id for e in sent]
+                assert [e["data"] for e in events] == shapes * 2
+                assert [f["type"] for f in got if f["type"] != "event"] == ["error"]
+        finally:
+            for client in clients:
+                await client.close()
+    assert len(built) == len(sent)  # once per event, not once per client
