@@ -20,37 +20,17 @@ import pytest
 from starlette.applications import Starlette
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.frames import Opcode
-from websockets.extensions.permessage_deflate import (
-    ClientPerMessageDeflateFactory,
-    PerMessageDeflate,
-)
 
 from tbone.dispatch import MemoryChannel, wire
-from tbone.dispatch.channels import MAX_MESSAGE_BYTES
 from tbone_asgi import channel_route
 from tbone_asgi.uvicorn import EXTENSION, WebSocketProtocol, surface_problem
 from tests.support.asgi_server import RunningServer, run_uvicorn, wait_until
+from tests.support.prepared import KINDS, NAME, SHAPES, frames, negotiated, open_clients
 
-# Each kind of client: the extensions it offers (None: no compression).
-KINDS: dict[str, list[Any] | None] = {
-    "plain": None,
-    "deflate": [ClientPerMessageDeflateFactory(client_max_window_bits=True)],
-    **{
-        f"server-window-{bits}": [ClientPerMessageDeflateFactory(server_max_window_bits=bits)]
-        for bits in range(9, 16)
-    },
-    "client-no-context-takeover": [
-        ClientPerMessageDeflateFactory(client_no_context_takeover=True)
-    ],
-}
 # What each kind negotiates with the server's 12-bit window: the frame variant it is written.
 VARIANTS = {None, 9, 10, 11, 12}
-
-NAME = "e"
-# The largest data the channel takes: its name plus the data's JSON at max_message_bytes.
-AT_LIMIT = "x" * (MAX_MESSAGE_BYTES - len(NAME) - 2)
-SHAPES: list[Any] = ["", "plain ASCII text", "non-ASCII: é ß 漢字 🙂", "y" * 65536, AT_LIMIT]
 
 
 @pytest.fixture
@@ -59,28 +39,6 @@ async def served() -> AsyncIterator[tuple[MemoryChannel, RunningServer]]:
     app = Starlette(routes=[channel_route("/ws", channel)])
     async with run_uvicorn(app, ws=WebSocketProtocol, ws_per_message_deflate=True) as server:
         yield channel, server
-
-
-async def open_clients(server: RunningServer) -> dict[str, ClientConnection]:
-    clients = {}
-    for kind, extensions in KINDS.items():
-        clients[kind] = await connect(
-            server.ws_url(f"/ws?events={NAME}"),
-            extensions=extensions,
-            compression=None,
-            max_size=2 * MAX_MESSAGE_BYTES,
-            proxy=None,
-        )
-    return clients
-
-
-async def frames(client: ClientConnection, count: int) -> list[dict[str, Any]]:
-    return [json.loads(await asyncio.wait_for(client.recv(), 10)) for _ in range(count)]
-
-
-def negotiated(client: ClientConnection) -> int | None:
-    deflate = [e for e in client.protocol.extensions if isinstance(e, PerMessageDeflate)]
-    return deflate[0].remote_max_window_bits if deflate else None
 
 
 async def test_every_client_decodes_every_event_with_ordinary_frames_in_between(
@@ -103,7 +61,7 @@ async def test_every_client_decodes_every_event_with_ordinary_frames_in_between(
         return encode(self, frame)
 
     monkeypatch.setattr(PerMessageDeflate, "encode", counting_encode)
-    clients = await open_clients(server)
+    clients = await open_clients(server.ws_url(f"/ws?events={NAME}"))
     server_side = [
         id(extension) for protocol in server.connections() for extension in protocol.conn.extensions
     ]
@@ -138,7 +96,10 @@ async def test_every_client_decodes_every_event_with_ordinary_frames_in_between(
         for kind, client in clients.items():
             got = await frames(client, 2 * len(SHAPES) + 1)
             assert [f["payload"]["id"] for f in got[:-1]] == [e.id for e in second + third], kind
-            assert got[-1] == {"type": "recovered", "payload": {"channel": channel.name, "complete": True}}
+            assert got[-1] == {
+                "type": "recovered",
+                "payload": {"channel": channel.name, "complete": True},
+            }
         last = await channel.publish(NAME, "live again")
         for client in clients.values():
             assert (await frames(client, 1))[0]["payload"]["id"] == last.id
@@ -158,16 +119,14 @@ async def test_the_extension_says_what_each_connection_negotiated(
     served: tuple[MemoryChannel, RunningServer],
 ) -> None:
     channel, server = served
-    clients = await open_clients(server)
+    clients = await open_clients(server.ws_url(f"/ws?events={NAME}"))
     try:
         await wait_until(lambda: channel.stats()["subscribers"] == len(KINDS))
         carriers = channel.subscribers(NAME)
         assert all(c.prepared for c in carriers)
         protocols = server.connections()
         assert len(protocols) == len(KINDS)
-        windows = sorted(
-            (p.scope["extensions"][EXTENSION]["window_bits"] or 0) for p in protocols
-        )
+        windows = sorted((p.scope["extensions"][EXTENSION]["window_bits"] or 0) for p in protocols)
         assert windows == sorted(negotiated(c) or 0 for c in clients.values())
         # Every deflate answer says server_no_context_takeover, asked for or not.
         for kind, client in clients.items():
@@ -196,10 +155,11 @@ async def test_close_codes_after_prepared_frames(compression: str | None) -> Non
             return client
 
         async def close_code(client: ClientConnection) -> int | None:
-            with pytest.raises(ConnectionClosed) as closed:
-                while True:
+            while True:
+                try:
                     await asyncio.wait_for(client.recv(), 10)
-            return None if closed.value.rcvd is None else closed.value.rcvd.code
+                except ConnectionClosed as closed:
+                    return None if closed.rcvd is None else closed.rcvd.code
 
         # 1000: the client closes; the server answers, and the handshake completes.
         client = await connected()
@@ -229,11 +189,13 @@ async def test_an_app_that_does_not_ask_for_it_runs_as_on_stock_uvicorn() -> Non
                 return
             await send({"type": "websocket.send", "text": message["text"] * 2})
 
-    async with run_uvicorn(echo, ws=WebSocketProtocol, ws_per_message_deflate=True) as server:
-        async with connect(server.ws_url("/"), proxy=None) as client:
-            for text in ("a", "é" * 3000, ""):
-                await client.send(text)
-                assert await asyncio.wait_for(client.recv(), 5) == text * 2
+    async with (
+        run_uvicorn(echo, ws=WebSocketProtocol, ws_per_message_deflate=True) as server,
+        connect(server.ws_url("/"), proxy=None) as client,
+    ):
+        for text in ("a", "é" * 3000, ""):
+            await client.send(text)
+            assert await asyncio.wait_for(client.recv(), 5) == text * 2
 
 
 def test_a_uvicorn_without_the_surface_falls_back(caplog: pytest.LogCaptureFixture) -> None:

@@ -5,17 +5,33 @@ the transport to drain only every 64 KiB it writes, so a client that stops readi
 the server's write buffer grow (to about 270 KiB) before a send blocks.
 :meth:`AioHttpWebSocketCarrier.backlog` reports that buffer, and the carrier closes the
 connection with 1013 once it plus the outbox passes ``max_bytes``.
+
+**Prepared frames.** An event's frame is built once (``Event.wire``) and written as it is to
+every connection whose frames need no compressor state of its own: one without
+permessage-deflate (the plain frame), or one that negotiated ``server_no_context_takeover``
+(the frame deflated on its own, with the connection's window). aiohttp grants that only when
+the client asks; the package's own glue (``add_route``/``serve``) answers every deflate offer
+with it, as RFC 7692 lets a server do. The write happens only when aiohttp would write at once
+itself: the response is open, no compressed send of aiohttp's is under way, and the transport
+is not paused; otherwise the frame goes through ``send_str``, which waits. That reaches into
+aiohttp's websocket writer (``_writer``: ``transport``, ``protocol._paused``, ``_closing``,
+``_send_lock``, ``compress``, ``notakeover``), tested on the aiohttp versions in
+:data:`TESTED_AIOHTTP`; an aiohttp without it is served through ``send_str`` alone, with one
+log line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tbone.dispatch.extras import requires
 from tbone.dispatch.timeouts import wait_at_most
 
 with requires(__name__, "aiohttp", extra="aiohttp"):
+    import aiohttp
     from aiohttp import web
 
 from tbone.dispatch.carriers import Carrier
@@ -24,7 +40,30 @@ from tbone.dispatch.carriers.options import CarrierOptions
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["AioHttpWebSocketCarrier"]
+    from tbone.dispatch.events import Event
+
+__all__ = ["TESTED_AIOHTTP", "AioHttpWebSocketCarrier", "surface_problem"]
+
+logger = logging.getLogger("tbone.dispatch.carriers.aiohttp")
+
+#: The aiohttp releases whose websocket writer the prepared-frame path was tested against.
+TESTED_AIOHTTP = ("3.14.5",)
+
+_WRITER_SURFACE = ("transport", "protocol", "_closing", "_send_lock", "compress", "notakeover")
+_warned = False
+
+
+def surface_problem(ws: Any) -> str | None:
+    """What the prepared-frame path needs of a prepared ``ws`` and it lacks, or None."""
+    writer = getattr(ws, "_writer", None)
+    if writer is None:
+        return "its WebSocketResponse has no _writer"
+    missing = [name for name in _WRITER_SURFACE if not hasattr(writer, name)]
+    if missing:
+        return f"its websocket writer has no {', '.join(missing)}"
+    if not isinstance(getattr(writer.protocol, "_paused", None), bool):
+        return "its protocol has no _paused flag"
+    return None
 
 
 class AioHttpWebSocketCarrier(Carrier):
@@ -40,7 +79,7 @@ class AioHttpWebSocketCarrier(Carrier):
     Raises TypeError for anything that is not a ``WebSocketResponse``.
     """
 
-    __slots__ = ("close_timeout",)
+    __slots__ = ("_bits", "close_timeout")
 
     #: aiohttp raises ClientConnectionResetError (a ConnectionResetError) for a closing
     #: transport; a closed response is turned into ConnectionResetError by :meth:`send_text`.
@@ -60,6 +99,56 @@ class AioHttpWebSocketCarrier(Carrier):
             )
         super().__init__(ws, **options)
         self.close_timeout = close_timeout
+        # The frame variant of this connection, known once the response is prepared: None
+        # (plain), a window (deflated on its own), or False (its frames cannot be shared).
+        self._bits: int | bool | None = False
+        self._prepared = self._write_event
+        self._prepared_run = self._write_events
+
+    # -- prepared frames (see the module docstring) ------------------------------------------
+
+    def _variant(self) -> int | bool | None:
+        ws = self.connection
+        problem = surface_problem(ws)
+        if problem is not None:
+            _warn_once(problem)
+            return False
+        writer = ws._writer
+        if not writer.compress:
+            return None
+        return int(writer.compress) if writer.notakeover else False
+
+    def _write_event(self, event: Event) -> bool:
+        bits = self._bits if self._bits is not False else self._decide()
+        return bits is not False and self._write(event.wire(bits))
+
+    def _write_events(self, events: Sequence[Event]) -> bool:
+        bits = self._bits if self._bits is not False else self._decide()
+        if bits is False:
+            return False
+        return self._write(b"".join([event.wire(bits) for event in events]))
+
+    def _decide(self) -> int | bool | None:
+        # Once the response is prepared: this connection's variant, or no prepared frames.
+        if not self.connection.prepared:
+            return False
+        bits = self._bits = self._variant()
+        if bits is False:  # its frames cannot be shared: send_str from now on
+            self._prepared = self._prepared_run = None
+        return bits
+
+    def _write(self, data: bytes) -> bool:
+        # Only when aiohttp would write at once itself (send_frame: not closing, no locked
+        # compressed send, then the transport; it drains only past its limit).
+        ws = self.connection
+        writer = ws._writer
+        if ws.closed or writer is None or writer._closing or writer._send_lock.locked():
+            return False
+        transport = writer.transport
+        if writer.protocol._paused or transport.is_closing():
+            return False
+        transport.write(data)
+        return True
 
     def _transport(self) -> asyncio.Transport | None:
         # aiohttp keeps its websocket writer private; it is the one place the transport (and
@@ -99,3 +188,16 @@ class AioHttpWebSocketCarrier(Carrier):
             # The peer stopped reading: our close frame sits behind what it did not read.
             if transport is not None:
                 transport.abort()
+
+
+def _warn_once(problem: str) -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        logger.info(
+            "aiohttp %s: events go through send_str, framed once per connection (%s; prepared "
+            "frames were tested on aiohttp %s)",
+            aiohttp.__version__,
+            problem,
+            ", ".join(TESTED_AIOHTTP),
+        )

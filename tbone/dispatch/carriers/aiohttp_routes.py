@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 from tbone.dispatch.carriers.aiohttp_carrier import AioHttpWebSocketCarrier
 
 # isort: split
-from aiohttp import web
+from aiohttp import hdrs, web
+from multidict import CIMultiDict
 
 from tbone.dispatch import serving
 from tbone.dispatch.channels import Channel
@@ -133,7 +134,7 @@ class _Connection:
         return self.ws.prepared
 
     async def accept(self) -> None:
-        await self.ws.prepare(self.request)
+        await self.ws.prepare(without_context_takeover(self.request))
 
     async def deny(self, reason: str) -> None:
         self.response = web.Response(status=403, text=f"websocket refused: {reason}\n")
@@ -147,3 +148,32 @@ class _Connection:
             if message.type in (web.WSMsgType.CLOSE, web.WSMsgType.CLOSING, web.WSMsgType.CLOSED):
                 return None  # the client left, or we closed: aiohttp answered the close
             # Anything else (an ERROR, then CLOSED) goes round once more.
+
+
+def without_context_takeover(request: web.Request) -> web.Request:
+    """``request`` with ``server_no_context_takeover`` in each permessage-deflate offer.
+
+    aiohttp grants it only when the client asks; RFC 7692 (7.1.1.1) lets a server include it
+    unasked, and every client must then accept it. The handshake made from this request
+    answers every deflate offer with it, so each message is compressed on its own and an
+    event's deflated frame, built once, is valid on every such connection (see
+    :mod:`tbone.dispatch.carriers.aiohttp_carrier`). A request without an offer is returned
+    as it is.
+    """
+    offers = request.headers.getall(hdrs.SEC_WEBSOCKET_EXTENSIONS, [])
+    if not any("permessage-deflate" in offer for offer in offers):
+        return request
+    rewritten = []
+    for header in offers:
+        parts = []
+        for offer in header.split(","):
+            token, *params = [p.strip() for p in offer.split(";")]
+            if token == "permessage-deflate" and "server_no_context_takeover" not in params:
+                params.insert(0, "server_no_context_takeover")
+            parts.append("; ".join([token, *params]))
+        rewritten.append(", ".join(parts))
+    headers = CIMultiDict(request.headers)
+    headers.popall(hdrs.SEC_WEBSOCKET_EXTENSIONS)
+    for header in rewritten:
+        headers.add(hdrs.SEC_WEBSOCKET_EXTENSIONS, header)
+    return request.clone(headers=headers)

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from tbone.dispatch import MemoryChannel
@@ -89,3 +90,63 @@ class TestProtocolOnAiohttpAddRoute(TestProtocolOnAiohttp):
     """add_route(): the same protocol, the route registered for you."""
 
     app = staticmethod(routed)
+
+
+async def test_every_client_decodes_each_events_frame_built_once_per_variant(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Clients of every kind on one channel: each event's frame is built once per variant
+    # (plain, and deflated per window: aiohttp takes the window the client asks, 15 else),
+    # never by aiohttp's per-connection compressor, and decodes exactly, among ordinary frames.
+    from aiohttp._websocket.writer import WebSocketWriter
+
+    from tbone.dispatch import wire
+    from tests.support.prepared import KINDS, NAME, SHAPES, frames, negotiated, open_clients
+
+    built: list[int] = []
+    deflate = wire.deflate
+    monkeypatch.setattr(
+        wire, "deflate", lambda data, bits: built.append(bits) or deflate(data, bits)
+    )
+    compressed = 0  # messages aiohttp's own compressor sent (the server's writers only)
+    own = WebSocketWriter._send_compressed_frame_sync
+
+    def counting(self: Any, message: bytes, opcode: int, compress: int | None) -> None:
+        nonlocal compressed
+        compressed += 1
+        own(self, message, opcode, compress)
+
+    monkeypatch.setattr(WebSocketWriter, "_send_compressed_frame_sync", counting)
+    # Not a client that asks server_max_window_bits=15: aiohttp leaves the parameter out of
+    # its answer (15 is the default) and websockets refuses that, with or without this
+    # package (stock aiohttp 3.14 and websockets 17 fail the same handshake).
+    kinds = {k: v for k, v in KINDS.items() if k != "server-window-15"}
+    channel = MemoryChannel(name="pubsub")
+    app = web.Application()
+    add_route(app, "/ws", channel)
+    async with aiohttp_server(app) as base:
+        clients = await open_clients(ws_url(base) + f"?events={NAME}", kinds)
+        try:
+            windows = {negotiated(c) for c in clients.values()}
+            assert windows == {None, *range(9, 16)}
+            for kind, client in clients.items():
+                header = client.response.headers.get("Sec-WebSocket-Extensions")
+                if kinds[kind] is not None:  # every deflate answer: no context takeover
+                    assert "server_no_context_takeover" in header, kind
+                await client.send('{"type": "ping"}')
+                assert await frames(client, 1) == [{"type": "pong"}]
+            sent = [await channel.publish(NAME, data) for data in SHAPES]
+            for client in clients.values():
+                await client.send("not json")  # an error frame among events
+            sent += [await channel.publish(NAME, data) for data in SHAPES]
+            for kind, client in clients.items():
+                got = await frames(client, 2 * len(SHAPES) + 1)
+                events = [f["payload"] for f in got if f["type"] == "event"]
+                assert [e["id"] for e in events] == [e.id for e in sent], kind
+                assert [e["data"] for e in events] == SHAPES * 2, kind
+                assert [f["type"] for f in got if f["type"] != "event"] == ["error"], kind
+        finally:
+            for client in clients.values():
+                await client.close()
+    assert len(built) == len(sent) * 7  # once per event and per window, not per client
+    assert compressed == 2 * (len(kinds) - 1)  # a pong and an error per compressing client
