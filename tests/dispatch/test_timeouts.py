@@ -67,7 +67,7 @@ async def test_no_answer_in_time_is_a_timeout_and_cancels_the_operation() -> Non
         finally:
             cancelled.set()
 
-    with pytest.raises(TimeoutError, match="no answer within 0.05s"):
+    with pytest.raises(TimeoutError, match=r"no answer within 0\.05s"):
         await wait_at_most(never(), 0.05)
     assert cancelled.is_set()
 
