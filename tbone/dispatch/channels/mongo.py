@@ -16,6 +16,9 @@ Rules (``docs/mongo.md`` has the long form):
   consumer read it is missed; that is counted (``stats()["gaps"]``) and logged.
 * History (``since``) is read from the collection itself: it is complete while the document
   with that id is still kept.
+* Errors retrying cannot fix (failed authentication, missing rights, a configuration the
+  driver refuses, a collection that is not capped) make ``ready()`` fail at once
+  (:meth:`MongoChannel.fatal_error`).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ try:
     from bson.errors import InvalidId
     from pymongo import AsyncMongoClient, CursorType, MongoClient
     from pymongo.database import Database as _SyncDatabase
-    from pymongo.errors import OperationFailure
+    from pymongo.errors import ConfigurationError, InvalidName, OperationFailure
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "MongoChannel needs PyMongo: pip install 'tbone-asgi[mongo]' "
@@ -61,6 +64,9 @@ _DOC_OVERHEAD = 96
 #: spliced into frames as it is. Documents without it were written by something else: their
 #: ``data`` is parsed first, so text that is not JSON never reaches a client.
 _FORMAT = 1
+#: Server error codes retrying cannot fix: the credentials, or the user's rights.
+AUTHENTICATION_FAILED = 18
+UNAUTHORIZED = 13
 #: Seconds allowed for killing a cursor when it is dropped.
 _CLOSE_TIMEOUT = 5.0
 #: Tries to read one history page when the collection keeps rolling over meanwhile.
@@ -374,6 +380,28 @@ class MongoChannel(Channel):
             f"channel {self.name!r}: the collection {self.collection_name} rolled over while "
             f"a history page was read, {_PAGE_ATTEMPTS} times in a row (raise capacity/size)"
         )
+
+    def fatal_error(self, exc: Exception) -> str | None:
+        """The fix for errors retrying cannot fix: failed authentication, a user without the
+        rights the channel needs, a configuration the driver refuses (a URI option, an SRV
+        name that does not resolve), a collection that is not capped, an invalid name."""
+        if isinstance(exc, OperationFailure):
+            if exc.code == AUTHENTICATION_FAILED:
+                return (
+                    "check the user name, password and authSource "
+                    "(in the URI: mongodb://user:password@host/db?authSource=admin)"
+                )
+            if exc.code == UNAUTHORIZED:
+                return (
+                    f"grant the user find, insert and createCollection on "
+                    f"{self.db.name}.{self.collection_name} (readWrite on the database)"
+                )
+            return None
+        if isinstance(exc, CollectionNotCapped):
+            return "drop the collection, convert it (convertToCapped), or pass another prefix="
+        if isinstance(exc, (ConfigurationError, InvalidName)):
+            return "fix the client's configuration (the MongoDB URI and its options)"
+        return None
 
     # -- reading helpers ---------------------------------------------------------------------
 
