@@ -20,6 +20,7 @@ __all__ = [
     "ChannelNameConflict",
     "ChannelUnavailable",
     "MessageTooLarge",
+    "StartupStopped",
     "TBoneError",
 ]
 
@@ -147,4 +148,25 @@ class ChannelUnavailable(TBoneError, ConnectionError):
             last_error=last_error,
             waited=waited,
             fix=fix,
+        )
+
+
+class StartupStopped(TBoneError, InterruptedError):
+    """SIGINT or SIGTERM arrived while an app's startup waited (``channels_lifespan``).
+
+    The startup gives up at once, so the server exits instead of finishing a startup it was
+    asked to abandon. Carries ``signal`` (its name, ``"SIGINT"``), ``waited`` (seconds since
+    the startup began) and ``waiting_for``, what the startup was waiting for.
+    """
+
+    signal: str
+    waited: float
+    waiting_for: str
+
+    def __init__(self, signal: str, waited: float, waiting_for: str) -> None:
+        super().__init__(
+            f"{signal} stopped the startup after {waited:.1f}s, while it waited for {waiting_for}",
+            signal=signal,
+            waited=waited,
+            waiting_for=waiting_for,
         )

@@ -1,7 +1,7 @@
 """``Channel.ready(timeout)``: a bounded wait for the consumer, and errors retrying cannot fix.
 
-A backend here is a few lines: its ``listen`` fails with the error a test gives it (or waits,
-or reads), and its ``fatal_error`` calls ``PermissionError`` unfixable. The real backends'
+The backend here (:class:`tests.support.faulty.Faulty`) fails with the errors a test gives it,
+then reads; its ``fatal_error`` calls ``PermissionError`` unfixable. The real backends'
 classifications run against real servers in their own tests (``test_redis_startup.py``,
 ``test_mongo_ready.py``).
 """
@@ -10,42 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
-from tbone.dispatch import Channel, ChannelUnavailable, Event, History, TBoneError
-
-
-class Faulty(Channel):
-    """``listen`` raises each error of ``errors`` in turn, then reads (ready) for ever."""
-
-    backend = "faulty"
-
-    def __init__(self, name: str, errors: list[Exception], **options: Any) -> None:
-        super().__init__(name, backoff=(0.01, 0.02), **options)
-        self.errors = errors
-        self.attempts = 0
-        self.tries: asyncio.Queue[int] = asyncio.Queue()  # each attempt, as it starts
-
-    async def store(self, name: str, data: Any) -> Event:
-        raise NotImplementedError
-
-    async def listen(self, after: str | None) -> AsyncIterator[Event]:
-        self.attempts += 1
-        self.tries.put_nowait(self.attempts)
-        if self.errors:
-            raise self.errors.pop(0)
-        self.mark_ready()
-        await asyncio.Event().wait()
-        yield  # pragma: no cover - never reached; makes this an async generator
-
-    async def read_history(self, since: str | None) -> History:
-        return History([], complete=True)
-
-    def fatal_error(self, exc: Exception) -> str | None:
-        return "give it the right to" if isinstance(exc, PermissionError) else None
+from tbone.dispatch import ChannelUnavailable, TBoneError
+from tests.support.faulty import Faulty
 
 
 async def test_ready_returns_once_the_consumer_reads_after_faults() -> None:
