@@ -10,11 +10,17 @@ entered: the signal still reaches the previous handler (the server notes it and 
 usual), and the waiting task is cancelled. Python runs signal handlers in the main thread
 only, so elsewhere (an app started in a thread, as test clients do) it does nothing. Signals
 that are ignored (``SIG_IGN``) or handled outside Python stay as they are.
+
+A signal that came before (uvicorn installs its handler, then imports the app, then starts
+its lifespan) is found where uvicorn notes it: a handler that is a method of an object whose
+``should_exit`` is true (uvicorn's ``Server.handle_exit``) means the server was asked to stop
+already, and the task is cancelled at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import threading
 from types import FrameType, TracebackType
@@ -52,6 +58,10 @@ class StopSignals:
             if previous is None or previous == signal.SIG_IGN:
                 continue
             self._previous[signum] = signal.signal(signum, self._handle)
+            noted = _noted_stop(previous)
+            if noted is not None and self.received is None:
+                self.received = noted
+                self._loop.call_soon(self._cancel)
         return self
 
     def __exit__(
@@ -84,3 +94,16 @@ class StopSignals:
     def _cancel(self) -> None:
         if self._active and not self.task.done():
             self.task.cancel()
+
+
+def _noted_stop(handler: Any) -> str | None:
+    """The signal a server's handler has noted already (uvicorn's ``Server.handle_exit``
+    sets ``should_exit`` and keeps ``_captured_signals``), else None."""
+    server = getattr(handler, "__self__", None)
+    if getattr(server, "should_exit", False) is not True:
+        return None
+    captured = getattr(server, "_captured_signals", None)
+    if isinstance(captured, list) and captured and isinstance(captured[0], int):
+        with contextlib.suppress(ValueError):
+            return signal.Signals(captured[0]).name
+    return "a stop signal"

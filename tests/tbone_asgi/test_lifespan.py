@@ -243,3 +243,58 @@ async def test_uvicorn_exits_after_the_ready_timeout_when_redis_is_not_there(
     assert "ChannelUnavailable: channel 'pubsub' (redis) is not ready" in child.text
     assert "Application startup failed. Exiting." in child.text
     assert "Uvicorn running" not in child.text  # never served
+
+
+SLOW_IMPORT = """
+import os
+import pathlib
+import sys
+import time
+
+print(f"importing the app in {{os.getpid()}}", file=sys.stderr, flush=True)
+gate = pathlib.Path({gate!r})
+deadline = time.monotonic() + 20
+while not gate.exists() and time.monotonic() < deadline:  # the test opens it after its signal
+    time.sleep(0.01)
+"""
+
+
+async def test_a_stop_signal_before_the_startup_began_ends_it_at_once(tmp_path: Path) -> None:
+    # A uvicorn worker installs its handlers, then imports the app, then starts the lifespan:
+    # a signal in between is only noted by uvicorn. The startup finds it noted and ends.
+    gate = tmp_path / "gate"
+    app = SLOW_IMPORT.format(gate=str(gate)) + APP.format(port=free_port(), timeout=60)
+    (tmp_path / "app.py").write_text(app)
+    uvicorn = [sys.executable, "-m", "uvicorn", "app:app", "--app-dir", str(tmp_path)]
+    async with Child.start([*uvicorn, "--port", "0", "--workers", "2"]) as child:
+        first = await child.wait_for("importing the app in ")
+        await child.wait_for("importing the app in ", count=2)
+        os.kill(int(first.rsplit(" ", 1)[1]), signal.SIGTERM)
+        gate.touch()
+        status, seconds = await child.exit_within(15)  # timed from here
+    # The worker ends with 3 at once; the supervisor then stops the other one and exits 0.
+    assert status == 0, child.text
+    assert seconds < 10, child.text  # the supervisor's health check takes up to 5 s
+    assert "StartupStopped: SIGTERM stopped the startup after" in child.text
+    assert "failed to start, stopping the parent process" in child.text
+
+
+async def test_a_stop_the_server_noted_before_the_wait_ends_it_at_once() -> None:
+    class Server:  # what uvicorn's Server keeps of the signals it caught
+        def __init__(self) -> None:
+            self.should_exit = True
+            self._captured_signals = [signal.SIGINT]
+
+        def handle_exit(self, signum: int, frame: FrameType | None) -> None:
+            pass  # pragma: no cover - no signal is sent
+
+    server = Server()
+    previous = {signum: signal.signal(signum, server.handle_exit) for signum in STOP_SIGNALS}
+    try:
+        down = Faulty("noted", [ConnectionError("down")] * 10_000)
+        with pytest.raises(StartupStopped, match=r"^SIGINT stopped the startup after 0\.0s"):
+            async with channels_lifespan(down, ready_timeout=30)(None):
+                pass  # pragma: no cover - the startup fails
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
