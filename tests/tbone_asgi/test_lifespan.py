@@ -96,10 +96,10 @@ async def test_the_channels_are_waited_for_at_the_same_time() -> None:
     down = [Faulty(f"down-{n}", [ConnectionError("down")] * 10_000) for n in range(3)]
     loop = asyncio.get_running_loop()
     started = loop.time()
-    with pytest.raises(ChannelUnavailable, match=r"'down-0' .* within 0\.3s"):
-        async with channels_lifespan(fine, *down, ready_timeout=0.3)(None):
+    with pytest.raises(ChannelUnavailable, match=r"'down-0' .* within 1s"):
+        async with channels_lifespan(fine, *down, ready_timeout=1)(None):
             pass  # pragma: no cover - the startup fails
-    assert loop.time() - started < 0.85  # not 0.3 s for each channel in turn
+    assert loop.time() - started < 2.5  # not 1 s for each channel in turn
     assert all(channel.stats()["consumer"] == "closed" for channel in down)
 
 
@@ -127,7 +127,7 @@ async def test_a_stop_signal_ends_the_wait_and_still_reaches_the_server(
     os.kill(os.getpid(), signum)
     with pytest.raises(StartupStopped) as info:
         await asyncio.wait_for(starting, 5)
-    assert loop.time() - signalled < 1
+    assert loop.time() - signalled < 3  # at once, with room for a busy machine
     name = signal.Signals(signum).name
     assert info.value.signal == name
     assert isinstance(info.value, InterruptedError)

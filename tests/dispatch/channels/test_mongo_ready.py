@@ -109,7 +109,7 @@ async def no_server_then_close() -> None:
         await asyncio.sleep(0)
         started = loop.time()
         await channel.close()
-        assert loop.time() - started < 1
+        assert loop.time() - started < 3  # not the 10 s of the close timeout
         assert creating.done()
         with pytest.raises(ConnectionError, match="closed while it created its collection"):
             await publishing

@@ -63,7 +63,7 @@ async def test_an_error_retrying_cannot_fix_fails_at_once(
         pytest.raises(ChannelUnavailable) as info,
     ):
         await channel.ready(timeout=30)  # also with no timeout at all (below)
-    assert loop.time() - started < 1
+    assert loop.time() - started < 3  # at once, not after the 30 s
     error = info.value
     assert error.reason == "refused"
     assert error.fix == "give it the right to"
