@@ -20,13 +20,14 @@ Rules (``docs/channels.md`` has the long form):
 * Events over ``max_message_bytes`` are refused at publish with MessageTooLarge.
 * The consumer starts when the first carrier subscribes (or on :meth:`Channel.kickoff`) and
   survives backend faults: it logs, counts, backs off, and resumes after the last event it
-  delivered.
+  delivered. :meth:`Channel.ready` waits for it, within a timeout if given, and fails at once
+  on an error that retrying cannot fix.
 
 Writing a backend: subclass :class:`Channel` and implement :meth:`Channel.store`,
 :meth:`Channel.listen` and :meth:`Channel.read_history`; the optional hooks are
-:meth:`Channel.history_page`, :meth:`Channel.order_key`, :meth:`Channel.on_new_loop` and
-:meth:`Channel.close_backend`. ``docs/channels.md`` ("A custom backend") has the contract and
-a complete example.
+:meth:`Channel.history_page`, :meth:`Channel.order_key`, :meth:`Channel.on_new_loop`,
+:meth:`Channel.close_backend` and :meth:`Channel.fatal_error`. ``docs/channels.md`` ("A custom
+backend") has the contract and a complete example.
 """
 
 from __future__ import annotations
