@@ -23,6 +23,7 @@ from demo.startup import CannotStart
 from demo.web import create_app
 from tbone.dispatch import History, MemoryChannel
 from tests.support.child import Child
+from tests.support.mongo_server import MongoServer
 from tests.support.redis_server import RedisServer, free_port, require_redis_server
 
 UVICORN = [str(Path(sys.executable).parent / "uvicorn"), "demo:app", "--port", "0"]
@@ -256,6 +257,36 @@ async def test_a_stop_signal_ends_a_server_whose_backend_froze_or_went(
             status, seconds = await child.exit_within(20)
     assert seconds < PROMPT + 5, child.text  # a close gives the backend at most 10 s
     # uvicorn ends with the signal it was stopped by (it raises it again once shut down).
+    assert status in (0, -signal.SIGTERM), child.text
+    assert "Traceback" not in child.text, child.text
+    assert child.text.count("Application shutdown complete.") == workers, child.text
+
+
+@pytest.mark.parametrize(
+    ("command", "how"),
+    [(UVICORN, signal.SIGTERM), ([*DEMO, *WORKERS], "ctrl-c")],
+    ids=["uvicorn demo:app SIGTERM", "python -m demo --workers 2 Ctrl-C"],
+)
+@pytest.mark.parametrize("fault", ["frozen", "stopped"])
+async def test_a_stop_signal_ends_a_server_whose_mongodb_froze_or_went(
+    command: list[str], how: signal.Signals | str, fault: str
+) -> None:
+    workers = 2 if "--workers" in command else 1
+    with MongoServer() as server:
+        url = f"{server.url}/tbone_demo_{fault}"
+        async with Child.start(command, env=env(url)) as child:
+            await child.wait_for("Application startup complete", count=workers)
+            if fault == "frozen":
+                server.pause()  # the tailing cursor's getMore waits on a silent socket
+            else:
+                server.stop()
+                await child.wait_for("backend failed", count=workers)  # retrying
+            if how == "ctrl-c":
+                child.interrupt()
+            else:
+                child.send(how)
+            status, seconds = await child.exit_within(20)
+    assert seconds < PROMPT + 5, child.text  # a close gives the backend at most 10 s
     assert status in (0, -signal.SIGTERM), child.text
     assert "Traceback" not in child.text, child.text
     assert child.text.count("Application shutdown complete.") == workers, child.text
