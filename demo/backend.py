@@ -32,8 +32,9 @@ CHANNEL_NAME = "demo"
 def make_channel(url: str | None, name: str = CHANNEL_NAME) -> Channel:
     """The channel for ``url`` (see the module docstring).
 
-    Raises ``ValueError`` for a scheme the demo does not know, and ``ImportError`` naming the
-    extra to install when the backend's library is missing.
+    Raises ``ValueError`` for a scheme the demo does not know or a URL its backend refuses
+    (one line with the rule), and ``ImportError`` naming the extra to install when the
+    backend's library is missing.
     """
     if not url or url == "memory://":
         return MemoryChannel(name=name)
@@ -41,7 +42,10 @@ def make_channel(url: str | None, name: str = CHANNEL_NAME) -> Channel:
     if scheme in ("redis", "rediss", "unix"):
         from tbone.dispatch.channels.redis import RedisChannel
 
-        return RedisChannel(name=name, url=url)
+        try:
+            return RedisChannel(name=name, url=url)
+        except ValueError as exc:  # the URL's rule, in one line
+            raise ValueError(f"TBONE_CHANNEL_URL: {exc}") from None
     if scheme in ("redis+sentinel", "redis+cluster"):
         from tbone.dispatch.channels.redis import RedisChannel
 
@@ -52,9 +56,20 @@ def make_channel(url: str | None, name: str = CHANNEL_NAME) -> Channel:
 
         # isort: split
         from pymongo import AsyncMongoClient
+        from pymongo.errors import ConfigurationError
 
         # The client connects on first use; the database is the URL's path ("tbone" if none).
-        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
+        # A server that cannot be reached fails an operation after serverSelectionTimeoutMS:
+        # 5 s unless the URL says otherwise (the driver's 30 s would outlast the startup wait,
+        # which could then not say why the backend did not answer).
+        options = {} if "serverselectiontimeoutms" in url.lower() else _MONGO_OPTIONS
+        try:
+            client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url, **options)
+        except (ConfigurationError, ValueError) as exc:
+            raise ValueError(
+                f"TBONE_CHANNEL_URL is not a MongoDB URI the driver takes ({exc}); use "
+                "mongodb://[user:password@]host[:port][/db][?options]"
+            ) from None
         db = client.get_default_database(default="tbone")
         return MongoChannel(name=name, db=db)
     raise ValueError(
@@ -62,6 +77,9 @@ def make_channel(url: str | None, name: str = CHANNEL_NAME) -> Channel:
         "redis://host:6379/0, redis+sentinel://host:26379,host:26379/mymaster/0, "
         "redis+cluster://host:7000,host:7001 or mongodb://host:27017/tbone"
     )
+
+
+_MONGO_OPTIONS = {"serverSelectionTimeoutMS": 5000}
 
 
 def _redis_client(url: str) -> Any:

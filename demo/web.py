@@ -38,7 +38,10 @@ from starlette.staticfiles import StaticFiles
 
 from demo.backend import channel_from_env
 from demo.items import ItemError, ItemStore, StoreFull, mirror_changes, publish_changes
+from demo.startup import STARTUP_TIMEOUT, CannotStart
 from tbone.dispatch import Channel
+from tbone.dispatch.channels import EventStream
+from tbone.dispatch.timeouts import wait_at_most
 from tbone_asgi import channel_route, channels_lifespan
 
 logger = logging.getLogger("demo")
@@ -88,11 +91,55 @@ async def _read_json(request: Request) -> Any:
         raise _HTTPError(400, "bad_json", f"the body is not valid JSON: {exc}") from None
 
 
-def create_app(channel: Channel | None = None, store: ItemStore | None = None) -> Starlette:
+async def _catch_up(
+    channel: Channel,
+    events: EventStream,
+    follower: asyncio.Future[None],
+    caught_up: asyncio.Event,
+    timeout: float,
+) -> None:
+    """Wait until the channel's history is in the store (or the mirror ended), at most
+    ``timeout`` seconds; raise :class:`CannotStart`, in one line, when it is not."""
+
+    async def applied() -> None:
+        if await events.recovered() is False:
+            logger.warning("the item list may miss changes: the channel's history was trimmed")
+        if not events.queued:
+            caught_up.set()
+        # The history is applied (or the subscription ended): now serve.
+        waiting = asyncio.ensure_future(caught_up.wait())
+        try:
+            await asyncio.wait([waiting, follower], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+
+    try:
+        await wait_at_most(applied(), timeout)
+    except TimeoutError:
+        problem = f"its history was not read within {timeout:g}s"
+    except Exception as exc:  # the history could not be read: the backend's error
+        problem = f"its history could not be read ({type(exc).__name__}: {exc})"
+    else:
+        return
+    raise CannotStart(
+        f"demo cannot start: channel {channel.name!r} ({channel.backend}) is ready but "
+        f"{problem}; check the backend, or raise TBONE_STARTUP_TIMEOUT"
+    )
+
+
+def create_app(
+    channel: Channel | None = None,
+    store: ItemStore | None = None,
+    *,
+    startup_timeout: float = STARTUP_TIMEOUT,
+) -> Starlette:
     """A demo app publishing on ``channel`` (default: from ``TBONE_CHANNEL_URL``).
 
     ``store``: the item store (default: a new, empty one). The app's lifespan starts the
     channel's consumer at startup and closes the channel (and its websockets) at shutdown.
+    At startup it waits for the channel to read its backend, then for the channel's history
+    to be in the store, each at most ``startup_timeout`` seconds; then the startup fails
+    (``ChannelUnavailable``, or :class:`~demo.startup.CannotStart` for the history).
     """
     channel = channel if channel is not None else channel_from_env()
     store = store if store is not None else ItemStore()
@@ -138,15 +185,8 @@ def create_app(channel: Channel | None = None, store: ItemStore | None = None) -
         ) as events:
             caught_up = asyncio.Event()
             follower = asyncio.ensure_future(mirror_changes(store, events, caught_up))
-            if await events.recovered() is False:
-                logger.warning("the item list may miss changes: the channel's history was trimmed")
-            if not events.queued:
-                caught_up.set()
-            # The history is applied (or the subscription ended): now serve.
-            waiting = asyncio.ensure_future(caught_up.wait())
-            await asyncio.wait([waiting, follower], return_when=asyncio.FIRST_COMPLETED)
-            waiting.cancel()
             try:
+                await _catch_up(channel, events, follower, caught_up, startup_timeout)
                 yield
             finally:
                 follower.cancel()
@@ -161,7 +201,7 @@ def create_app(channel: Channel | None = None, store: ItemStore | None = None) -
             Mount("/static/tbone", StaticFiles(packages=[("tbone_asgi", "static")])),
             Mount("/static/demo", StaticFiles(directory=STATIC)),
         ],
-        lifespan=channels_lifespan(channel, lifespan=mirror),
+        lifespan=channels_lifespan(channel, lifespan=mirror, ready_timeout=startup_timeout),
     )
     app.state.channel = channel
     app.state.store = store

@@ -12,7 +12,7 @@ from tbone.dispatch.channels import (
 )
 from tbone.dispatch.channels.mem import MemoryChannel
 from tbone.dispatch.channels.stream import EventStream, SubscriptionClosed
-from tbone.dispatch.errors import TBoneError
+from tbone.dispatch.errors import ChannelUnavailable, StartupStopped, TBoneError
 from tbone.dispatch.events import Event, History, MessageTooLarge
 from tbone.dispatch.signals import Signal, receiver
 
@@ -20,12 +20,14 @@ __all__ = [
     "Carrier",
     "Channel",
     "ChannelNameConflict",
+    "ChannelUnavailable",
     "Event",
     "EventStream",
     "History",
     "MemoryChannel",
     "MessageTooLarge",
     "Signal",
+    "StartupStopped",
     "SubscriptionClosed",
     "TBoneError",
     "clear_registry",

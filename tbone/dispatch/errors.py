@@ -18,7 +18,9 @@ __all__ = [
     "CLOSE_REASONS",
     "CLOSE_TRY_AGAIN_LATER",
     "ChannelNameConflict",
+    "ChannelUnavailable",
     "MessageTooLarge",
+    "StartupStopped",
     "TBoneError",
 ]
 
@@ -101,4 +103,70 @@ class ChannelNameConflict(TBoneError, TypeError):
             name=name,
             existing=existing,
             wanted=wanted,
+        )
+
+
+class ChannelUnavailable(TBoneError, ConnectionError):
+    """A channel's consumer could not read its backend, and ``Channel.ready()`` gave up.
+
+    ``reason`` says why: ``"timeout"`` (no answer within the time given: the backend is down,
+    or the address is wrong), ``"refused"`` (the backend answered with an error that retrying
+    cannot fix: a bad password, a database that does not exist) or ``"closed"`` (the channel
+    closed meanwhile). Carries ``channel`` (its name), ``backend``, ``last_error`` (the
+    consumer's last error as text; None when it had none yet), ``waited`` (seconds) and
+    ``fix``, what to do. The message is one line that says all of it.
+    """
+
+    channel: str
+    backend: str
+    reason: str
+    last_error: str | None
+    waited: float
+    fix: str
+
+    def __init__(
+        self,
+        channel: str,
+        backend: str,
+        reason: str,
+        *,
+        last_error: str | None,
+        waited: float,
+        fix: str,
+    ) -> None:
+        error = f"last error: {last_error}" if last_error else "no answer from it yet"
+        what = {
+            "timeout": f"its backend did not answer within {waited:g}s ({error})",
+            "refused": f"its backend refused it ({last_error}), and retrying cannot fix that",
+            "closed": f"it was closed before its backend answered ({error})",
+        }[reason]
+        super().__init__(
+            f"channel {channel!r} ({backend}) is not ready: {what}; {fix}",
+            channel=channel,
+            backend=backend,
+            reason=reason,
+            last_error=last_error,
+            waited=waited,
+            fix=fix,
+        )
+
+
+class StartupStopped(TBoneError, InterruptedError):
+    """SIGINT or SIGTERM arrived while an app's startup waited (``channels_lifespan``).
+
+    The startup gives up at once, so the server exits instead of finishing a startup it was
+    asked to abandon. Carries ``signal`` (its name, ``"SIGINT"``), ``waited`` (seconds since
+    the startup began) and ``waiting_for``, what the startup was waiting for.
+    """
+
+    signal: str
+    waited: float
+    waiting_for: str
+
+    def __init__(self, signal: str, waited: float, waiting_for: str) -> None:
+        super().__init__(
+            f"{signal} stopped the startup after {waited:.1f}s, while it waited for {waiting_for}",
+            signal=signal,
+            waited=waited,
+            waiting_for=waiting_for,
         )

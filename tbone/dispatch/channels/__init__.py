@@ -20,13 +20,14 @@ Rules (``docs/channels.md`` has the long form):
 * Events over ``max_message_bytes`` are refused at publish with MessageTooLarge.
 * The consumer starts when the first carrier subscribes (or on :meth:`Channel.kickoff`) and
   survives backend faults: it logs, counts, backs off, and resumes after the last event it
-  delivered.
+  delivered. :meth:`Channel.ready` waits for it, within a timeout if given, and fails at once
+  on an error that retrying cannot fix.
 
 Writing a backend: subclass :class:`Channel` and implement :meth:`Channel.store`,
 :meth:`Channel.listen` and :meth:`Channel.read_history`; the optional hooks are
-:meth:`Channel.history_page`, :meth:`Channel.order_key`, :meth:`Channel.on_new_loop` and
-:meth:`Channel.close_backend`. ``docs/channels.md`` ("A custom backend") has the contract and
-a complete example.
+:meth:`Channel.history_page`, :meth:`Channel.order_key`, :meth:`Channel.on_new_loop`,
+:meth:`Channel.close_backend` and :meth:`Channel.fatal_error`. ``docs/channels.md`` ("A custom
+backend") has the contract and a complete example.
 """
 
 from __future__ import annotations
@@ -46,7 +47,12 @@ from tbone.dispatch.channels import registry
 from tbone.dispatch.channels.fanout import Fanout
 from tbone.dispatch.channels.resume import replay
 from tbone.dispatch.channels.stream import EventStream, StreamOptions, SubscriptionClosed
-from tbone.dispatch.errors import CLOSE_GOING_AWAY, ChannelNameConflict, MessageTooLarge
+from tbone.dispatch.errors import (
+    CLOSE_GOING_AWAY,
+    ChannelNameConflict,
+    ChannelUnavailable,
+    MessageTooLarge,
+)
 from tbone.dispatch.events import Event, History
 from tbone.dispatch.timeouts import wait_at_most
 
@@ -59,6 +65,7 @@ __all__ = [
     "Channel",
     "ChannelNameConflict",
     "ChannelOptions",
+    "ChannelUnavailable",
     "EventStream",
     "MessageTooLarge",
     "SubscriptionClosed",
@@ -176,6 +183,9 @@ class Channel(metaclass=registry.ChannelMeta):
         self._publishers: asyncio.Future[None] | None = None  # publishers waiting for room
         self._consumer: asyncio.Task[None] | None = None
         self._ready: asyncio.Event | None = None
+        # Set while the consumer's last error is one retrying cannot fix; _fatal says what to do.
+        self._refused: asyncio.Event | None = None
+        self._fatal: str | None = None
         self._delay = backoff[0]
         self._state = "idle"
         self._last_id: str | None = None
@@ -260,6 +270,19 @@ class Channel(metaclass=registry.ChannelMeta):
         if size > self.max_message_bytes:
             self._counts["refused"] += 1
             raise MessageTooLarge(self.name, name, size, self.max_message_bytes)
+
+    def fatal_error(self, exc: Exception) -> str | None:
+        """What to do about ``exc`` when retrying cannot fix it; None for a fault that may pass.
+
+        The consumer asks this about each error of :meth:`listen`. A backend that is down, a
+        timeout, a dropped link: None (the default), and the consumer retries with backoff. A
+        bad password, a database that does not exist, an address the client library refuses:
+        the fix, in a few words ("check the password in the URL"). The consumer still retries
+        (the server's settings may change), but :meth:`ready` fails at once with
+        :class:`~tbone.dispatch.errors.ChannelUnavailable` instead of waiting, and the
+        error is logged at ERROR with the fix.
+        """
+        return None
 
     # -- subscribing -------------------------------------------------------------------------
 
@@ -517,6 +540,8 @@ class Channel(metaclass=registry.ChannelMeta):
                 return
         self._state = "starting"
         self._ready = asyncio.Event()
+        self._refused = asyncio.Event()
+        self._fatal = None
         self._consumer = asyncio.get_running_loop().create_task(
             self._consume(), name=f"tbone channel {self.name!r}"
         )
@@ -531,19 +556,67 @@ class Channel(metaclass=registry.ChannelMeta):
         """
         self._state = "running"
         self._delay = self.backoff[0]  # the backend answers again: the next fault starts afresh
+        self._fatal = None
+        if self._refused is not None:
+            self._refused.clear()
         if self._ready is not None:
             self._ready.set()
 
-    async def ready(self) -> None:
+    async def ready(self, timeout: float | None = None) -> None:
         """Start the consumer if needed and wait until it reads the backend.
 
         Once this returns, every event published (from any process) reaches the current
         subscribers. Backends that start reading "from now" need a round trip for that; a
         subscriber that must not miss the first event after subscribing awaits this first.
+
+        Raises :class:`~tbone.dispatch.errors.ChannelUnavailable`, naming the channel, the
+        backend's last error and what to do: after ``timeout`` seconds without an answer
+        (None: no bound; the consumer goes on retrying either way), at once when the
+        consumer's last error is one that retrying cannot fix (:meth:`fatal_error`), and when
+        the channel closes meanwhile.
         """
+        if timeout is not None and not timeout >= 0:
+            raise ValueError(f"timeout must be seconds >= 0 or None, got {timeout!r}")
         self.kickoff()
-        assert self._ready is not None
-        await self._ready.wait()
+        ready, refused, consumer = self._ready, self._refused, self._consumer
+        assert ready is not None
+        assert refused is not None
+        assert consumer is not None
+        if ready.is_set():
+            return
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        if not refused.is_set():
+            waits = [loop.create_task(ready.wait()), loop.create_task(refused.wait())]
+            try:
+                # asyncio.wait: a timeout cancels nothing and a cancellation is never lost.
+                await asyncio.wait(
+                    [*waits, consumer], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
+            if ready.is_set():
+                return
+        waited = loop.time() - started
+        if self._fatal is not None:
+            reason, fix = "refused", self._fatal
+        elif consumer.done():
+            reason, fix = "closed", "start it again (subscribe, kickoff or ready)"
+        else:
+            reason = "timeout"
+            fix = (
+                "check that the backend runs and that the channel's address is right, or wait "
+                "longer (the ready timeout)"
+            )
+        raise ChannelUnavailable(
+            self.name,
+            self.backend,
+            reason,
+            last_error=self._last_error,
+            waited=timeout if reason == "timeout" and timeout is not None else waited,
+            fix=fix,
+        )
 
     def report_gap(self, reason: str) -> None:
         """The consumer skipped events it could not read (trimmed, rolled out): say so.
@@ -623,17 +696,40 @@ class Channel(metaclass=registry.ChannelMeta):
                 self._state = "reconnecting"
                 self._last_error = f"{type(exc).__name__}: {exc}"
                 self._counts["errors"] += 1
-                logger.warning(
-                    "channel %r: backend failed (%s); retrying in %.2fs",
-                    self.name,
-                    self._last_error,
-                    self._delay,
-                )
+                self._fatal = self._fix_for(exc)
+                refused = self._refused
+                if self._fatal is None:
+                    if refused is not None:
+                        refused.clear()
+                    logger.warning(
+                        "channel %r: backend failed (%s); retrying in %.2fs",
+                        self.name,
+                        self._last_error,
+                        self._delay,
+                    )
+                else:
+                    if refused is not None:
+                        refused.set()  # ready() fails now instead of waiting
+                    logger.error(
+                        "channel %r: backend refused (%s); retrying cannot fix this: %s "
+                        "(retrying in %.2fs)",
+                        self.name,
+                        self._last_error,
+                        self._fatal,
+                        self._delay,
+                    )
             self._counts["reconnects"] += 1
             # Full jitter: many processes that lost the same server do not return in step.
             delay = self._delay
             self._delay = min(delay * 2, self.backoff[1])
             await asyncio.sleep(random.uniform(delay / 2, delay))
+
+    def _fix_for(self, exc: Exception) -> str | None:
+        try:
+            return self.fatal_error(exc)
+        except Exception:  # a faulty hook must not stop the consumer: retry as usual
+            logger.exception("channel %r: fatal_error() failed on %r", self.name, exc)
+            return None
 
     async def close(self, *, forget: bool = False, timeout: float | None = None) -> None:
         """Stop the consumer and close every subscribed carrier with 1001 (going away).

@@ -16,6 +16,9 @@ Rules (``docs/mongo.md`` has the long form):
   consumer read it is missed; that is counted (``stats()["gaps"]``) and logged.
 * History (``since``) is read from the collection itself: it is complete while the document
   with that id is still kept.
+* Errors retrying cannot fix (failed authentication, missing rights, a configuration the
+  driver refuses, a collection that is not capped) make ``ready()`` fail at once
+  (:meth:`MongoChannel.fatal_error`).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ try:
     from bson.errors import InvalidId
     from pymongo import AsyncMongoClient, CursorType, MongoClient
     from pymongo.database import Database as _SyncDatabase
-    from pymongo.errors import OperationFailure
+    from pymongo.errors import ConfigurationError, InvalidName, OperationFailure
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "MongoChannel needs PyMongo: pip install 'tbone-asgi[mongo]' "
@@ -61,6 +64,9 @@ _DOC_OVERHEAD = 96
 #: spliced into frames as it is. Documents without it were written by something else: their
 #: ``data`` is parsed first, so text that is not JSON never reaches a client.
 _FORMAT = 1
+#: Server error codes retrying cannot fix: the credentials, or the user's rights.
+AUTHENTICATION_FAILED = 18
+UNAUTHORIZED = 13
 #: Seconds allowed for killing a cursor when it is dropped.
 _CLOSE_TIMEOUT = 5.0
 #: Tries to read one history page when the collection keeps rolling over meanwhile.
@@ -185,7 +191,7 @@ class MongoChannel(Channel):
 
         Concurrent callers share one attempt, so one process sends one ``create``. Raises
         :class:`CollectionNotCapped`, or the driver's error (a failed attempt is retried by
-        the next call).
+        the next call), and ``ConnectionError`` when the channel closes meanwhile.
         """
         if self._ensured:
             return
@@ -193,8 +199,16 @@ class MongoChannel(Channel):
         task = self._ensuring
         if task is None or task.get_loop() is not loop or (task.done() and not self._ensured):
             task = self._ensuring = loop.create_task(self._create_collection())
-        # Shielded: a caller that gives up must not cancel the attempt the others wait for.
-        await asyncio.shield(task)
+        try:
+            # Shielded: a caller that gives up must not cancel the attempt the others wait for.
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.cancelled() or _cancelling():
+                raise  # the caller's own cancellation
+            # close() stopped the attempt (close_backend): an error, not a cancellation.
+            raise ConnectionError(
+                f"channel {self.name!r} closed while it created its collection"
+            ) from None
 
     async def _create_collection(self) -> None:
         name = self.collection_name
@@ -375,6 +389,28 @@ class MongoChannel(Channel):
             f"a history page was read, {_PAGE_ATTEMPTS} times in a row (raise capacity/size)"
         )
 
+    def fatal_error(self, exc: Exception) -> str | None:
+        """The fix for errors retrying cannot fix: failed authentication, a user without the
+        rights the channel needs, a configuration the driver refuses (a URI option, an SRV
+        name that does not resolve), a collection that is not capped, an invalid name."""
+        if isinstance(exc, OperationFailure):
+            if exc.code == AUTHENTICATION_FAILED:
+                return (
+                    "check the user name, password and authSource "
+                    "(in the URI: mongodb://user:password@host/db?authSource=admin)"
+                )
+            if exc.code == UNAUTHORIZED:
+                return (
+                    f"grant the user find, insert and createCollection on "
+                    f"{self.db.name}.{self.collection_name} (readWrite on the database)"
+                )
+            return None
+        if isinstance(exc, CollectionNotCapped):
+            return "drop the collection, convert it (convertToCapped), or pass another prefix="
+        if isinstance(exc, (ConfigurationError, InvalidName)):
+            return "fix the client's configuration (the MongoDB URI and its options)"
+        return None
+
     # -- reading helpers ---------------------------------------------------------------------
 
     async def _now(self) -> Any:
@@ -487,6 +523,12 @@ class MongoChannel(Channel):
         # The cursor is killed by listen() as the consumer stops. A channel started again
         # serves new subscribers: it starts from "now", not where the old ones left.
         self._restart_from_now()
+        # A create in flight (a server that does not answer: the driver waits for one up to
+        # serverSelectionTimeoutMS, 30 s by default) is stopped too, else it outlives the
+        # channel and the process waits for it as it exits.
+        ensuring, self._ensuring = self._ensuring, None
+        if ensuring is not None and ensuring.get_loop() is asyncio.get_running_loop():
+            await _stop(ensuring)
 
     def _restart_from_now(self) -> None:
         self._position = None
@@ -519,6 +561,24 @@ async def _close_cursor(cursor: Any) -> None:
         await wait_at_most(cursor.close(), _CLOSE_TIMEOUT)
     except Exception as exc:  # the cursor is gone with its connection anyway
         logger.debug("closing a cursor failed: %s: %s", type(exc).__name__, exc)
+
+
+async def _stop(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait for its end, cancelling again every 0.1 s: the driver waits
+    with ``asyncio.wait_for``, which before Python 3.12 can lose a cancellation (see
+    :mod:`tbone.dispatch.timeouts`). The caller bounds the wait (``Channel.close``)."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait((task,), timeout=0.1)
+    if not task.cancelled():
+        task.exception()  # retrieved: the attempt's error is the consumer's to report
+
+
+def _cancelling() -> bool:
+    # Whether this task is being cancelled itself (Python 3.11+; 3.10 cannot tell).
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return bool(cancelling is not None and cancelling())
 
 
 def _utcnow() -> datetime.datetime:

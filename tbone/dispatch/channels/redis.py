@@ -33,6 +33,11 @@ long form):
   reader reads from the master that serves it.
 * ``publish`` refuses an event whose encoded data is larger than ``max_message_bytes`` with
   :class:`MessageTooLarge`, before anything reaches Redis.
+* ``url`` is checked when the channel is made (``ValueError``, one line with the rule): a
+  scheme redis-py knows, a host, a port, a database number as the path, options redis-py
+  takes. Errors retrying cannot fix (a bad password, an ACL that forbids the commands, a
+  database number above the server's ``databases``) make ``ready()`` fail at once
+  (:meth:`RedisChannel.fatal_error`).
 
 Needs redis-py >= 5.0.1 (its ``redis.asyncio`` API) and Redis >= 5.0 (streams, ``XADD MAXLEN ~``).
 """
@@ -45,6 +50,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 try:
     import redis
@@ -52,8 +58,14 @@ try:
     from redis.asyncio.cluster import RedisCluster
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
+    from redis.exceptions import (
+        AuthenticationError,
+        MovedError,
+        NoPermissionError,
+        ResponseError,
+        SlotNotCoveredError,
+    )
     from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import MovedError, SlotNotCoveredError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
@@ -216,6 +228,8 @@ class RedisChannel(Channel):
                 "RedisChannel needs exactly one of url= or client=: "
                 "RedisChannel(name='pubsub', url='redis://127.0.0.1:6379/0')"
             )
+        if url is not None:
+            check_url(url)
         if client is not None and not isinstance(client, (aioredis.Redis, RedisCluster)):
             raise TypeError(
                 f"client must be a redis.asyncio.Redis or RedisCluster, got "
@@ -628,6 +642,27 @@ class RedisChannel(Channel):
         """Stream ids order as (milliseconds, sequence)."""
         return _id_key(id)
 
+    def fatal_error(self, exc: Exception) -> str | None:
+        """The fix for errors retrying cannot fix: a bad password or user, an ACL that forbids
+        the channel's commands, a database number the server does not have, a server without
+        the commands (Redis before 5.0, or renamed ones), settings redis-py refuses."""
+        if isinstance(exc, AuthenticationError):
+            return "check the user name and password (in the URL: redis://user:password@host)"
+        if isinstance(exc, NoPermissionError):
+            return (
+                f"let the user run EVAL and the stream commands on the key {self.key!r} "
+                "(ACL SETUSER ... +@stream +eval ~<key>)"
+            )
+        if isinstance(exc, ResponseError):
+            text = str(exc)
+            if "DB index is out of range" in text:
+                return "use a database number below the server's 'databases' (16 by default)"
+            if text.lower().startswith("unknown command"):
+                return "use Redis 5.0 or newer, with EVAL and the stream commands not renamed"
+        if isinstance(exc, (ValueError, TypeError)):
+            return "fix the client's settings (the URL, or the options of the client given)"
+        return None
+
     # -- decoding ----------------------------------------------------------------------------
 
     def _events(self, entries: Iterable[Any]) -> list[Event]:
@@ -732,6 +767,67 @@ class RedisChannel(Channel):
             **self._extra,
         )
         return stats
+
+
+#: The form of a Redis URL, said in every error about one.
+URL_RULE = (
+    "redis://[[user]:password@]host[:port][/db] (db: a number, 0 when omitted), rediss:// "
+    "for TLS, or unix:///path/to/redis.sock[?db=0]"
+)
+
+
+def check_url(url: str) -> None:
+    """Raise ValueError, in one line that gives the rule, for a URL that cannot name a server.
+
+    Stricter than redis-py, which reads ``redis://host/abc`` as database 0 and fails on a
+    misspelt scheme or option only when it connects: the scheme, the host, the port, the
+    database number (the path) and the options (redis-py's own parser and connection) are
+    checked here, so a typo fails when the channel is made, not in the consumer's retries.
+    A password in the URL is never shown.
+    """
+    if not isinstance(url, str):
+        raise TypeError(f"url must be a str, got {type(url).__name__}: {URL_RULE}")
+    parts = urlsplit(url)
+    shown = _redacted(url)
+    problem = None
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        problem = f"the scheme must be redis, rediss or unix, not {parts.scheme or 'none'!r}"
+    elif parts.scheme == "unix":
+        if not parts.path:
+            problem = "it names no socket path"
+    elif not url.lower().startswith(f"{parts.scheme}://") or not parts.hostname:
+        problem = "it names no host (two slashes after the scheme, then the host)"
+    else:
+        try:
+            port = parts.port  # raises ValueError when not a number in 0-65535
+        except ValueError:
+            port = 0
+        if port == 0:
+            problem = "the port must be a number from 1 to 65535"
+        db = parts.path[1:]
+        if problem is None and db and not db.isdigit():
+            problem = f"the path must be the database number, not {parts.path!r}"
+    if problem is None:
+        try:
+            # redis-py's own parser and the connection it would make (not connected): the
+            # query's options and their values.
+            pool = aioredis.ConnectionPool.from_url(url, **_URL_CLIENT_OPTIONS)
+            pool.make_connection()  # type: ignore[no-untyped-call]
+        except (TypeError, ValueError) as exc:
+            problem = str(exc).replace("AbstractConnection.__init__() got", "redis-py got")
+            problem = problem.rstrip(".")
+    if problem is not None:
+        raise ValueError(f"RedisChannel url {shown!r}: {problem}; use {URL_RULE}")
+
+
+def _redacted(url: str) -> str:
+    # The URL as it may be shown: its password replaced.
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
 
 
 def _entries(reply: Any) -> list[Any]:
