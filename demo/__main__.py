@@ -6,7 +6,9 @@ read its backend within ``TBONE_STARTUP_TIMEOUT`` seconds (10 by default): a cha
 cannot be built (its library is missing, its scheme unknown, its URL malformed) or a backend
 that refuses or does not answer is reported in one line and the command exits with status 3.
 Ctrl-C during the check ends it at once (status 130). Otherwise this process becomes ``python
--m uvicorn demo:app`` with the same options (same pid, same signals, uvicorn's exit status).
+-m uvicorn demo:app`` with the same options (same pid, same signals, uvicorn's exit status),
+on tbone_asgi's websocket protocol, which builds each event's frame once for every page
+(``--ws tbone_asgi.uvicorn:WebSocketProtocol``, unless the options name another ``--ws``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ __all__ = ["main"]
 
 #: The exit status after Ctrl-C (128 + SIGINT), as shells report it.
 INTERRUPTED = 130
+#: The websocket protocol the demo runs on: each event's frame built once (docs/asgi.md).
+PREPARED = "tbone_asgi.uvicorn:WebSocketProtocol"
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
@@ -38,6 +42,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         print("demo did not start: SIGINT stopped the check of the backend", file=sys.stderr)
         raise SystemExit(INTERRUPTED) from None
     args = list(sys.argv[1:] if argv is None else argv)
+    if not any(arg == "--ws" or arg.startswith("--ws=") for arg in args):
+        args = ["--ws", PREPARED, *args]
     # exec, not uvicorn.main() in this process: the server starts from a clean interpreter,
     # without the channel built for the check.
     os.execv(sys.executable, [sys.executable, "-m", "uvicorn", "demo:app", *args])

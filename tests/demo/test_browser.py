@@ -15,6 +15,7 @@ import pytest
 from demo import create_app
 from demo.items import ItemStore
 from tbone.dispatch import MemoryChannel
+from tbone_asgi.uvicorn import WebSocketProtocol
 from tests.demo.browser import launch_chromium
 from tests.demo.restartable import RestartableServer
 
@@ -32,8 +33,9 @@ async def browser() -> AsyncIterator[Any]:
 
 @pytest.fixture
 async def server() -> AsyncIterator[RestartableServer]:
+    # As `python -m demo` serves it: on prepared frames (deflated once for every page).
     app = create_app(MemoryChannel(name="demo-browser"), ItemStore())
-    async with RestartableServer(app) as running:
+    async with RestartableServer(app, ws=WebSocketProtocol) as running:
         yield running
 
 
@@ -72,6 +74,11 @@ async def test_two_pages_stay_in_step_across_a_restart(
     try:
         first = await open_page(context, server.url, errors)
         second = await open_page(context, server.url, errors)
+        # Both pages take each event as the frame deflated once for every page.
+        channel = server.app.state.channel
+        carriers = [c for c in channel.subscribers("resource_create") if hasattr(c, "prepared")]
+        assert len(carriers) == 2
+        assert all(c.prepared for c in carriers)
 
         # One page creates through the form; both lists show it, from the event.
         await add_item(first, "Buy oat milk", "2 litres, the barista kind")

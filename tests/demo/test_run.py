@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 import sys
@@ -252,3 +253,30 @@ async def test_redis_and_mongodb_urls_pick_their_channels() -> None:
     await mongo.db.client.close()
     with pytest.raises(ValueError, match="unknown scheme 'amqp'"):
         make_channel("amqp://localhost", name="demo-bad")
+
+
+async def test_python_m_demo_runs_on_prepared_frames() -> None:
+    # `python -m demo` serves on tbone_asgi.uvicorn's protocol: a client offering deflate is
+    # answered with server_no_context_takeover, and its events are the prepared frames.
+    from websockets.asyncio.client import connect
+
+    from tests.support.child import Child
+
+    command = [sys.executable, "-m", "demo", "--port", "0"]
+    async with Child.start(command, env={"TBONE_CHANNEL_URL": ""}) as child:
+        line = await child.wait_for(r"Uvicorn running on http://127\.0\.0\.1:\d+")
+        host = line.split("http://", 1)[1].split()[0]
+        async with (
+            connect(f"ws://{host}/ws", compression="deflate", proxy=None) as ws,
+            httpx.AsyncClient(base_url=f"http://{host}", timeout=10) as http,
+        ):
+            header = ws.response.headers.get("Sec-WebSocket-Extensions", "")
+            assert "server_no_context_takeover" in header
+            await ws.send('{"type": "ping"}')
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "pong"}
+            created = await http.post("/api/items", json={"name": "prepared"})
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert frame["payload"]["data"] == created.json()
+        child.interrupt()
+        status, _ = await child.exit_within(10)
+    assert status in (0, -2, 130), child.text
