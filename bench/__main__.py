@@ -122,10 +122,26 @@ def _gc(quick: bool, runs: int | None) -> str:
     return gcstats.run(runs=runs or 3)
 
 
+def _wire(quick: bool, runs: int | None) -> str:
+    from bench import wire
+
+    return wire.run(count=10 if quick else 200)
+
+
+def _scale(quick: bool, runs: int | None) -> str:
+    from bench import scale
+
+    if quick:
+        return scale.run(n=6, procs=2, events=1)
+    return scale.run(events=runs or 7)
+
+
 BENCHMARKS: dict[str, Callable[[bool, int | None], str]] = {
     "signals": _signals,
     "channel": _channel,
     "fanout": _fanout,
+    "scale": _scale,
+    "wire": _wire,
     "idle": _idle,
     "slow": _slow,
     "redis": _redis,

@@ -20,13 +20,36 @@ from bench._report import Table, median
 __all__ = ["run"]
 
 
-def _once(kind: str, n: int, procs: int) -> tuple[float, float]:
-    with Server(kind) as server:
+# The rows: a name, the bench._server kind and options, and whether the clients offer
+# permessage-deflate (the servers then accept it: uvicorn's own default).
+ROWS: tuple[tuple[str, str, tuple[str, ...], bool], ...] = (
+    ("bare", "bare", (), False),
+    ("raw", "raw", (), False),
+    ("tbone", "tbone", (), False),
+    ("tbone (prepared)", "tbone", ("--ws", "prepared"), False),
+    ("bare, deflate", "bare", ("--ws-per-message-deflate", "true"), True),
+    ("raw, deflate", "raw", ("--ws-per-message-deflate", "true"), True),
+    ("tbone, deflate", "tbone", ("--ws-per-message-deflate", "true"), True),
+    (
+        "tbone (prepared), deflate",
+        "tbone",
+        ("--ws", "prepared", "--ws-per-message-deflate", "true"),
+        True,
+    ),
+)
+
+
+def _once(
+    kind: str, options: tuple[str, ...], deflate: bool, n: int, procs: int
+) -> tuple[float, float]:
+    with Server(kind, options=options) as server:
         before = server.stats()["rss"]
         start = time.perf_counter()
-        with Clients(server.ws_url, n, procs, timeout=120):
+        with Clients(server.ws_url, n, procs, timeout=120, deflate=deflate) as clients:
             after = server.wait_clients(n, timeout=300)
             seconds = time.perf_counter() - start
+            if deflate and clients.deflated != n:
+                raise RuntimeError(f"{kind}: {clients.deflated} of {n} negotiated deflate")
         return seconds, (after["rss"] - before) / n
 
 
@@ -35,24 +58,33 @@ def run(*, n: int = 10_000, runs: int = 1, procs: int = 4) -> str:
     from bench.fanout import available_kinds
 
     kinds, note = available_kinds()
-    kinds = ["bare", *(k for k in kinds if k != "broadcaster")]
-    seconds: dict[str, list[float]] = {k: [] for k in kinds}
-    per_conn: dict[str, list[float]] = {k: [] for k in kinds}
+    rows = [row for row in ROWS if row[1] == "bare" or row[1] in kinds]
+    seconds: dict[str, list[float]] = {row[0]: [] for row in rows}
+    per_conn: dict[str, list[float]] = {row[0]: [] for row in rows}
     for _ in range(runs):
-        for kind in kinds:
-            s, b = _once(kind, n, procs)
-            seconds[kind].append(s)
-            per_conn[kind].append(b)
+        for name, kind, options, deflate in rows:
+            s, b = _once(kind, options, deflate, n, procs)
+            seconds[name].append(s)
+            per_conn[name].append(b)
     table = Table(
         f"{n:,} idle subscribers on one uvicorn process (median of {runs} runs)",
-        ["server", "time to connect s", "connections/s", "KiB per connection", "beyond bare KiB"],
+        [
+            "server",
+            "deflate",
+            "time to connect s",
+            "connections/s",
+            "KiB per connection",
+            "beyond bare KiB",
+        ],
         note=(
-            f"{n:,} websocket clients in {procs} processes, {100} handshakes at a time each. "
+            f"{n:,} websocket clients in {procs} processes, {100} handshakes at a time each; "
+            "deflate yes: the clients offer permessage-deflate and the server accepts it (each "
+            "row against the bare row of its group). (prepared): tbone_asgi.uvicorn's protocol. "
             + note
         ).strip(),
     )
-    bare = median(per_conn["bare"])
-    for kind in kinds:
-        s, b = median(seconds[kind]), median(per_conn[kind])
-        table.add(kind, s, n / s, b / 1024, (b - bare) / 1024)
+    for name, _kind, _options, deflate in rows:
+        bare = median(per_conn["bare, deflate" if deflate else "bare"])
+        s, b = median(seconds[name]), median(per_conn[name])
+        table.add(name, "yes" if deflate else "no", s, n / s, b / 1024, (b - bare) / 1024)
     return table.render()

@@ -75,8 +75,33 @@ def test_fanout_delivers_every_frame_on_every_server() -> None:
 def test_idle_measures_each_server() -> None:
     out = run_bench("idle")
     body = {r[0]: r for r in rows(out)}
-    assert set(body) == {"bare", "raw", "tbone"}, out
-    assert body["bare"][4] == "0.0", out  # the baseline's own "beyond bare" column
+    servers = ["bare", "raw", "tbone", "tbone (prepared)"]
+    assert list(body) == [*servers, *(f"{s}, deflate" for s in servers)], out
+    for baseline in ("bare", "bare, deflate"):
+        assert body[baseline][5] == "0.0", out  # the baseline's own "beyond bare" column
+
+
+def test_scale_delivers_every_frame_on_each_server() -> None:
+    out = run_bench("scale")
+    body = rows(out)
+    # Each row with clients that offer no compression, then with deflate (all 6 of them).
+    assert [(r[0], r[1]) for r in body] == [
+        (server, deflate)
+        for deflate in ("no (0)", "yes (6)")
+        for server in ("floor", "tbone", "tbone (prepared)")
+    ], out
+    assert [r[5:7] for r in body if r[0] == "floor"] == [["1.00x", "1.00x"]] * 2, out
+
+
+def test_wire_measures_each_size_and_way() -> None:
+    out = run_bench("wire")
+    body = rows(out)
+    assert len(body) == 3, out
+    for cells in body:
+        assert all(re.fullmatch(r"[\d,.]+", c) for c in cells[1:6]), cells
+        # An event deflated on its own is smaller than plain, and never below the stream's.
+        plain, alone, context = (float(c.replace(",", "")) for c in (cells[1], cells[2], cells[4]))
+        assert context <= alone < plain, cells
 
 
 def test_redis_delivers_every_frame_across_one_two_and_four_workers() -> None:
