@@ -197,10 +197,20 @@ async def replay(
                 last_read = event.id
             if capped:
                 complete = False  # the rest is skipped: the client must reload
-                break
-            if page.events:
+            elif page.events:
                 cursor = page.events[-1].id
-            if not page.more and hold.dropped == dropped:
+            if page.more and not capped:
+                continue
+            # The `recovered` frame and the held events (at most a quarter of the outbox) are
+            # offered at once, with no wait between them: below half full, the outbox has
+            # room for them. (The last page may have left it nearly full: an event of up to
+            # max_message_bytes offered at just under half.) Live events held meanwhile may
+            # overflow the hold: then history is read on.
+            if carrier.behind and not await carrier.room():
+                return complete
+            if sub.hold is not hold:
+                return complete
+            if capped or hold.dropped == dropped:
                 break
     except BaseException:
         if sub.hold is hold:
