@@ -361,18 +361,19 @@ class ProtocolCases:
                 await ping(client)
                 assert channel.stats()["subscriptions"] == 2
 
-    async def test_resumes_per_minute_and_the_replay_cap(
+    async def test_resumes_per_minute_and_no_replay_cap(
         self, start: Start, channel: MemoryChannel
     ) -> None:
         first = await channel.publish("tick", 0)
         for i in range(1, 4):
             await channel.publish("tick", i)
-        limits = Limits(max_resumes_per_minute=2, max_replay_events=2)
+        with pytest.warns(DeprecationWarning, match="max_replay_events"):
+            limits = Limits(max_resumes_per_minute=2, max_replay_events=2)
         async with start(channel, limits=limits) as url, ws_connect(url) as client:
-            for _ in range(2):
+            for _ in range(2):  # each resume replays everything, past the old cap
                 await subscribe(client, "tick", since=first.id)
-                assert [p["data"] for p in await recv_events(client, 2)] == [1, 2]
-                assert (await recv(client))["payload"]["complete"] is False
+                assert [p["data"] for p in await recv_events(client, 3)] == [1, 2, 3]
+                assert (await recv(client))["payload"]["complete"] is True
             await subscribe(client, "tick", since=first.id)
             assert (await recv(client))["payload"]["code"] == "too_many_resumes"
             await ping(client)

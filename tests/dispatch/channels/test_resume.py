@@ -10,8 +10,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tbone.dispatch import MemoryChannel
+import pytest
+
+from tbone.dispatch import Event, History, MemoryChannel
+from tbone.dispatch.channels.resume import Hold
 from tbone.dispatch.testing import RecordingCarrier
+from tests.dispatch.channels.test_custom_backend import ListChannel
 from tests.support.asgi_server import wait_until
 
 PAD = "x" * 150  # an event's frame is about 260 bytes
@@ -30,6 +34,28 @@ def gate_history(channel: MemoryChannel) -> asyncio.Event:
 
     channel.history_page = page  # type: ignore[method-assign]
     return gate
+
+
+def counting_pages(channel: Any) -> list[History]:
+    """The history pages ``channel`` gives from now on, in order."""
+    pages: list[History] = []
+    read = channel.history_page
+
+    async def page(since: str | None, *, limit: int, max_bytes: int) -> History:
+        answer: History = await read(since, limit=limit, max_bytes=max_bytes)
+        pages.append(answer)
+        return answer
+
+    channel.history_page = page
+    return pages
+
+
+class UnorderedChannel(ListChannel):  # type: ignore[misc, valid-type]
+    """The docs' example backend with ids that carry no order, as MongoDB's: it keeps every
+    event, whatever its ``history`` says."""
+
+    def order_key(self, id: str) -> Any:
+        return None
 
 
 async def test_the_end_of_a_replay_waits_for_room_in_the_outbox() -> None:
@@ -73,3 +99,80 @@ async def test_the_end_of_a_replay_waits_for_room_in_the_outbox() -> None:
     assert [f["type"] for f in frames] == ["event"] * 3 + ["recovered", "event"]
     ids = [f["payload"]["id"] for f in frames if f["type"] == "event"]
     assert ids == [e.id for e in [*others, missed, live]]
+
+
+async def test_a_replay_is_not_capped_and_the_old_caps_only_warn() -> None:
+    # More events than the old default cap (10,000), in many pages of a small outbox.
+    channel = MemoryChannel(name="uncapped", history=10_100)
+    since = await channel.publish("a", 0)
+    missed = [await channel.publish("a", n) for n in range(1, 10_051)]
+    carrier = RecordingCarrier(max_bytes=64 * 1024)
+    with pytest.warns(DeprecationWarning, match=r"RedisChannel\(maxlen=\)"):
+        complete = await channel.resume(carrier, ["a"], since.id, max_events=5, max_bytes=100)
+    assert complete is True
+    frames = await carrier.wait_for(len(missed) + 1)
+    assert [f["payload"]["id"] for f in frames[:-1]] == [e.id for e in missed]
+    assert frames[-1] == {"type": "recovered", "payload": {"channel": "uncapped", "complete": True}}
+
+
+async def test_a_replay_that_history_trims_past_ends_incomplete_then_goes_live() -> None:
+    # A reader slower than the publishers: while its replay waits for room, history moves on
+    # past the replay's cursor. The next page says so: `recovered` with complete false (the
+    # events trimmed are lost), then live events, in order and none twice.
+    channel = MemoryChannel(name="trimmed-under-it", history=8)
+    since = await channel.publish("a", {"n": 0, "pad": PAD})
+    missed = [await channel.publish("a", {"n": n, "pad": PAD}) for n in range(1, 7)]
+    carrier = RecordingCarrier(max_bytes=4 * missed[0].size)  # pages of two events
+    pages = counting_pages(channel)
+    carrier.block()
+    resuming = asyncio.ensure_future(channel.resume(carrier, ["a"], since.id))
+    # Two frames offered (the writer took one and waits to send it): the third waits for room.
+    await wait_until(lambda: carrier.queued == 1, what="the replay waits for room")
+    assert not resuming.done()
+    later = [await channel.publish("a", {"n": n, "pad": PAD}) for n in range(7, 20)]
+    await wait_until(lambda: channel.stats()["last_id"] == later[-1].id, what="delivered")
+    carrier.unblock()
+    assert await resuming is False
+    live = await channel.publish("a", {"n": 20, "pad": PAD})
+    await carrier.wait_for(1)
+    await wait_until(lambda: live.id in carrier.texts[-1], what="the live event")
+    frames = carrier.frames
+    [end] = [i for i, f in enumerate(frames) if f["type"] == "recovered"]
+    assert frames[end]["payload"]["complete"] is False
+    replayed = [f["payload"]["data"]["n"] for f in frames[:end]]
+    then = [f["payload"]["data"]["n"] for f in frames[end + 1 :]]
+    assert replayed == list(range(1, len(replayed) + 1))  # from `since` on, in order
+    assert len(replayed) < len(missed)  # the rest was trimmed before the replay got there
+    assert then == sorted(set(then))  # live: in order, none twice
+    assert then[-1] == 20
+    assert then[0] > replayed[-1]
+    assert len(pages) >= 2  # a later page found the trim
+    assert pages[-1].complete is False
+
+
+async def test_ids_without_order_are_remembered_within_bounds() -> None:
+    # A backend whose ids carry no order (as MongoDB's): the resume tells the live events it
+    # already sent by their ids, and keeps only the newest of them (history's size, plus
+    # what the hold may hold), however long the replay.
+    channel = UnorderedChannel(name="unordered", history=20)
+    await channel.ready()
+    since = await channel.publish("a", 0)
+    missed = [await channel.publish("a", n) for n in range(1, 101)]  # more than `history`
+    given: list[list[str]] = []
+    release = Hold.release
+
+    def recording(self: Hold, last_id: str | None, replayed: Any) -> list[Event]:
+        given.append(list(replayed))
+        return release(self, last_id, replayed)
+
+    carrier = RecordingCarrier(max_messages=8)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Hold, "release", recording)
+        assert await channel.resume(carrier, ["a"], since.id) is True
+    live = await channel.publish("a", 101)
+    frames = await carrier.wait_for(len(missed) + 2)
+    ids = [f["payload"]["id"] for f in frames if f["type"] == "event"]
+    assert ids == [e.id for e in [*missed, live]]
+    [kept] = given
+    assert len(kept) == channel.history_size + max(1, carrier.max_messages // 4) + 1
+    assert kept == [e.id for e in missed[-len(kept) :]]
