@@ -247,8 +247,10 @@ class Channel(metaclass=registry.ChannelMeta):
         """At most ``limit`` stored events after ``since``, of at most ``max_bytes`` in all.
 
         The first event is returned whatever its size. ``more`` is True when events follow
-        the page; ``complete`` is as for :meth:`read_history`. Resume reads history with this,
-        page by page, so a connection never makes the server hold more than a page at once.
+        the page, and then the page holds at least one event (a backend that skips stored
+        entries reads on past them); ``complete`` is as for :meth:`read_history`. Resume
+        reads history with this, page by page, so a connection never makes the server hold
+        more than a page at once.
         This default reads the whole history and cuts it: backends override it to read only
         the page (``XRANGE ... COUNT``, a bounded ``find``).
         """

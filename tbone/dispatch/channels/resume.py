@@ -244,6 +244,13 @@ async def replay(
                     last_read = event.id
                 if page.events:
                     cursor = page.events[-1].id
+                elif page.more:
+                    # The next page would start at the same place: it would be read forever.
+                    raise RuntimeError(
+                        f"channel {fanout.name!r}: history_page() said more events follow but "
+                        "gave none; a page that says more must hold one (read on past the "
+                        "entries that are not events)"
+                    )
                 if page.more:
                     continue
             # The `recovered` frame and the held events (at most a quarter of the outbox) are

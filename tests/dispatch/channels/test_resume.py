@@ -176,3 +176,19 @@ async def test_ids_without_order_are_remembered_within_bounds() -> None:
     [kept] = given
     assert len(kept) == channel.history_size + max(1, carrier.max_messages // 4) + 1
     assert kept == [e.id for e in missed[-len(kept) :]]
+
+
+async def test_a_page_that_says_more_but_holds_no_event_is_an_error_not_a_loop() -> None:
+    # Paging goes on from the last event of a page: a backend that skips stored entries and
+    # answers an empty page that says `more` would be read forever.
+    channel = MemoryChannel(name="empty-page", history=10)
+    since = await channel.publish("a", 0)
+
+    async def empty(since: str | None, *, limit: int, max_bytes: int) -> History:
+        return History([], complete=True, more=True)
+
+    channel.history_page = empty  # type: ignore[method-assign]
+    carrier = RecordingCarrier()
+    with pytest.raises(RuntimeError, match="must hold one"):
+        await asyncio.wait_for(channel.resume(carrier, ["a"], since.id), 5)
+    assert carrier.texts == []
