@@ -192,3 +192,44 @@ async def test_a_page_that_says_more_but_holds_no_event_is_an_error_not_a_loop()
     with pytest.raises(RuntimeError, match="must hold one"):
         await asyncio.wait_for(channel.resume(carrier, ["a"], since.id), 5)
     assert carrier.texts == []
+
+
+async def test_a_replay_read_while_events_keep_coming_catches_up_exactly() -> None:
+    # Live events of the resumed name keep coming during a long replay, more than its hold
+    # keeps (a quarter of an outbox of 20 frames): the replay reads history on until it has
+    # caught up, then `recovered` (complete), then live events: each once, in order.
+    channel = MemoryChannel(name="catching-up", history=5000)
+    since = await channel.publish("a", -1)
+    missed = [await channel.publish("a", n) for n in range(600)]
+    carrier = RecordingCarrier(max_messages=20)
+    pages = counting_pages(channel)
+    live: list[Event] = []
+
+    async def publish() -> None:
+        for n in range(600, 900):
+            live.append(await channel.publish("a", n))
+            await asyncio.sleep(0)
+
+    publishing = asyncio.ensure_future(publish())
+    assert await channel.resume(carrier, ["a"], since.id) is True
+    await publishing
+    frames = await carrier.wait_for(len(missed) + len(live) + 1)
+    ids = [f["payload"]["id"] for f in frames if f["type"] == "event"]
+    assert ids == [e.id for e in [*missed, *live]]
+    [end] = [i for i, f in enumerate(frames) if f["type"] == "recovered"]
+    assert frames[end]["payload"]["complete"] is True
+    assert end > len(missed)  # the replay went on past what history held at first
+    assert len(pages) > 1  # read again after the hold overflowed
+
+
+async def test_a_replay_to_a_reader_that_stopped_is_closed_by_the_slow_rule() -> None:
+    channel = MemoryChannel(name="stopped-reading", history=1000)
+    since = await channel.publish("a", -1)
+    for n in range(100):
+        await channel.publish("a", n)
+    carrier = RecordingCarrier(max_messages=10, slow_timeout=0.2)
+    carrier.block()  # it never reads
+    await asyncio.wait_for(channel.resume(carrier, ["a"], since.id), 5)
+    assert await carrier.wait_closed() == (1013, "subscriber too slow")
+    assert channel.stats()["closed_slow"] == 1
+    assert channel.stats()["subscribers"] == 0
