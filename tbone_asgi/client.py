@@ -16,10 +16,11 @@ The rules (``docs/client.md`` has the long form; the browser client follows the 
   connection that brought an event or a finished resume, or stayed up for ``backoff[1]``
   seconds), and asks the server for every event after the last id it received
   (``?since=<id>``; before the first event there is none: pass ``since`` to cover that).
-  The server answers with the missed events, in order, then a ``recovered`` frame;
-  ``complete: false`` means the server's history did not reach back and events may have been
-  missed. Each ``recovered`` frame is recorded in :attr:`Subscription.recoveries` and given
-  to ``on_recovered``.
+  The server answers with every missed event it still holds, in order, however many (it
+  sends them at the pace the client reads), then a ``recovered`` frame; ``complete: false``
+  means only that events were lost: the server's history did not reach back. Each
+  ``recovered`` frame is recorded in :attr:`Subscription.recoveries` and given to
+  ``on_recovered``.
 * A refusal is not retried: an HTTP status at the handshake (403 for a refused origin or
   subscription; for a path that serves no websocket, 403 from an ASGI app and 404 from
   aiohttp or Sanic) or a close with a policy code (1002, 1003, 1007, 1008, 1009, 1010, or
@@ -31,7 +32,7 @@ The rules (``docs/client.md`` has the long form; the browser client follows the 
 * Received events wait in a queue of ``queue_size`` events for the ``async for`` loop. When the
   loop falls behind and the queue is full, the client stops reading, the server's outbox fills
   and the server closes the connection with 1013; the client then reconnects and resumes
-  (a replay bigger than the server's outbox for one connection is closed again: see
+  (if the loop is still too slow during the replay, the same happens again: see
   ``docs/client.md``).
 
 Needs the ``websockets`` library: ``pip install 'tbone-asgi[client]'``.
@@ -144,10 +145,11 @@ class SubscriptionLost(SubscriptionError):
 
 @dataclass(frozen=True)
 class Recovered:
-    """The end of a resume: events after ``since`` that the server still held came first.
+    """The end of a resume: every event after ``since`` that the server still held came first.
 
-    ``complete`` is False when the server's history did not reach back to ``since``: events
-    may have been missed (the server restarted with in-memory history, or it was trimmed).
+    ``complete`` is False only when events were lost: the server's history did not reach
+    back to ``since`` (the server restarted with in-memory history, or it was trimmed), or
+    was trimmed past the replay before it could be sent. A long replay is never cut short.
     It is also False, with ``channel`` empty, when the server could not read ``since`` at all
     (a ``bad_since`` error: say, the channel's backend changed): the client then starts again
     from the current events.
@@ -584,7 +586,7 @@ class Subscription:
         self.recoveries.append(rec)
         if not rec.complete:
             logger.warning(
-                "%s: history did not reach back to %s; events may have been missed",
+                "%s: history did not reach back to %s; events were lost",
                 self.url,
                 since,
             )

@@ -25,9 +25,10 @@ Rules:
   returns a close code: 1009 for a frame over ``Limits.max_frame_bytes``, 1008 after
   ``Limits.max_errors`` bad frames in a row or when the client sends faster than
   ``Limits.max_messages_per_second``.
-* A resume (``since``) replays at most ``Limits.max_replay_events`` events and
-  ``Limits.max_replay_bytes`` (then ``complete`` is false), and a connection may resume at
-  most ``Limits.max_resumes_per_minute`` times a minute (then: error ``too_many_resumes``).
+* A resume (``since``) replays every event history holds after ``since``, however many,
+  paced by the client's reading (``complete`` is false only when events were lost), and a
+  connection may resume at most ``Limits.max_resumes_per_minute`` times a minute (then:
+  error ``too_many_resumes``).
 * A history the backend cannot read now (it is down) is the error ``unavailable``: the
   frame's subscriptions are not made; at connect the connection is closed with 1013.
 """
@@ -43,6 +44,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tbone.dispatch import jsonenc
+from tbone.dispatch.channels.resume import REPLAY_BYTES, REPLAY_EVENTS, warn_replay_cap
 from tbone.dispatch.errors import (
     CLOSE_MESSAGE_TOO_BIG,
     CLOSE_POLICY_VIOLATION,
@@ -117,11 +119,14 @@ class Limits:
     * ``max_messages_per_second`` (50): the sustained rate of client frames, a token bucket
       holding ``burst`` frames (default: one second's worth); a client that empties it is
       closed with 1008.
-    * ``max_replay_events`` (10,000) and ``max_replay_bytes`` (16 MiB): the most one resume
-      replays; a longer history ends with ``recovered`` ``complete: false``.
     * ``max_resumes_per_minute`` (10): resumes (``since``, at connect or in a subscribe) one
       connection may make, a token bucket of that many; one more is the error
-      ``too_many_resumes`` and subscribes nothing.
+      ``too_many_resumes`` and subscribes nothing. One resume is one, however long its
+      replay.
+    * ``max_replay_events`` and ``max_replay_bytes``: deprecated, without effect (a value
+      other than the default warns). A resume replays everything history holds after
+      ``since``; the channel's history (``history=``, Redis ``maxlen``, the capped
+      collection) bounds that work.
     """
 
     max_frame_bytes: int = 64 * 1024
@@ -130,18 +135,15 @@ class Limits:
     max_errors: int = 10
     max_messages_per_second: float = 50.0
     burst: float | None = None
-    max_replay_events: int = 10_000
-    max_replay_bytes: int = 16 * 1024 * 1024
+    max_replay_events: int = REPLAY_EVENTS
+    max_replay_bytes: int = REPLAY_BYTES
     max_resumes_per_minute: float = 10.0
 
     def __post_init__(self) -> None:
-        for field in (
-            "max_frame_bytes",
-            "max_events_per_subscribe",
-            "max_subscriptions",
-            "max_replay_events",
-            "max_replay_bytes",
-        ):
+        if self.max_replay_events != REPLAY_EVENTS or self.max_replay_bytes != REPLAY_BYTES:
+            # Called by the dataclass's __init__: the warning points at who made the Limits.
+            warn_replay_cap("Limits.max_replay_events/max_replay_bytes", stacklevel=3)
+        for field in ("max_frame_bytes", "max_events_per_subscribe", "max_subscriptions"):
             if getattr(self, field) < 1:
                 raise ValueError(f"Limits.{field} must be at least 1, got {getattr(self, field)}")
         if self.max_errors < 1:
@@ -444,13 +446,7 @@ class ProtocolSession:
             )
         new = [name for name in names if name not in self.subscribed]
         try:
-            await self.channel.resume(
-                self.carrier,
-                names,
-                since,
-                max_events=self.limits.max_replay_events,
-                max_bytes=self.limits.max_replay_bytes,
-            )
+            await self.channel.resume(self.carrier, names, since)
         except ValueError as exc:
             # An id this channel cannot read: undo what resume() subscribed before reading.
             self._undo(new)

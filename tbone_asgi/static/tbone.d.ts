@@ -34,7 +34,10 @@ export interface StateChange {
   error?: string;
 }
 
-/** The end of a resume: `complete: false` means events may have been missed. */
+/**
+ * The end of a resume: every missed event the server held came before it, however many.
+ * `complete: false` means only that events were lost (history did not reach back).
+ */
 export interface Recovery {
   /** null when the server could not read the id at all (`bad_since`). */
   channel: string | null;

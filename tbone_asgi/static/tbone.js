@@ -8,9 +8,9 @@
 // - Events reach handlers in the order the server sends them (the channel's order), once each.
 // - When the connection drops, the client reconnects with exponential backoff and full
 //   jitter, and asks for every event after the last id it saw (?since=<id>). The server sends
-//   the missed events, in order, then a "recovered" frame; complete: false means its history
-//   did not reach back and events may have been missed. onRecovered handlers get
-//   { channel, complete, since }.
+//   every missed event it holds, in order, however many (paced by the client's reading), then
+//   a "recovered" frame; complete: false means only that events were lost (its history did
+//   not reach back). onRecovered handlers get { channel, complete, since }.
 // - A close with a policy code (1002, 1003, 1007, 1008, 1009, 1010, 4000-4999) is a refusal:
 //   the client stops (state "failed") instead of retrying.
 // - Every `pingInterval` ms the client sends {"type":"ping"}; if nothing at all arrives within
@@ -298,7 +298,7 @@ export class TBoneClient {
         const rec = { channel: payload.channel, complete: !!payload.complete, since: resumedFrom };
         this.recoveries.push(rec);
         this._worked();
-        if (!rec.complete) console.warn("tbone: history did not reach back; events may have been missed", rec);
+        if (!rec.complete) console.warn("tbone: history did not reach back; events were lost", rec);
         this._emit("recovered", rec);
         break;
       }

@@ -89,6 +89,29 @@ def test_limits_refuse_nonsense(options: dict[str, Any], match: str) -> None:
         Limits(**options)
 
 
+@pytest.mark.parametrize("option", ["max_replay_events", "max_replay_bytes"])
+def test_the_replay_caps_are_deprecated_and_say_what_bounds_a_replay(option: str) -> None:
+    Limits(max_replay_events=10_000, max_replay_bytes=16 * 1024 * 1024)  # the defaults: silent
+    with pytest.warns(DeprecationWarning, match=r"MemoryChannel\(history=") as caught:
+        Limits(**{option: 1})
+    assert caught[0].filename == __file__  # it points at the code that set it
+
+
+async def test_a_session_replays_everything_whatever_its_limits_say(
+    channel: MemoryChannel,
+) -> None:
+    first = await channel.publish("a", 0)
+    for i in range(1, 5):
+        await channel.publish("a", i)
+    with pytest.warns(DeprecationWarning, match="max_replay_events"):
+        limits = Limits(max_replay_events=1, max_replay_bytes=1)
+    session, carrier = make(channel, limits=limits)
+    assert await session.receive(sub("a", since=first.id)) is None
+    frames = await carrier.wait_for(5)
+    assert [f["payload"]["data"] for f in frames[:4]] == [1, 2, 3, 4]
+    assert frames[4] == {"type": "recovered", "payload": {"channel": "proto", "complete": True}}
+
+
 # -- the happy path ------------------------------------------------------------------------------
 
 

@@ -3,7 +3,9 @@
 Defaults (``docs/security.md``): client frames up to 64 KiB (else 1009), 100 events per
 subscribe frame, 100 subscriptions per connection, 50 frames/s sustained with a burst of 50
 (else 1008), 10 bad frames in a row (else 1008), 10,000 connections per channel and process
-(else 1013), and an outbox of 1,000 messages / 1 MiB per connection (else 1013).
+(else 1013), an outbox of 1,000 messages / 1 MiB per connection (else 1013), and 10
+resumes a minute per connection (else ``too_many_resumes``). A resume's replay has no cap of
+its own: the channel's history bounds it (the old caps only warn).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def test_defaults_exist() -> None:
     assert ChannelEndpoint("limits").options.max_connections == 10_000
     assert (Carrier.default_max_messages, Carrier.default_max_bytes) == (1000, 1 << 20)
     assert Carrier.default_slow_timeout == 5.0
+    # Deprecated, without effect: kept (with their old defaults) for code that reads them.
     assert (limits.max_replay_events, limits.max_replay_bytes) == (10_000, 16 << 20)
     assert limits.max_resumes_per_minute == 10
     channel = MemoryChannel(name="defaults")
@@ -83,10 +86,13 @@ async def test_resumes_per_minute() -> None:
         assert await _answer(ws, {"type": "ping"}) == {"type": "pong"}
 
 
-async def test_replay_caps_end_with_complete_false() -> None:
-    limits = Limits(max_replay_events=5)
-    app = Starlette(routes=[channel_route("/ws", "capped", limits=limits)])
-    channel = MemoryChannel(name="capped")
+async def test_a_replay_cap_is_deprecated_and_a_resume_replays_everything() -> None:
+    # Limits.max_replay_events once stopped a replay there, with complete false; it warns
+    # now and has no effect: the client gets every event history holds, then live ones.
+    with pytest.warns(DeprecationWarning, match="max_replay_events"):
+        limits = Limits(max_replay_events=5)
+    app = Starlette(routes=[channel_route("/ws", "uncapped", limits=limits)])
+    channel = MemoryChannel(name="uncapped")
     first = await channel.publish("a", 0)
     for n in range(1, 21):
         await channel.publish("a", n)
@@ -94,11 +100,11 @@ async def test_replay_caps_end_with_complete_false() -> None:
         run_uvicorn(app) as running,
         ws_connect(running.ws_url(f"/ws?events=a&since={first.id}")) as ws,
     ):
-        frames = [jsonenc.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(6)]
-        assert [f["payload"]["data"] for f in frames[:5]] == [1, 2, 3, 4, 5]
-        assert frames[5] == {
+        frames = [jsonenc.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(21)]
+        assert [f["payload"]["data"] for f in frames[:20]] == list(range(1, 21))
+        assert frames[20] == {
             "type": "recovered",
-            "payload": {"channel": "capped", "complete": False},
+            "payload": {"channel": "uncapped", "complete": True},
         }
         live = await channel.publish("a", 21)
         assert jsonenc.loads(await asyncio.wait_for(ws.recv(), 5))["payload"]["id"] == live.id

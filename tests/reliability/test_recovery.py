@@ -3,6 +3,9 @@
 * A client that stops reading during a burst is closed with 1013; it reads what was buffered
   for it, reconnects with the last id it saw and gets the rest, ``complete: true``, with the
   defaults (history 10,000 events, deeper than what one connection may hold back).
+* The same with 3,000 events of 10 KB on uvicorn, Sanic and aiohttp, memory and Redis: the
+  rest (some 26 MB) is longer than the 16 MiB a replay was once capped at, and all of it
+  comes back in one resume, then ``complete: true``, then live events.
 * Resume in the middle of traffic, over the wire on Redis: a connection subscribed to ``a``
   keeps resuming ``b`` from old ids while both are published in a tight loop; it must lose
   no ``a`` event (a resume touches only the names it resumes), and each resume of ``b`` must
@@ -23,6 +26,8 @@ from tbone.dispatch import Channel, MemoryChannel
 from tbone.dispatch.carriers import Carrier
 from tbone.dispatch.protocol import Limits
 from tbone_asgi import channel_route
+from tests.reliability.test_bursts import QUICK, serving
+from tests.reliability.test_bursts import make_channel as make_burst_channel
 from tests.support.asgi_server import run_uvicorn, wait_until
 from tests.support.web_servers import read_until_closed, small_buffer_socket, ws_connect
 
@@ -93,6 +98,65 @@ async def test_a_client_closed_in_a_burst_gets_the_rest_with_its_last_id(
     assert after["payload"]["id"] == live.id
     figure(f"{kind}: events the closed client had received", len(got))
     figure(f"{kind}: events it got back on resume", len(rest))
+
+
+#: What one replay was capped at before (it then said complete: false and skipped the rest).
+OLD_CAP_BYTES = 16 * 1024 * 1024
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+@pytest.mark.parametrize("server", ["uvicorn", "sanic", "aiohttp"])
+async def test_a_reader_closed_in_a_burst_of_10kb_events_gets_all_the_rest_back(
+    server: str, kind: str, request: pytest.FixtureRequest, figure: Any
+) -> None:
+    channel = make_burst_channel(kind, lambda: request.getfixturevalue("redis_url"))
+    count = 3000
+    pad = "x" * 10_000
+    async with serving(server, channel, QUICK) as base:  # /stuck: slow_timeout=QUICK
+        await channel.ready()
+        url = base + "/stuck?events=e"
+        async with ws_connect(
+            url, compression=None, max_queue=1, sock=small_buffer_socket(url)
+        ) as client:
+            await wait_until(lambda: channel.stats()["subscribers"] == 1)
+            [carrier] = channel.subscribers("e")
+            client.transport.pause_reading()  # it stops reading during the burst
+            published = [
+                (await channel.publish("e", {"n": n, "pad": pad})).id for n in range(count)
+            ]
+            await wait_until(
+                lambda: carrier.closed, timeout=QUICK * 1.5 + 10, what="closed as too slow"
+            )
+            assert carrier.close_code == 1013
+            client.transport.resume_reading()
+            texts, closed = await read_until_closed(client, timeout=10)
+        assert closed.rcvd is not None
+        assert closed.rcvd.code == 1013
+        got = events(texts)
+        assert [e["id"] for e in got] == published[: len(got)]  # a gapless prefix
+        assert 0 < len(got) < count
+        missed = published[len(got) :]
+        frame_bytes = len(texts[-1].encode())
+        assert len(missed) * frame_bytes > OLD_CAP_BYTES  # longer than a replay once was
+        # Back with the last id it saw: all the rest, once each and in order, then
+        # recovered complete: true, then live events.
+        resume_url = base + f"/ws?events=e&since={got[-1]['id']}"
+        async with ws_connect(resume_url, compression=None) as again:
+            rest = [
+                json.loads(await asyncio.wait_for(again.recv(), 10)) for _ in range(len(missed))
+            ]
+            recovered = json.loads(await asyncio.wait_for(again.recv(), 10))
+            live = await channel.publish("e", {"n": count})
+            after = json.loads(await asyncio.wait_for(again.recv(), 10))
+    assert [f["payload"]["id"] for f in rest] == missed
+    assert recovered == {
+        "type": "recovered",
+        "payload": {"channel": channel.name, "complete": True},
+    }
+    assert after["payload"]["id"] == live.id
+    assert channel.stats()["closed_slow"] == 1
+    figure(f"{server} {kind}: events the closed reader had received", len(got))
+    figure(f"{server} {kind}: MB it got back in one resume", len(missed) * frame_bytes / 1e6)
 
 
 async def test_resuming_one_name_in_traffic_loses_no_event_of_another(

@@ -361,21 +361,61 @@ class ProtocolCases:
                 await ping(client)
                 assert channel.stats()["subscriptions"] == 2
 
-    async def test_resumes_per_minute_and_the_replay_cap(
+    async def test_resumes_per_minute_and_no_replay_cap(
         self, start: Start, channel: MemoryChannel
     ) -> None:
         first = await channel.publish("tick", 0)
         for i in range(1, 4):
             await channel.publish("tick", i)
-        limits = Limits(max_resumes_per_minute=2, max_replay_events=2)
+        with pytest.warns(DeprecationWarning, match="max_replay_events"):
+            limits = Limits(max_resumes_per_minute=2, max_replay_events=2)
         async with start(channel, limits=limits) as url, ws_connect(url) as client:
-            for _ in range(2):
+            for _ in range(2):  # each resume replays everything, past the old cap
                 await subscribe(client, "tick", since=first.id)
-                assert [p["data"] for p in await recv_events(client, 2)] == [1, 2]
-                assert (await recv(client))["payload"]["complete"] is False
+                assert [p["data"] for p in await recv_events(client, 3)] == [1, 2, 3]
+                assert (await recv(client))["payload"]["complete"] is True
             await subscribe(client, "tick", since=first.id)
             assert (await recv(client))["payload"]["code"] == "too_many_resumes"
             await ping(client)
+
+    async def test_a_replay_past_the_old_cap_in_many_pages_is_one_resume(
+        self, start: Start
+    ) -> None:
+        # More events than a replay was once capped at (10,000), through an outbox of 16
+        # frames and 8 KiB: pages of 4 KiB, several hundred of them. One resume brings them
+        # all, complete, on a connection that may resume once a minute.
+        channel = MemoryChannel(name="pages", history=10_100)
+        first = await channel.publish("tick", 0)
+        published = [await channel.publish("tick", n) for n in range(1, 10_051)]
+        pages = 0
+        read = channel.history_page
+
+        async def counted(since: str | None, *, limit: int, max_bytes: int) -> Any:
+            nonlocal pages
+            pages += 1
+            return await read(since, limit=limit, max_bytes=max_bytes)
+
+        channel.history_page = counted  # type: ignore[method-assign]
+        limits = Limits(max_resumes_per_minute=1)
+        options = {"limits": limits, "max_messages": 16, "max_bytes": 8192}
+        async with (
+            start(channel, **options) as url,
+            ws_connect(f"{url}?events=tick&since={first.id}") as client,
+        ):
+            got = await recv_events(client, len(published))
+            assert [p["id"] for p in got] == [e.id for e in published]
+            assert await recv(client) == {
+                "type": "recovered",
+                "payload": {"channel": "pages", "complete": True},
+            }
+            live = await channel.publish("tick", "live")
+            assert (await recv(client))["payload"]["id"] == live.id
+            # That was one resume: the limit is in force, and the next one is refused.
+            await subscribe(client, "tick", since=first.id)
+            assert (await recv(client))["payload"]["code"] == "too_many_resumes"
+            await ping(client)
+        assert pages > 100
+        assert channel.stats()["closed_slow"] == 0
 
     @pytest.mark.parametrize(
         "outbox", [{"max_messages": 4}, {"max_bytes": 64 * 1024}], ids=["messages", "bytes"]

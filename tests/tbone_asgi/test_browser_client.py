@@ -121,6 +121,26 @@ async def test_an_incomplete_resume_is_surfaced(page: Any, channel: MemoryChanne
     ]
 
 
+async def test_a_long_catch_up_comes_whole_then_live(page: Any, channel: MemoryChannel) -> None:
+    # More than a replay was once capped at (16 MiB): it all comes before `recovered`, which
+    # says complete, and the client goes live with no gap reported.
+    first = await channel.publish("a", {"n": 0})
+    pad = "x" * 10_000
+    missed = [await channel.publish("a", {"n": n, "pad": pad}) for n in range(1, 1801)]
+    assert sum(e.size for e in missed) > 16 * 1024 * 1024
+    await page.evaluate(f"window.open({{events: ['a'], since: '{first.id}'}})")
+    await page.wait_for_function("window.client.recoveries.length === 1", timeout=WAIT)
+    assert await page.evaluate("window.client.recoveries") == [
+        {"channel": "js-client", "complete": True, "since": first.id}
+    ]
+    assert await page.evaluate("window.got.map((e) => e[2])") == [e.id for e in missed]
+    live = await channel.publish("a", {"n": "live"})
+    await page.wait_for_function(f"window.got.length === {len(missed) + 1}", timeout=WAIT)
+    assert await page.evaluate("window.got[window.got.length - 1][2]") == live.id
+    assert await page.evaluate("window.client.recoveries.length") == 1
+    assert await page.evaluate("window.states") == ["open"]  # one connection, never dropped
+
+
 async def test_a_refusing_close_stops_reconnecting(page: Any) -> None:
     await page.evaluate("window.open({events: ['a']})")
     # A frame over the server's 64 KiB limit: closed with 1009, which retrying cannot fix.

@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 from starlette.applications import Starlette
+from websockets.asyncio.client import connect as websockets_connect
 
 from tbone.dispatch import MemoryChannel
 from tbone_asgi import channel_route
+from tbone_asgi import client as client_module
 from tbone_asgi.__main__ import listen, main
 from tbone_asgi.client import (
     Recovered,
@@ -30,6 +32,7 @@ from tbone_asgi.client import (
 from tests.demo.restartable import RestartableServer
 from tests.demo.waiting import ready, take
 from tests.support.asgi_server import wait_until
+from tests.support.web_servers import small_buffer_socket
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = (0.02, 0.1)  # reconnect backoff for tests: first and max delay, in seconds
@@ -120,6 +123,44 @@ async def test_an_incomplete_resume_is_surfaced(channel: MemoryChannel) -> None:
             assert [e.id for e in await take(sub, 1)] == [after.id]
     finally:
         await server.stop()
+
+
+#: What one replay was once capped at (it then said complete: false and the client went live).
+OLD_CAP_BYTES = 16 * 1024 * 1024
+
+
+async def test_a_long_catch_up_after_a_1013_comes_whole_then_live(
+    channel: MemoryChannel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The loop stops taking events during a burst of 10 KB events: the client stops reading,
+    # and the server closes it with 1013. It reconnects, resumes from the last id it queued
+    # and gets the rest (more than a replay was once capped at) in one resume, complete.
+    def small_buffers(url: str, **options: Any) -> Any:
+        # Linux would otherwise let the kernel take in tens of MB for a client on loopback;
+        # and no compression: the bytes on the wire are the bytes published.
+        return websockets_connect(url, sock=small_buffer_socket(url), compression=None, **options)
+
+    monkeypatch.setattr(client_module, "connect", small_buffers)
+    app = Starlette(routes=[channel_route("/ws", channel, slow_timeout=0.5)])
+    async with (
+        RestartableServer(app) as server,
+        subscribe(server.ws_url(), events=["e"], backoff=FAST, queue_size=10) as sub,
+    ):
+        await ready(sub)
+        pad = "x" * 10_000
+        published = [await channel.publish("e", {"n": n, "pad": pad}) for n in range(3000)]
+        await wait_until(lambda: channel.stats()["closed_slow"] == 1, timeout=15)
+        got = await take(sub, len(published), timeout=30)
+        assert [e.id for e in got] == [e.id for e in published]  # in order, each once
+        assert sub.connections == 2
+        [recovered] = sub.recoveries
+        assert (recovered.channel, recovered.complete) == ("client-test", True)
+        resumed = published[[e.id for e in published].index(recovered.since) + 1 :]
+        assert sum(e.size for e in resumed) > OLD_CAP_BYTES
+        await sub.ping()  # live, not replaying
+        live = await channel.publish("e", {"n": "live"})
+        assert [e.id for e in await take(sub, 1)] == [live.id]
+    assert sub.recoveries == [recovered]  # no gap reported
 
 
 async def test_a_refused_subscription_ends_the_iteration(channel: MemoryChannel) -> None:

@@ -45,7 +45,7 @@ from tbone.dispatch import jsonenc
 from tbone.dispatch.carriers import Carrier, wait_closing
 from tbone.dispatch.channels import registry
 from tbone.dispatch.channels.fanout import Fanout
-from tbone.dispatch.channels.resume import replay
+from tbone.dispatch.channels.resume import REPLAY_BYTES, REPLAY_EVENTS, replay, warn_replay_cap
 from tbone.dispatch.channels.stream import EventStream, StreamOptions, SubscriptionClosed
 from tbone.dispatch.errors import (
     CLOSE_GOING_AWAY,
@@ -257,8 +257,10 @@ class Channel(metaclass=registry.ChannelMeta):
         """At most ``limit`` stored events after ``since``, of at most ``max_bytes`` in all.
 
         The first event is returned whatever its size. ``more`` is True when events follow
-        the page; ``complete`` is as for :meth:`read_history`. Resume reads history with this,
-        page by page, so a connection never makes the server hold more than a page at once.
+        the page, and then the page holds at least one event (a backend that skips stored
+        entries reads on past them); ``complete`` is as for :meth:`read_history`. Resume
+        reads history with this, page by page, so a connection never makes the server hold
+        more than a page at once.
         This default reads the whole history and cuts it: backends override it to read only
         the page (``XRANGE ... COUNT``, a bounded ``find``).
         """
@@ -484,21 +486,28 @@ class Channel(metaclass=registry.ChannelMeta):
         since: str | None,
         *,
         history: bool = False,
-        max_events: int = 10_000,
-        max_bytes: int = 16 * 1024 * 1024,
+        max_events: int = REPLAY_EVENTS,
+        max_bytes: int = REPLAY_BYTES,
     ) -> bool:
         """Subscribe ``carrier`` to ``events`` and first send what it missed after ``since``.
 
         The carrier receives, for the names in ``events``: every held event after ``since``,
         then a ``recovered`` frame, then live events, none lost or repeated in between. Events
         of its other subscriptions go on as usual meanwhile: a resume touches only the events
-        it names. History is read in pages and sent at the pace the connection reads; at most
-        ``max_events`` events and ``max_bytes`` bytes are replayed, and a longer history ends
-        with ``complete`` False. Returns ``complete`` (see :meth:`history`). With
-        ``since=None`` this is a plain subscribe and no ``recovered`` frame is sent, unless
-        ``history`` is True: then the replay starts at the oldest event held. Resumes of one
-        connection on one channel run one after the other.
+        it names. History is read in pages and sent at the pace the connection reads, however
+        long it is (the channel's history bounds it). Returns ``complete``: False only when
+        events were lost, because history no longer reached back to ``since`` (see
+        :meth:`history`) or was trimmed past the replay while it was sent (a connection that
+        reads slower than the channel's events come). With ``since=None`` this is a plain
+        subscribe and no ``recovered`` frame is sent, unless ``history`` is True: then the
+        replay starts at the oldest event held. Resumes of one connection on one channel run
+        one after the other.
+
+        ``max_events`` and ``max_bytes`` are deprecated and have no effect: a replay is no
+        longer capped (bound it with the channel's history instead).
         """
+        if max_events != REPLAY_EVENTS or max_bytes != REPLAY_BYTES:
+            warn_replay_cap("Channel.resume(max_events=, max_bytes=)", stacklevel=2)
         names = set(events)
         if since is None and not history:
             for name in names:
@@ -508,7 +517,7 @@ class Channel(metaclass=registry.ChannelMeta):
         lock = self._resume_locks.setdefault(live, asyncio.Lock())
         try:
             async with lock:
-                return await replay(self, self._fanout, live, names, since, max_events, max_bytes)
+                return await replay(self, self._fanout, live, names, since)
         finally:
             if not lock.locked() and self._resume_locks.get(live) is lock:
                 del self._resume_locks[live]

@@ -371,6 +371,24 @@ class MongoChannel(Channel):
                     if oid == marker:
                         start, found = position + 1, True
                         break
+            page = await self._page_from(index, start, limit, max_bytes)
+            if page is not None:
+                return History(page[0], found, more=page[1])
+        raise TimeoutError(
+            f"channel {self.name!r}: the collection {self.collection_name} rolled over while "
+            f"a history page was read, {_PAGE_ATTEMPTS} times in a row (raise capacity/size)"
+        )
+
+    async def _page_from(
+        self, index: list[tuple[Any, int]], start: int, limit: int, max_bytes: int
+    ) -> tuple[list[Event], bool] | None:
+        """The events of the next page at ``start`` of ``index``, and whether more follow.
+
+        Documents that are not events (markers, foreign documents) are skipped, and a page of
+        nothing but those is read past: a page that says more holds an event. None when the
+        collection rolled over meanwhile (the caller reads the index again).
+        """
+        while True:
             stop, total = start, 0
             while stop < len(index) and stop - start < limit:
                 if stop > start and total + index[stop][1] > max_bytes:
@@ -378,16 +396,16 @@ class MongoChannel(Channel):
                 total += index[stop][1]
                 stop += 1
             if stop == start:
-                return History([], found)
+                return [], False
             page = self._collection.find({}, sort=[("$natural", 1)], skip=start, limit=stop - start)
             docs = [doc async for doc in page]
-            if docs and docs[0]["_id"] == index[start][0]:
-                events = [e for e in map(self._event, docs) if e is not None]
-                return History(events, found, more=stop < len(index))
-        raise TimeoutError(
-            f"channel {self.name!r}: the collection {self.collection_name} rolled over while "
-            f"a history page was read, {_PAGE_ATTEMPTS} times in a row (raise capacity/size)"
-        )
+            if not docs or docs[0]["_id"] != index[start][0]:
+                return None
+            events = [e for e in map(self._event, docs) if e is not None]
+            more = stop < len(index)
+            if events or not more:
+                return events, more
+            start = stop
 
     def fatal_error(self, exc: Exception) -> str | None:
         """The fix for errors retrying cannot fix: failed authentication, a user without the

@@ -631,11 +631,19 @@ class RedisChannel(Channel):
         return History(events, complete=False)
 
     async def history_page(self, since: str | None, *, limit: int, max_bytes: int) -> History:
-        """One page of history, bounded in entries and bytes inside Redis (a Lua script)."""
+        """One page of history, bounded in entries and bytes inside Redis (a Lua script).
+
+        A page whose entries are all foreign (skipped) is read past: a page that says ``more``
+        holds an event, or a reader paging on from its last event would read it forever.
+        """
         if since is not None:
             self._check_id(since)
-        found, more, entries = await self._page(self._publisher(), since or "-", limit, max_bytes)
+        client = self._publisher()
+        found, more, entries = await self._page(client, since or "-", limit, max_bytes)
         events = self._events(entries)
+        while more and not events and entries:
+            _, more, entries = await self._page(client, _text(entries[-1][0]), limit, max_bytes)
+            events = self._events(entries)
         return History(events, complete=self._complete(since, found), more=more)
 
     def order_key(self, id: str) -> Any:

@@ -79,9 +79,10 @@ class EventStream(Carrier):
 
     Made by :meth:`Channel.subscription`. Entering subscribes: without ``since`` (and without
     ``history``) every event delivered after entering is received (the channel's consumer is
-    ready first). With ``since``, the events held after it come first, then live ones, none
-    lost or repeated; ``history=True`` starts from the oldest event held. :attr:`complete`
-    is then False if history did not reach back that far (None until the replay is out).
+    ready first). With ``since``, every event held after it comes first, however many, then
+    live ones, none lost or repeated; ``history=True`` starts from the oldest event held.
+    :attr:`complete` is then False only if events were lost, history not reaching back that
+    far (None until the replay is out).
     Leaving unsubscribes. Iteration ends when the channel closes; it raises
     :class:`SubscriptionClosed` when the stream was closed as too slow (or the channel lost
     events), and re-raises what made a resume fail (ValueError for an id the channel cannot
@@ -116,7 +117,8 @@ class EventStream(Carrier):
 
     @property
     def complete(self) -> bool | None:
-        """False when a resume found history incomplete; None until its replay is out."""
+        """False when a resume found events lost (history incomplete); None until its replay
+        is out."""
         replay = self._replay
         done = replay is not None and replay.done() and not replay.cancelled()
         if done and replay is not None and replay.exception() is None:

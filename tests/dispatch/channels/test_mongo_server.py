@@ -283,3 +283,19 @@ async def test_close_ends_in_bounded_time_when_the_server_stops_answering(driver
 def test_ci_installs_the_server_version_these_tests_name() -> None:
     # docs/mongo.md says what was verified on this version: .ci/run must install that one.
     assert f"'{SECANTUS}'" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+
+
+async def test_a_history_page_reads_past_documents_that_are_not_events(
+    make: Any, database: Any
+) -> None:
+    # Documents another program wrote (no key, no JSON data) fill more than a page between
+    # two events: a page that says more must hold an event, so the read goes past them.
+    channel = await make()
+    first = await channel.publish("e", "first")
+    foreign = [{"_id": ObjectId(), "note": "x" * 2000} for _ in range(5)]
+    await database[channel.collection_name].insert_many(foreign)
+    last = await channel.publish("e", "last")
+    page = await channel.history_page(first.id, limit=2, max_bytes=1000)
+    assert [e.id for e in page.events] == [last.id]
+    assert (page.complete, page.more) == (True, False)
+    assert channel.stats()["skipped"] >= 1

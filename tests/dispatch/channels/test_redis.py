@@ -214,6 +214,25 @@ async def test_foreign_entries_in_the_stream_are_skipped(
     assert [e.id for e in await channel.history()] == [good.id]
 
 
+async def test_a_history_page_of_foreign_entries_only_is_read_past(
+    make_channel: Any, redis_server: RedisServer
+) -> None:
+    # A foreign entry bigger than a page's bytes is a page by itself, with no event in it:
+    # history_page reads on, or a resume paging from its last event would read it forever.
+    channel = await make_channel("foreign-page", history=100)
+    await channel.ready()
+    since = await channel.publish("e", 1)
+    async with aioredis.Redis.from_url(redis_server.url) as client:
+        await client.xadd(channel.key, {"something": "y" * 600})
+    after = await channel.publish("e", 2)
+    page = await channel.history_page(since.id, limit=1000, max_bytes=500)
+    assert [e.id for e in page] == [after.id]
+    carrier = RecordingCarrier(max_bytes=1000)  # pages of 500 bytes
+    assert await asyncio.wait_for(channel.resume(carrier, ["e"], since.id), 5) is True
+    frames = await carrier.wait_for(2)
+    assert [f["payload"].get("id") for f in frames] == [after.id, None]
+
+
 async def test_entries_written_by_something_else_are_checked_before_delivery(
     make_channel: Any, redis_server: RedisServer, parsed: list[str]
 ) -> None:

@@ -16,6 +16,13 @@ At the end every connection is let go, a sentinel event proves all earlier frame
 and each (connection, name) must have received exactly the model's list: in order, with no
 duplicate and no gap (MemoryChannel's history is kept short so that trimmed history, and
 its ``complete: false``, happens too).
+
+The paged configurations give the connections an outbox of a few frames, so a history page
+(half of it) holds two events and a resume reads many pages, with live events published
+meanwhile overflowing the resume's hold (a quarter of the outbox: one event): every page
+must be sent, in order, and ``complete`` stays true while history reaches back. A replay
+that stopped early (a cap) fails the model, and the test checks that resumes did read
+several pages.
 """
 
 from __future__ import annotations
@@ -46,6 +53,12 @@ class ResumeModel(RuleBasedStateMachine):
     """The model; subclasses say which channel (:meth:`make_channel`)."""
 
     history: int | None = None  # events the channel holds, when the model knows exactly
+    #: Each connection's outbox in bytes (None: the default); a history page is half of it.
+    outbox_bytes: int | None = None
+    #: Added to each event's data (a page is counted in stored bytes, which Redis keeps small).
+    pad = ""
+    #: The most history pages one resume read, over every example of the class.
+    most_pages = 0
 
     def make_channel(self, name: str) -> Channel:
         raise NotImplementedError
@@ -54,7 +67,18 @@ class ResumeModel(RuleBasedStateMachine):
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.channel = self.make_channel(f"model{next(_numbers)}")
-        self.carriers = [RecordingCarrier(max_messages=6, slow_timeout=60) for _ in range(CARRIERS)]
+        self.carriers = [
+            RecordingCarrier(max_messages=6, max_bytes=self.outbox_bytes, slow_timeout=60)
+            for _ in range(CARRIERS)
+        ]
+        self.pages = 0  # history pages read by the resume under way
+        read_page = self.channel.history_page
+
+        async def counted(since: str | None, *, limit: int, max_bytes: int) -> Any:
+            self.pages += 1
+            return await read_page(since, limit=limit, max_bytes=max_bytes)
+
+        self.channel.history_page = counted  # type: ignore[method-assign]
         self.published: list[tuple[str, str]] = []  # (id, name) in channel order
         self.live: list[set[str]] = [set() for _ in range(CARRIERS)]
         self.expected: list[dict[str, list[str]]] = [
@@ -62,6 +86,9 @@ class ResumeModel(RuleBasedStateMachine):
         ]
         self.resumes = [0] * CARRIERS
         self.blocked = [False] * CARRIERS
+
+    def data(self, n: int) -> Any:
+        return [n, self.pad] if self.pad else n
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(asyncio.wait_for(coro, 20))
@@ -82,7 +109,7 @@ class ResumeModel(RuleBasedStateMachine):
 
     @rule(name=st.sampled_from(NAMES))
     def publish(self, name: str) -> None:
-        event_id = self.run(self.channel.publish(name, len(self.published))).id
+        event_id = self.run(self.channel.publish(name, self.data(len(self.published)))).id
         # Settle: wait until the consumer delivered it (subscriptions count from there). A
         # stalled reader that fills the window holds the consumer: it reads again then.
         while not self.run(self._delivered(event_id)):
@@ -122,7 +149,9 @@ class ResumeModel(RuleBasedStateMachine):
             self.unblock(index)  # a replay waits for the reader: it must read
         since_at = max(0, len(self.published) - 1 - back)
         since = self.published[since_at][0]
+        self.pages = 0
         complete = self.run(self.channel.resume(self.carriers[index], sorted(names), since))
+        self.counted_pages()
         after = self.published[since_at + 1 :]
         held = self.published if self.history is None else self.published[-self.history :]
         if self.history is not None:
@@ -171,11 +200,12 @@ class ResumeModel(RuleBasedStateMachine):
             async def publish(names: list[str]) -> None:
                 for name in names:
                     await asyncio.sleep(0)
-                    event = await self.channel.publish(name, first + len(stored))
+                    event = await self.channel.publish(name, self.data(first + len(stored)))
                     stored.append((event.id, name))
 
             for name in before:  # stored, not delivered: the consumer has not run yet
-                stored.append(((await self.channel.publish(name, first + len(stored))).id, name))
+                data = self.data(first + len(stored))
+                stored.append(((await self.channel.publish(name, data)).id, name))
             carrier = self.carriers[index]
             if inline:  # as the endpoint does: the resume starts before the consumer runs
                 publishing = asyncio.ensure_future(publish(during))
@@ -190,7 +220,9 @@ class ResumeModel(RuleBasedStateMachine):
                 await wait_until(lambda: self.channel.stats()["last_id"] == last, what="settled")
             return complete, stored
 
+        self.pages = 0
         complete, stored = self.run(step())
+        self.counted_pages()
         assert complete is True  # since is well inside history here
         for event_id, name in stored:
             for other in range(CARRIERS):
@@ -203,6 +235,10 @@ class ResumeModel(RuleBasedStateMachine):
             )
             self.live[index].add(name)
         self.resumes[index] += 1
+
+    def counted_pages(self) -> None:
+        cls = type(self)
+        cls.most_pages = max(cls.most_pages, self.pages)
 
     @rule(index=st.integers(0, CARRIERS - 1))
     def block(self, index: int) -> None:
@@ -268,9 +304,28 @@ SETTINGS = settings(
 )
 
 
+#: The paged configurations: events of about 110 bytes stored and 190 bytes as frames, so a
+#: page (half the outbox) holds two or three, and the resume's hold (a quarter) one.
+PAGED_OUTBOX = 800
+PAGED_PAD = "x" * 100
+
+
+class PagedMemoryModel(MemoryModel):
+    outbox_bytes = PAGED_OUTBOX
+    pad = PAGED_PAD
+
+
 def test_resume_is_exact_on_memory() -> None:
     MemoryModel.TestCase.settings = SETTINGS
     MemoryModel.TestCase().runTest()
+
+
+def test_a_resume_over_many_pages_is_exact_on_memory() -> None:
+    PagedMemoryModel.TestCase.settings = SETTINGS
+    PagedMemoryModel.most_pages = 0
+    PagedMemoryModel.TestCase().runTest()
+    # History (12 events) spans six pages: some resumes must have read them all.
+    assert PagedMemoryModel.most_pages >= 5
 
 
 @pytest.fixture(scope="module")
@@ -290,3 +345,21 @@ def test_resume_is_exact_on_redis(redis_url: str) -> None:
 
     RedisModel.TestCase.settings = settings(SETTINGS, max_examples=60)
     RedisModel.TestCase().runTest()
+
+
+def test_a_resume_over_many_pages_is_exact_on_redis(redis_url: str) -> None:
+    from tbone.dispatch.channels.redis import RedisChannel
+
+    class PagedRedisModel(ResumeModel):
+        outbox_bytes = PAGED_OUTBOX
+        pad = PAGED_PAD
+
+        def make_channel(self, name: str) -> Channel:
+            return RedisChannel(
+                name=name, url=redis_url, block_ms=100, probe_interval=1.0, window=4
+            )
+
+    PagedRedisModel.TestCase.settings = settings(SETTINGS, max_examples=60)
+    PagedRedisModel.TestCase().runTest()
+    # Redis counts a page in stored bytes (three events here): fewer pages, but several.
+    assert PagedRedisModel.most_pages >= 3
