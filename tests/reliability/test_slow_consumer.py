@@ -32,7 +32,7 @@ from starlette.applications import Starlette
 
 from tbone.dispatch import MemoryChannel
 from tbone_asgi import channel_route
-from tests.reliability.test_leaks import _rss
+from tests.reliability.churn import _rss
 from tests.reliability.test_redis_faults import _line
 from tests.support import asgi_server, web_servers
 from tests.support.asgi_server import run_uvicorn
