@@ -78,9 +78,23 @@ Publish = Callable[[int], Awaitable[Any]]
 PREPARED = "tbone_asgi.uvicorn:WebSocketProtocol"
 
 
+#: Open files a server or client process asks for: 20,000 subscribers and then some.
+WANTED_FILES = 65_536
+
+
 def raise_fd_limit() -> int:
-    """Raise this process's open-file limit to its hard limit; return the new soft limit."""
+    """Raise this process's open-file limit as far as allowed; return the new soft limit.
+
+    Up to :data:`WANTED_FILES` when the process may raise its hard limit (root), else to the
+    hard limit.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < WANTED_FILES:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (WANTED_FILES, WANTED_FILES))
+            return WANTED_FILES
+        except (ValueError, OSError):
+            pass  # not allowed: the hard limit it is
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
@@ -477,7 +491,7 @@ def _broadcaster_app(url: str = "memory://") -> Any:
     return _control_app(publish, lambda: subscribed[0], [WebSocketRoute("/ws", endpoint)], lifespan)
 
 
-def _tbone_app(backend: str = "memory", url: str = "") -> Any:
+def _tbone_app(backend: str = "memory", url: str = "", max_connections: int | None = None) -> Any:
     from tbone.dispatch import Channel
     from tbone.dispatch.channels.mem import MemoryChannel
     from tbone_asgi import channel_route, channels_lifespan
@@ -496,7 +510,11 @@ def _tbone_app(backend: str = "memory", url: str = "") -> Any:
     return _control_app(
         publish,
         lambda: int(channel.stats()["subscribers"]),
-        [channel_route("/ws", channel, events=["tick"])],
+        [
+            channel_route("/ws", channel, events=["tick"])
+            if max_connections is None
+            else channel_route("/ws", channel, events=["tick"], max_connections=max_connections)
+        ],
         channels_lifespan(channel),  # the documented way: start with the app, close with it
     )
 
@@ -734,14 +752,17 @@ def _floor(sock: socket.socket, args: argparse.Namespace) -> None:
         runner.run(serve())
 
 
-def make_app(kind: str, url: str = "") -> Any:
-    """The ASGI app of server ``kind`` (see the module docstring)."""
+def make_app(kind: str, url: str = "", max_connections: int | None = None) -> Any:
+    """The ASGI app of server ``kind`` (see the module docstring).
+
+    ``max_connections``: the tbone endpoint's (the shipped default, 10,000, when None).
+    """
     if kind == "raw":
         return _raw_app()
     if kind == "broadcaster":
         return _broadcaster_app(url or "memory://")
     if kind == "tbone":
-        return _tbone_app()
+        return _tbone_app(max_connections=max_connections)
     if kind == "tbone-noflow":
         from bench import _noflow
 
@@ -812,6 +833,9 @@ def main() -> None:
         "prepared: tbone_asgi.uvicorn:WebSocketProtocol)",
     )
     parser.add_argument("--ws-max-size", type=int, default=65536, help="bytes per client frame")
+    parser.add_argument(
+        "--max-connections", type=int, default=None, help="the tbone endpoint's (default 10,000)"
+    )
     parser.add_argument("--ws-per-message-deflate", choices=["true", "false"], default="false")
     parser.add_argument("--ws-ping-interval", type=float, default=None, help="seconds")
     parser.add_argument("--ws-ping-timeout", type=float, default=None, help="seconds (uvicorn)")
@@ -826,7 +850,7 @@ def main() -> None:
         _floor(sock, args)
         return
     serve = _hypercorn if args.server == "hypercorn" else _uvicorn
-    serve(make_app(args.kind, args.url), sock, args)
+    serve(make_app(args.kind, args.url, args.max_connections), sock, args)
 
 
 if __name__ == "__main__":
