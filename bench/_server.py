@@ -543,6 +543,47 @@ def _bare_app() -> Any:
     return app
 
 
+def _uvicorn_floor_app() -> Any:
+    """The floor's loop inside uvicorn: no channel, no carrier, no tbone fan-out.
+
+    Runs on tbone_asgi.uvicorn's protocol (``--ws prepared``): each connection's
+    ``"tbone.prepared"`` extension gives its frame variant and the writer that puts bytes on
+    its transport; per event the frame is built once per variant (``Event.wire``) and written
+    to every connection in a loop, as the floor does. What it costs beyond the floor is
+    uvicorn's (its process, its protocol objects, the writer's checks); what tbone (prepared)
+    costs beyond it is tbone's own.
+    """
+    from tbone.dispatch.events import Event
+
+    writers: dict[Any, int | None] = {}  # write -> window bits, in connection order
+
+    async def publish(seq: int) -> None:
+        event = Event("tick", event_data(seq), str(seq), "bench")
+        for write, bits in writers.items():
+            write(event.wire(bits))
+
+    control = _control_app(publish, lambda: len(writers), [])
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            await control(scope, receive, send)
+            return
+        prepared = (scope.get("extensions") or {}).get("tbone.prepared")
+        if prepared is None:
+            raise RuntimeError("the uvicorn floor runs on --ws prepared only")
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        write = prepared["write"]
+        writers[write] = prepared["window_bits"]
+        try:
+            while (await receive())["type"] != "websocket.disconnect":
+                pass
+        finally:
+            del writers[write]
+
+    return app
+
+
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 4.2.2
 _TEXT, _CLOSE, _PING, _PONG = 0x1, 0x8, 0x9, 0xA
 
@@ -772,9 +813,11 @@ def make_app(kind: str, url: str = "", max_connections: int | None = None) -> An
         return _tbone_app("redis", url)
     if kind == "bare":
         return _bare_app()
+    if kind == "floor-uvicorn":
+        return _uvicorn_floor_app()
     raise ValueError(
         f"unknown server kind {kind!r}: raw, broadcaster, tbone, tbone-noflow, tbone-redis, "
-        "bare, floor"
+        "bare, floor, floor-uvicorn"
     )
 
 

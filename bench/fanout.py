@@ -5,11 +5,15 @@ The rows (:data:`ROWS`: a :mod:`bench._server` kind and its options, one entry e
 * ``floor``: the cheapest fan-out this machine can do, one pre-built websocket frame written
   with ``transport.write`` to each socket of a minimal asyncio server (no ASGI, no JSON per
   delivery; see :mod:`bench._server`): the bottom every server is measured against;
+* ``floor (uvicorn)``: the same loop inside a uvicorn server (on tbone_asgi.uvicorn's
+  protocol, writing each connection's prepared frame): what uvicorn itself adds to the floor,
+  so that ``tbone (prepared)`` against it is tbone's own part of a delivery;
 * ``raw``: the hand-written loop (a Starlette endpoint, ``send_text(json.dumps(...))`` on each
   socket in turn; its publisher waits for each fan-out) and ``broadcaster``
   (encode/broadcaster on ``memory://``), both through uvicorn;
 * ``tbone``: tbone_asgi's ``channel_route`` on a MemoryChannel through uvicorn's default
-  websocket implementation (``websockets-sansio`` in 0.54); ``tbone (websockets)`` and
+  websocket implementation (``websockets-sansio`` in 0.54); ``tbone (prepared)``: the same app
+  on tbone_asgi.uvicorn's protocol (each event's frame built once); ``tbone (websockets)`` and
   ``tbone (wsproto)``: the same app on uvicorn's other two (``--ws``); ``tbone
   (hypercorn)``: the same app on Hypercorn (wsproto underneath). A row whose server is not
   installed (wsproto and Hypercorn are not in the bench extra) is left out with a note;
@@ -89,6 +93,8 @@ class Row(NamedTuple):
 # The rows, in the table's order; a new one is one more entry.
 ROWS: dict[str, Row] = {
     "floor": Row("floor"),
+    # The floor's loop inside uvicorn (on the prepared protocol): uvicorn's part of a delivery.
+    "floor (uvicorn)": Row("floor-uvicorn", ("--ws", "prepared")),
     "raw": Row("raw"),
     "broadcaster": Row("broadcaster"),
     "tbone": Row("tbone"),  # uvicorn's default websocket implementation: websockets-sansio
