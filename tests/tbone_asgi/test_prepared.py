@@ -238,3 +238,64 @@ async def test_a_protocol_without_the_surface_serves_as_stock(
     assert len(warnings) == 1
     assert "a_newer_attribute" in warnings[0]
     assert "serving as uvicorn's own websockets-sansio protocol" in warnings[0]
+
+
+async def test_a_peer_that_vanishes_mid_burst_costs_nothing_more(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # One of three deflate clients drops its TCP connection (RST) while a burst is written
+    # to it as prepared frames: it leaves every channel without a traceback, nothing is kept
+    # for it, and the other two get every event in order.
+    from tbone.dispatch import carriers
+
+    channel = MemoryChannel(name="vanishing")
+    app = Starlette(routes=[channel_route("/ws", channel)])
+    url_path = f"/ws?events={NAME}"
+    async with run_uvicorn(app, ws=WebSocketProtocol, ws_per_message_deflate=True) as server:
+        clients = [
+            await connect(server.ws_url(url_path), proxy=None, max_queue=None) for _ in range(3)
+        ]
+        try:
+            await wait_until(lambda: channel.stats()["subscribers"] == 3)
+            before = carriers.live_connections()
+            blob = "z" * 2000
+            sent = []
+            for i in range(2000):
+                sent.append(await channel.publish(NAME, {"i": i, "blob": blob}))
+                if i == 500:
+                    clients[0].transport.abort()  # gone, mid-write
+            for client in clients[1:]:
+                got = await frames(client, len(sent))
+                assert [f["payload"]["id"] for f in got] == [e.id for e in sent]
+            await wait_until(lambda: channel.stats()["subscribers"] == 2)
+            await wait_until(lambda: len(server.connections()) == 2)
+            assert carriers.live_connections() == before - 1
+        finally:
+            for client in clients[1:]:
+                await client.close()
+    noisy = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert noisy == [], [r.getMessage() for r in noisy]
+
+
+async def test_stock_uvicorn_says_once_how_to_turn_prepared_frames_on(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tbone_asgi import endpoint
+
+    monkeypatch.setattr(endpoint, "_prepared_advised", False)
+    channel = MemoryChannel(name="stock")
+    app = Starlette(routes=[channel_route("/ws", channel)])
+    with caplog.at_level(logging.INFO, "tbone_asgi"):
+        async with run_uvicorn(app) as server:
+            clients = [
+                await connect(server.ws_url(f"/ws?events={NAME}"), proxy=None) for _ in range(2)
+            ]
+            try:
+                await wait_until(lambda: channel.stats()["subscribers"] == 2)
+                assert not any(c.prepared for c in channel.subscribers(NAME))
+            finally:
+                for client in clients:
+                    await client.close()
+    advice = [r.getMessage() for r in caplog.records if "tbone_asgi.uvicorn" in r.getMessage()]
+    assert len(advice) == 1, advice
+    assert "--ws tbone_asgi.uvicorn:WebSocketProtocol" in advice[0]
