@@ -28,6 +28,7 @@ from tbone.dispatch.carriers import Carrier
 from tbone.dispatch.carriers.aiohttp_websocket import serve as aiohttp_serve
 from tbone.dispatch.carriers.sanic_websocket import add_route
 from tbone_asgi import channel_route
+from tbone_asgi.uvicorn import WebSocketProtocol
 from tests.support.asgi_server import run_uvicorn, wait_until
 from tests.support.web_servers import (
     aiohttp_server,
@@ -59,14 +60,16 @@ def make_channel(kind: str, redis_url: Callable[[], str]) -> Channel:
 @contextlib.asynccontextmanager
 async def serving(server: str, channel: Channel, stuck_timeout: float) -> AsyncIterator[str]:
     """``channel`` at ``/ws`` (defaults) and ``/stuck`` (``slow_timeout=stuck_timeout``)."""
-    if server == "uvicorn":
+    if server.startswith("uvicorn"):
         app = Starlette(
             routes=[
                 channel_route("/ws", channel),
                 channel_route("/stuck", channel, slow_timeout=stuck_timeout),
             ]
         )
-        async with run_uvicorn(app) as running:
+        # uvicorn-prepared: tbone_asgi.uvicorn's protocol, events as prepared frames.
+        ws = WebSocketProtocol if server == "uvicorn-prepared" else "auto"
+        async with run_uvicorn(app, ws=ws) as running:
             yield running.ws_url("")
     elif server == "sanic":
         sanic = new_sanic_app()
@@ -96,7 +99,7 @@ def rss() -> int:
 
 @pytest.mark.parametrize("shape", list(SHAPES))
 @pytest.mark.parametrize("kind", ["memory", "redis"])
-@pytest.mark.parametrize("server", ["uvicorn", "sanic", "aiohttp"])
+@pytest.mark.parametrize("server", ["uvicorn", "uvicorn-prepared", "sanic", "aiohttp"])
 async def test_a_publish_loop_reaches_every_reader_and_only_the_stuck_one_is_closed(
     server: str, kind: str, shape: str, request: pytest.FixtureRequest, figure: Any
 ) -> None:

@@ -105,7 +105,7 @@ OLD_CAP_BYTES = 16 * 1024 * 1024
 
 
 @pytest.mark.parametrize("kind", ["memory", "redis"])
-@pytest.mark.parametrize("server", ["uvicorn", "sanic", "aiohttp"])
+@pytest.mark.parametrize("server", ["uvicorn", "uvicorn-prepared", "sanic", "aiohttp"])
 async def test_a_reader_closed_in_a_burst_of_10kb_events_gets_all_the_rest_back(
     server: str, kind: str, request: pytest.FixtureRequest, figure: Any
 ) -> None:

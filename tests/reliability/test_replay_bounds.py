@@ -28,6 +28,7 @@ from starlette.applications import Starlette
 from tbone.dispatch import jsonenc
 from tbone.dispatch.channels.redis import RedisChannel
 from tbone_asgi import channel_route
+from tbone_asgi.uvicorn import WebSocketProtocol
 from tests.support.asgi_server import run_uvicorn, wait_until
 from tests.support.web_servers import ws_connect
 
@@ -44,7 +45,8 @@ def rss() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-async def test_long_replays_are_paged_and_paced(redis_url: str, figure: Any) -> None:
+@pytest.mark.parametrize("ws", ["auto", "prepared"])
+async def test_long_replays_are_paged_and_paced(redis_url: str, figure: Any, ws: str) -> None:
     # Room for the live events too: nothing is trimmed under the replays (each would then
     # rightly end with complete false, its start lost).
     channel = RedisChannel(name=f"replays-{time.monotonic_ns()}", url=redis_url, maxlen=2 * STORED)
@@ -58,7 +60,8 @@ async def test_long_replays_are_paged_and_paced(redis_url: str, figure: Any) -> 
                 pipe.xadd(channel.key, {b"n": b"e", b"d": data})
             ids += [raw.decode() for raw in await pipe.execute()]
     app = Starlette(routes=[channel_route("/ws", channel)])  # the defaults
-    async with run_uvicorn(app) as server:
+    # prepared: tbone_asgi.uvicorn's protocol, the replayed events as prepared frames.
+    async with run_uvicorn(app, ws=WebSocketProtocol if ws == "prepared" else ws) as server:
         await channel.ready()
         async with ws_connect(server.ws_url("/ws?events=live"), compression=None) as good:
             await good.send('{"type":"ping"}')

@@ -32,6 +32,7 @@ from starlette.applications import Starlette
 
 from tbone.dispatch import MemoryChannel
 from tbone_asgi import channel_route
+from tbone_asgi.uvicorn import WebSocketProtocol
 from tests.reliability.churn import _rss
 from tests.reliability.test_redis_faults import _line
 from tests.support import asgi_server, web_servers
@@ -66,10 +67,14 @@ _runs = itertools.count()
 
 
 @asynccontextmanager
-async def _uvicorn(channel: MemoryChannel) -> AsyncIterator[str]:
+async def _uvicorn(channel: MemoryChannel, ws: Any = "auto") -> AsyncIterator[str]:
     app = Starlette(routes=[channel_route("/ws", channel, max_messages=OUTBOX, max_bytes=LIMIT)])
-    async with run_uvicorn(app) as server:
+    async with run_uvicorn(app, ws=ws) as server:
         yield server.ws_url("/ws?events=tick,end")
+
+
+def _uvicorn_prepared(channel: MemoryChannel) -> AbstractAsyncContextManager[str]:
+    return _uvicorn(channel, ws=WebSocketProtocol)  # events as prepared frames
 
 
 @asynccontextmanager
@@ -229,11 +234,16 @@ def _problems(run: dict[str, Any], readers: int, events: int) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.usefixtures("small_server_buffers")
 @pytest.mark.parametrize("rate", sorted(RATES))
-@pytest.mark.parametrize("server", ["uvicorn", "aiohttp", "sanic"])
+@pytest.mark.parametrize("server", ["uvicorn", "uvicorn-prepared", "aiohttp", "sanic"])
 async def test_a_client_that_stops_reading(
     server: str, rate: int, figure: Callable[[str, Any], Any]
 ) -> None:
-    serve: Serve = {"uvicorn": _uvicorn, "aiohttp": _aiohttp, "sanic": _sanic}[server]
+    serve: Serve = {
+        "uvicorn": _uvicorn,
+        "uvicorn-prepared": _uvicorn_prepared,
+        "aiohttp": _aiohttp,
+        "sanic": _sanic,
+    }[server]
     readers = READERS if rate <= 100 else READERS // 10
     phase_seconds = RATES[rate][1]
     events = int(rate * phase_seconds) * PHASES
