@@ -42,10 +42,14 @@ def test_the_signals_and_channels_example_runs() -> None:
     assert "'data': {'pk': 1}" in out
 
 
+def bash_blocks() -> list[str]:
+    return re.findall(r"```bash\n(.*?)\n```", README.read_text(), flags=re.S)
+
+
 def test_ci_runs_the_readmes_test_command() -> None:
-    commands = re.findall(r"```bash\n(.*?)\n```", README.read_text(), flags=re.S)
-    assert len(commands) == 2
-    demo, tests = commands
+    commands = bash_blocks()
+    assert len(commands) == 3
+    demo, _production, tests = commands
     assert demo.endswith("uvicorn demo:app")
     ci_lines = (README.parent / ".ci" / "run").read_text().splitlines()
     assert tests in ci_lines
@@ -88,17 +92,20 @@ async def publish_and_receive(host: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def served_as_written(tmp_path: Path, marker: str) -> AsyncIterator[str]:
+async def served_as_written(
+    tmp_path: Path, marker: str, command: str | None = None
+) -> AsyncIterator[str]:
     """Save the block as ``app.py`` and run the README's uvicorn command on it; yield host:port.
 
-    The test binds the socket and hands it over (``--fd``): connections wait in its backlog
-    until uvicorn serves them, so nothing needs to poll for startup.
+    ``command``: another line of the README to serve it with (its production line). The test
+    binds the socket and hands it over (``--fd``): connections wait in its backlog until
+    uvicorn serves them, so nothing needs to poll for startup.
     """
     (tmp_path / "app.py").write_text(framework_block(marker))
-    install, command = serve_line(marker)
+    install, serve = serve_line(marker)
     # uvicorn without its standard extra has no websocket library: it cannot serve /ws.
     assert "'uvicorn[standard]'" in install.split()
-    program, *args = shlex.split(command)
+    program, *args = shlex.split(command or serve)
     assert program == "uvicorn"
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -128,6 +135,20 @@ async def served_as_written(tmp_path: Path, marker: str) -> AsyncIterator[str]:
 @pytest.mark.parametrize("marker", ["from starlette", "from fastapi", "from django"])
 async def test_the_uvicorn_examples_publish_from_a_handler(tmp_path: Path, marker: str) -> None:
     async with served_as_written(tmp_path, marker) as host:
+        await publish_and_receive(host)
+
+
+async def test_the_production_line_serves_prepared_frames(tmp_path: Path) -> None:
+    # The README's production line on its Starlette example: a client that offers deflate
+    # (as browsers do) is answered without context takeover and gets its events.
+    production = bash_blocks()[1]
+    assert "--ws tbone_asgi.uvicorn:WebSocketProtocol" in production
+    async with served_as_written(tmp_path, "from starlette", production) as host:
+        async with websockets.connect(
+            f"ws://{host}/ws?events=item_create", proxy=None, compression="deflate"
+        ) as ws:
+            header = ws.response.headers.get("Sec-WebSocket-Extensions", "")
+            assert "server_no_context_takeover" in header
         await publish_and_receive(host)
 
 
