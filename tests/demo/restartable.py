@@ -21,6 +21,8 @@ from typing import Any
 
 import uvicorn
 
+from tests.support.ports import free_port
+
 __all__ = ["RestartableServer"]
 
 
@@ -36,11 +38,15 @@ class _Server(uvicorn.Server):
 
 def _bind(port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    # SO_REUSEADDR: connections of the previous run may sit in TIME_WAIT on this port.
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    sock.listen(128)
-    sock.setblocking(False)
+    try:
+        # SO_REUSEADDR: connections of the previous run may sit in TIME_WAIT on this port.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen(128)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 
@@ -66,7 +72,9 @@ class RestartableServer:
     async def start(self) -> None:
         if self._task is not None:
             raise RuntimeError("the server is running; stop() it first")
-        self._sock = _bind(self.port)
+        # The first start takes a port outside the ephemeral range, so that no client's
+        # outgoing connection can hold it while the server is stopped (tests/support/ports.py).
+        self._sock = _bind(self.port or free_port())
         self.port = self._sock.getsockname()[1]
         started = asyncio.Event()
         self._server = _Server(uvicorn.Config(self.app, **self.config), started)

@@ -29,6 +29,8 @@ from types import TracebackType
 
 import pytest
 
+from tests.support.ports import free_port
+
 __all__ = ["RedisServer", "free_port", "require_redis_server"]
 
 START_TIMEOUT = 10.0
@@ -46,14 +48,6 @@ def require_redis_server() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _ping(port: int, timeout: float) -> bool:

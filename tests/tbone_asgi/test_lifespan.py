@@ -248,10 +248,11 @@ async def test_uvicorn_exits_after_the_ready_timeout_when_redis_is_not_there(
 SLOW_IMPORT = """
 import os
 import pathlib
-import sys
 import time
 
-print(f"importing the app in {{os.getpid()}}", file=sys.stderr, flush=True)
+# One write per line: print() writes the text and its newline apart, and the two workers'
+# lines then run together on the shared pipe.
+os.write(2, f"importing the app in {{os.getpid()}}\\n".encode())
 gate = pathlib.Path({gate!r})
 deadline = time.monotonic() + 20
 while not gate.exists() and time.monotonic() < deadline:  # the test opens it after its signal
