@@ -59,7 +59,12 @@ def make_channel(kind: str, redis_url: Callable[[], str]) -> Channel:
 
 @contextlib.asynccontextmanager
 async def serving(server: str, channel: Channel, stuck_timeout: float) -> AsyncIterator[str]:
-    """``channel`` at ``/ws`` (defaults) and ``/stuck`` (``slow_timeout=stuck_timeout``)."""
+    """``channel`` at ``/ws`` (defaults) and ``/stuck`` (``slow_timeout=stuck_timeout``).
+
+    The servers send no keepalive pings: the stuck reader answers none, and on a busy machine,
+    where the publish loop runs slowly and the kernel's buffers take a long time to fill, the
+    ping timeout (uvicorn's 40 s, aiohttp's 30 s) would drop it before it is behind. That close
+    is right too, but it is not the slow rule this test is about."""
     if server.startswith("uvicorn"):
         app = Starlette(
             routes=[
@@ -69,10 +74,11 @@ async def serving(server: str, channel: Channel, stuck_timeout: float) -> AsyncI
         )
         # uvicorn-prepared: tbone_asgi.uvicorn's protocol, events as prepared frames.
         ws = WebSocketProtocol if server == "uvicorn-prepared" else "auto"
-        async with run_uvicorn(app, ws=ws) as running:
+        async with run_uvicorn(app, ws=ws, ws_ping_interval=None) as running:
             yield running.ws_url("")
     elif server == "sanic":
         sanic = new_sanic_app()
+        sanic.config.WEBSOCKET_PING_INTERVAL = None
         add_route(sanic, "/ws", channel)
         add_route(sanic, "/stuck", channel, slow_timeout=stuck_timeout)
         async with sanic_server(sanic) as base:
@@ -80,10 +86,10 @@ async def serving(server: str, channel: Channel, stuck_timeout: float) -> AsyncI
     else:
 
         async def readers(request: web.Request) -> web.StreamResponse:
-            return await aiohttp_serve(request, channel)
+            return await aiohttp_serve(request, channel, heartbeat=None)
 
         async def stuck(request: web.Request) -> web.StreamResponse:
-            return await aiohttp_serve(request, channel, slow_timeout=stuck_timeout)
+            return await aiohttp_serve(request, channel, heartbeat=None, slow_timeout=stuck_timeout)
 
         app = web.Application()
         app.router.add_get("/ws", readers)
