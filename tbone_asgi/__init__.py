@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from tbone import __version__
 from tbone.dispatch.extras import lazy, missing
 from tbone.dispatch.origin import OriginPolicy
 from tbone.dispatch.protocol import Limits, Refused
@@ -32,6 +33,7 @@ __all__ = [
     "MetricsApp",
     "OriginPolicy",
     "Refused",
+    "__version__",
     "channel_route",
     "channels_lifespan",
     "metrics_route",

@@ -48,9 +48,9 @@ def bash_blocks() -> list[str]:
 
 def test_ci_runs_the_readmes_test_command() -> None:
     commands = bash_blocks()
-    assert len(commands) == 3
-    demo, _production, tests = commands
-    assert demo.endswith("uvicorn demo:app")
+    assert len(commands) == 5
+    _clone, _wheel, demo, _production, tests = commands
+    assert demo.endswith("python -m demo")
     ci_lines = (README.parent / ".ci" / "run").read_text().splitlines()
     assert tests in ci_lines
 
@@ -141,7 +141,7 @@ async def test_the_uvicorn_examples_publish_from_a_handler(tmp_path: Path, marke
 async def test_the_production_line_serves_prepared_frames(tmp_path: Path) -> None:
     # The README's production line on its Starlette example: a client that offers deflate
     # (as browsers do) is answered without context takeover and gets its events.
-    production = bash_blocks()[1]
+    production = bash_blocks()[3]
     assert "--ws tbone_asgi.uvicorn:WebSocketProtocol" in production
     async with served_as_written(tmp_path, "from starlette", production) as host:
         async with websockets.connect(
@@ -174,3 +174,24 @@ def test_the_redis_line_installs_the_redis_extra() -> None:
     text = " ".join(README.read_text().split())
     assert "pip install -e '.[demo,redis]'" in text
     assert "TBONE_CHANNEL_URL=redis://127.0.0.1:6379/0 python -m demo --workers 2" in text
+
+
+def test_the_install_lines_say_checkout_wheel_and_index() -> None:
+    from tbone import __version__
+
+    clone, wheel, *_ = bash_blocks()
+    assert clone.startswith("git clone ")
+    assert "pip install -e '.[asgi]'" in clone
+    assert wheel.startswith("python -m build && ")
+    # The wheel the line installs is the one `python -m build` makes of this version.
+    assert f"dist/tbone_asgi-{__version__}-py3-none-any.whl[asgi]" in wheel
+    text = " ".join(README.read_text().split())
+    assert "not on the package index yet" in text
+    assert "Once released, `python -m pip install 'tbone-asgi[asgi]'`" in text
+
+
+def test_ci_builds_checks_and_installs_the_wheel_in_a_fresh_venv() -> None:
+    ci = (README.parent / ".ci" / "run").read_text().splitlines()
+    assert 'python -m build --outdir "$dist"' in ci
+    assert 'twine check --strict "$dist"/*' in ci
+    assert 'python .ci/fresh_install.py "$dist"' in ci
