@@ -526,6 +526,9 @@ class Subscription:
                 "disconnected" if was_open else "could not connect",
                 last_error,
                 wait,
+                # How many attempts failed in a row: the command line says after a few that
+                # nothing answers (tbone_asgi.__main__).
+                extra={"failed_in_a_row": failures},
             )
             delay = min(delay * 2, self.backoff[1])
             await asyncio.sleep(wait)
