@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import re
 import shlex
 import socket
@@ -129,7 +130,12 @@ async def served_as_written(
             proc.terminate()
         _, err = await asyncio.wait_for(proc.communicate(), 20)
         sys.stderr.write(err.decode())  # pytest shows it when the test fails
-    assert "Traceback" not in err.decode()
+    text = err.decode()
+    assert "Traceback" not in text
+    # The example creates its channel at startup: the endpoint finds it, and says nothing.
+    assert "no channel named" not in text
+    # Every line names its level (and tbone's, their logger): nothing printed bare.
+    assert all(re.match(r"(INFO|WARNING):  ", line) for line in text.splitlines()), text
 
 
 @pytest.mark.parametrize("marker", ["from starlette", "from fastapi", "from django"])
@@ -152,7 +158,34 @@ async def test_the_production_line_serves_prepared_frames(tmp_path: Path) -> Non
         await publish_and_receive(host)
 
 
-async def test_the_sanic_example_publishes_from_a_handler() -> None:
+@pytest.fixture
+async def fresh_pubsub(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+    """No channel "pubsub" in this process, and its missing-channel warning not yet given."""
+    from tbone.dispatch import get_channel, serving
+
+    async def forget() -> None:
+        channel = get_channel("pubsub")
+        if channel is not None:
+            await channel.close(forget=True)
+
+    monkeypatch.setattr(serving, "_warned", set())
+    await forget()
+    yield
+    await forget()
+
+
+def tbone_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and r.name.startswith(("tbone.", "tbone_asgi"))
+    ]
+
+
+@pytest.mark.usefixtures("fresh_pubsub")
+async def test_the_sanic_example_publishes_from_a_handler(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     assert serve_line("from sanic") == ("'tbone-asgi[sanic]'", "sanic app:app")
     # Sanic keeps a registry of app names per process: each test app needs its own.
     block = framework_block("from sanic").replace('Sanic("shop")', "new_sanic_app()")
@@ -160,14 +193,19 @@ async def test_the_sanic_example_publishes_from_a_handler() -> None:
     exec(block, namespace)
     async with sanic_server(namespace["app"]) as url:
         await publish_and_receive(url.removeprefix("http://"))
+    assert tbone_warnings(caplog) == []  # the channel was created at startup
 
 
-async def test_the_aiohttp_example_publishes_from_a_handler() -> None:
+@pytest.mark.usefixtures("fresh_pubsub")
+async def test_the_aiohttp_example_publishes_from_a_handler(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     assert serve_line("from aiohttp") == ("'tbone-asgi[aiohttp]'", "python app.py")
     namespace: dict[str, Any] = {"__name__": "app"}  # not __main__: run_app is not called
     exec(framework_block("from aiohttp"), namespace)
     async with aiohttp_server(namespace["app"]) as url:
         await publish_and_receive(url.removeprefix("http://"))
+    assert tbone_warnings(caplog) == []  # the channel was created at startup (cleanup_ctx)
 
 
 def test_the_redis_line_installs_the_redis_extra() -> None:
