@@ -8,7 +8,8 @@ that refuses or does not answer is reported in one line and the command exits wi
 Ctrl-C during the check ends it at once (status 130). Otherwise this process becomes ``python
 -m uvicorn demo:app`` with the same options (same pid, same signals, uvicorn's exit status),
 on tbone_asgi's websocket protocol, which builds each event's frame once for every page
-(``--ws tbone_asgi.uvicorn:WebSocketProtocol``, unless the options name another ``--ws``).
+(``--ws tbone_asgi.uvicorn:WebSocketProtocol``, unless the options name another ``--ws``),
+with uvicorn's frame limit at the endpoint's (``--ws-max-size 65536`` unless given).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import NoReturn
 
 from demo.startup import STARTUP_FAILURE, CannotStart, checked_channel, startup_timeout
 from tbone.dispatch import Channel, ChannelUnavailable
+from tbone.dispatch.protocol import Limits
 
 __all__ = ["main"]
 
@@ -44,6 +46,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = list(sys.argv[1:] if argv is None else argv)
     if not any(arg == "--ws" or arg.startswith("--ws=") for arg in args):
         args = ["--ws", PREPARED, *args]
+    if not any(arg == "--ws-max-size" or arg.startswith("--ws-max-size=") for arg in args):
+        # The endpoint refuses bigger client frames (Limits.max_frame_bytes): uvicorn need not
+        # read them whole first (docs/asgi.md, "Server settings").
+        args = ["--ws-max-size", str(Limits().max_frame_bytes), *args]
     # exec, not uvicorn.main() in this process: the server starts from a clean interpreter,
     # without the channel built for the check.
     os.execv(sys.executable, [sys.executable, "-m", "uvicorn", "demo:app", *args])

@@ -3,6 +3,7 @@
 * :func:`channel_route` gives a Starlette ``WebSocketRoute`` (Starlette, FastAPI, Mounts).
 * :class:`ChannelMiddleware` adds the endpoint to any ASGI app (Django, Quart, bare ASGI).
 * :func:`channels_lifespan` starts channels with the app and closes them with it.
+* :func:`health_route` answers a load balancer: 200 while each channel's backend answers.
 
 ``docs/asgi.md`` shows each; ``docs/protocol.md`` is the wire protocol. The endpoint needs the
 ``asgi`` extra (``pip install 'tbone-asgi[asgi]'``); the names built on Starlette are imported
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from tbone import __version__
 from tbone.dispatch.extras import lazy, missing
 from tbone.dispatch.origin import OriginPolicy
 from tbone.dispatch.protocol import Limits, Refused
@@ -21,6 +23,7 @@ from tbone_asgi.lifespan import channels_lifespan
 
 if TYPE_CHECKING:
     from tbone_asgi.endpoint import ChannelEndpoint
+    from tbone_asgi.health import HealthApp, health_route
     from tbone_asgi.metrics import MetricsApp, metrics_route
     from tbone_asgi.middleware import ChannelMiddleware
     from tbone_asgi.routing import channel_route
@@ -28,12 +31,15 @@ if TYPE_CHECKING:
 __all__ = [
     "ChannelEndpoint",
     "ChannelMiddleware",
+    "HealthApp",
     "Limits",
     "MetricsApp",
     "OriginPolicy",
     "Refused",
+    "__version__",
     "channel_route",
     "channels_lifespan",
+    "health_route",
     "metrics_route",
 ]
 
@@ -52,6 +58,7 @@ if not TYPE_CHECKING:  # the type checker reads the imports above
         __name__,
         {
             "tbone_asgi.endpoint": ["ChannelEndpoint"],
+            "tbone_asgi.health": ["HealthApp", "health_route"],
             "tbone_asgi.metrics": ["MetricsApp", "metrics_route"],
             "tbone_asgi.middleware": ["ChannelMiddleware"],
             "tbone_asgi.routing": ["channel_route"],

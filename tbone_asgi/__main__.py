@@ -5,9 +5,11 @@ once so it can be piped (``| jq``). Reconnects and resumes like :mod:`tbone_asgi
 notes go to stderr, one line each, starting with ``#``: each connection that opens
 (``# connected to URL (events: a, b)``, then ``# reconnected to ...``), each drop and the
 delay before the next attempt, and ``recovered`` frames. ``--retries N`` retries a failed
-connection N times in a row, so it gives up after N + 1 failed attempts. Exit status: 0 after
-``--count`` events or Ctrl-C, 1 when the server refuses the subscription or stays
-unreachable, 2 for bad arguments.
+connection N times in a row, so it gives up after N + 1 failed attempts; without it, after
+:data:`NOTE_AFTER` failed attempts in a row a note says that nothing answers and what
+``--retries`` does. Exit status: 0 after ``--count`` events or Ctrl-C, 1 when the server
+refuses the subscription or stays unreachable, 2 for bad arguments or a missing extra (one
+line on stderr, no traceback).
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-__all__ = ["main"]
+__all__ = ["NOTE_AFTER", "main"]
+
+#: Failed attempts in a row after which ``listen`` (retrying forever) says nothing answers.
+NOTE_AFTER = 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -144,11 +149,35 @@ async def listen(
     return 0
 
 
+class _Notes(logging.StreamHandler):  # type: ignore[type-arg]
+    """The client's log lines on stderr, and a note when nothing answers for a while."""
+
+    def __init__(self, url: str, retries: int | None) -> None:
+        super().__init__(sys.stderr)
+        self.url = url
+        self.retries = retries
+
+    def emit(self, record: logging.LogRecord) -> None:
+        super().emit(record)
+        if self.retries is None and getattr(record, "failed_in_a_row", 0) == NOTE_AFTER:
+            self.stream.write(
+                f"# nothing answers at {self.url}: {NOTE_AFTER} attempts in a row failed. "
+                "Still trying, with longer waits (Ctrl-C stops); --retries N gives up after "
+                "N + 1 failed attempts in a row, with exit status 1\n"
+            )
+            self.flush()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
+    try:
+        import tbone_asgi.client  # noqa: F401 - its ImportError names the extra to install
+    except ImportError as exc:
+        print(f"python -m tbone_asgi: error: {exc}", file=sys.stderr)
+        return 2
     # Reconnects and gaps are worth seeing when debugging a deployment: the client logs them.
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Notes(args.url, args.retries)
     handler.setFormatter(logging.Formatter("# %(message)s"))
     client_log = logging.getLogger("tbone_asgi.client")
     level = client_log.level

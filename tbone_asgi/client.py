@@ -87,8 +87,9 @@ class SubscriptionError(TBoneError):
 class SubscriptionRefused(SubscriptionError):
     """The server refused the subscription; reconnecting with the same request cannot help.
 
-    ``status`` is the HTTP status of a refused handshake (else None); ``code`` and ``reason``
-    are those of a refusing close frame (else None).
+    ``status`` is the HTTP status of a refused handshake (else None), and ``reason`` the
+    response's text body if it has one (a tbone endpoint says there why it refused, on servers
+    that let it); ``code`` and ``reason`` are those of a refusing close frame (else None).
     """
 
     def __init__(
@@ -103,7 +104,10 @@ class SubscriptionRefused(SubscriptionError):
         self.status = status
         self.code = code
         self.reason = reason
-        if status is not None:
+        if status is not None and reason:
+            what = f"answered HTTP {status} to the websocket handshake"
+            hint = f"it says: {' '.join(reason.split())}"
+        elif status is not None:
             what = f"answered HTTP {status} to the websocket handshake"
             hint = (
                 "check the path, the events asked for (a route created with events=[...] "
@@ -497,7 +501,9 @@ class Subscription:
             except InvalidStatus as exc:
                 status = exc.response.status_code
                 if status < 500 and status != 429:
-                    await self._end(SubscriptionRefused(self.url, status=status))
+                    await self._end(
+                        SubscriptionRefused(self.url, status=status, reason=_text(exc.response))
+                    )
                     return
                 last_error = exc
                 failures += 1
@@ -526,6 +532,9 @@ class Subscription:
                 "disconnected" if was_open else "could not connect",
                 last_error,
                 wait,
+                # How many attempts failed in a row: the command line says after a few that
+                # nothing answers (tbone_asgi.__main__).
+                extra={"failed_in_a_row": failures},
             )
             delay = min(delay * 2, self.backoff[1])
             await asyncio.sleep(wait)
@@ -607,6 +616,15 @@ class Subscription:
     async def _end(self, error: BaseException | None) -> None:
         # The consumer may be behind: wait for room rather than drop the ending.
         await self._queue.put(_End(error))
+
+
+def _text(response: Any) -> str:
+    """A refused handshake's body, if it is short text (a tbone endpoint's reason)."""
+    body = getattr(response, "body", None) or b""
+    content_type = response.headers.get("Content-Type", "")
+    if not content_type.startswith("text/plain") or len(body) > 2000:
+        return ""
+    return bytes(body).decode("utf-8", "replace").strip()
 
 
 @contextlib.asynccontextmanager

@@ -6,7 +6,8 @@ connections to it. It wraps each in an adapter for the serving loop of
 
 1. The handshake's ``Origin`` (:mod:`tbone.dispatch.origin`), its query (``?events=a,b&since=<id>``)
    and the connect-time subscriptions (``authorize``, the route's ``events``) are checked; a
-   refusal gets HTTP 403 (a close before the accept), the reason going to the log.
+   refusal gets HTTP 403, the reason going to the log (WARNING, once a minute per kind) and,
+   where the server takes a denial response, to the client as the 403's body.
 2. ``max_connections`` per channel: one connection more is accepted and closed with 1013.
 3. The websocket is accepted, subscriptions start (history first with ``since``), and every
    client frame goes to :class:`tbone.dispatch.protocol.ProtocolSession`.
@@ -17,7 +18,9 @@ connections to it. It wraps each in an adapter for the serving loop of
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -29,6 +32,7 @@ from tbone.dispatch.carriers.asgi_websocket import ASGIWebSocketCarrier, find_se
 from tbone.dispatch.channels import Channel
 from tbone.dispatch.errors import CLOSE_POLICY_VIOLATION
 from tbone.dispatch.protocol import close_reason
+from tbone.dispatch.refusals import HINTS
 from tbone.dispatch.serving import (
     ServeKeywords,
     ServeOptions,
@@ -40,7 +44,7 @@ from tbone.dispatch.serving import (
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["ChannelEndpoint", "resolve_channel"]
+__all__ = ["ChannelEndpoint", "deny", "resolve_channel"]
 
 logger = logging.getLogger("tbone_asgi")
 
@@ -126,14 +130,15 @@ class _Connection:
         self.carrier.accepted()
 
     async def deny(self, reason: str) -> None:
-        """Servers answer a close before the accept with HTTP 403.
+        """Refuse the handshake with HTTP 403, saying why where the server lets us.
 
-        The reason goes to the log (the serving loop's), not the client. (The ASGI
-        denial-response extension could carry it, but uvicorn 0.54 logs a spurious "returned
-        without completing handshake" error for it.)
+        With the ASGI ``websocket.http.response`` extension (uvicorn 0.55+, Hypercorn), the 403
+        carries a text body: the reason and what to do. Elsewhere a close before the accept,
+        which servers answer with a bare 403; the log says why either way (serving loop).
         """
-        code, text = CLOSE_POLICY_VIOLATION, close_reason(reason)
-        await self._send({"type": "websocket.close", "code": code, "reason": text})
+        hint = HINTS.get(reason.split(":", 1)[0])
+        body = f"websocket refused: {reason}\n" + (f"{hint}\n" if hint else "")
+        await deny(self._scope, self._send, body, close_reason(reason))
 
     async def receive(self) -> str | bytes | None:
         carrier = self.carrier
@@ -181,6 +186,52 @@ class _Connection:
             await self.carrier.wait_close_sent(self.close_timeout + 1.0)
 
 
+async def deny(scope: Scope, send: Send, body: str, reason: str = "") -> None:
+    """Refuse a websocket handshake with HTTP 403 and ``body`` as text where the server allows.
+
+    Elsewhere (no ``websocket.http.response``) a close before the accept, which servers
+    answer with a bare 403; ``reason`` goes in that close message (servers drop it).
+    """
+    if _http_response_ok(scope, send):
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": 403,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": body.encode()})
+    else:
+        await send({"type": "websocket.close", "code": CLOSE_POLICY_VIOLATION, "reason": reason})
+
+
+def _http_response_ok(scope: Scope, send: Send) -> bool:
+    """Whether the server takes a denial response (ASGI ``websocket.http.response``).
+
+    uvicorn before 0.55 offers the extension but logs a spurious "ASGI callable returned
+    without completing handshake" error for it on websockets-sansio: there, a bare 403.
+    """
+    if "websocket.http.response" not in (scope.get("extensions") or {}):
+        return False
+    try:
+        protocol = find_server_protocol(send)
+    except Exception:  # a server we do not know: it offered the extension
+        return True
+    if protocol is None or not any(
+        c.__module__.startswith("uvicorn.") for c in type(protocol).__mro__
+    ):
+        return True
+    return _uvicorn_version() >= (0, 55)
+
+
+@functools.cache
+def _uvicorn_version() -> tuple[int, ...]:
+    import uvicorn
+
+    numbers = re.findall(r"\d+", uvicorn.__version__)[:2]
+    return tuple(int(n) for n in numbers)
+
+
 def _check_server(send: Send, max_frame_bytes: int) -> None:
     """At the first connection of the process, warn if uvicorn buffers frames we refuse.
 
@@ -204,7 +255,7 @@ def _check_server(send: Send, max_frame_bytes: int) -> None:
             "uvicorn reads client frames of up to ws_max_size=%d bytes before this endpoint "
             "refuses those over max_frame_bytes=%d: run uvicorn with --ws-max-size %d (or "
             "ws_max_size=%d in uvicorn.run/Config) so bigger frames are refused before uvicorn "
-            'buffers them (docs/asgi.md, "Server settings")',
+            'buffers them (tbone-asgi docs: ASGI, "Server settings")',
             ws_max_size,
             max_frame_bytes,
             max_frame_bytes,
@@ -227,13 +278,13 @@ def _advise_prepared(send: Send) -> None:
         logger.info(
             "each event is framed (and compressed) once per connection by uvicorn; run uvicorn "
             "with --ws tbone_asgi.uvicorn:WebSocketProtocol to build each event's frame once "
-            'for every subscriber (docs/asgi.md, "Prepared frames")'
+            'for every subscriber (tbone-asgi docs: ASGI, "Prepared frames")'
         )
     else:
         logger.info(
             "this server frames (and compresses) each event once per connection; under "
             "uvicorn, --ws tbone_asgi.uvicorn:WebSocketProtocol builds each event's frame once "
-            'for every subscriber (docs/asgi.md, "Prepared frames")'
+            'for every subscriber (tbone-asgi docs: ASGI, "Prepared frames")'
         )
 
 

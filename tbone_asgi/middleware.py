@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tbone.dispatch.channels import Channel
-from tbone_asgi.endpoint import ChannelEndpoint
+from tbone_asgi.endpoint import ChannelEndpoint, deny
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -29,7 +29,8 @@ class ChannelMiddleware:
     before it has received or sent anything does not serve websockets (Django's ASGI handler
     raises ``ValueError`` for any scope but HTTP): the middleware then refuses the handshake
     itself, as Starlette's router does for a websocket path it does not know (a close before
-    the accept, which servers answer with HTTP 403), and logs why once at INFO, instead of the
+    the accept, which servers answer with HTTP 403, with a body that says why where the server
+    allows one), and logs why once at WARNING, instead of the
     server answering 500 with a traceback. ``path`` is matched against the path below the scope's
     ``root_path``, so the endpoint stays at ``path`` when the whole app is mounted under a
     prefix or served with ``--root-path``. The other keyword options are those of
@@ -81,14 +82,22 @@ class ChannelMiddleware:
             if used:
                 raise  # the app serves websockets and failed on this one: its own error
             self._say_no_websockets(scope, exc)
-            # A close before the accept: the server answers the handshake with HTTP 403.
-            await send({"type": "websocket.close", "code": 1000})
+            # HTTP 403, saying why where the server allows a body (as Starlette's router
+            # does for a websocket path it does not know, without the body).
+            path = scope.get("path", "")
+            await deny(
+                scope,
+                send,
+                f"websocket refused: no websocket endpoint at {path!r}; this app serves "
+                f"websockets at {self.path!r} only\n",
+            )
 
     def _say_no_websockets(self, scope: Scope, exc: Exception) -> None:
-        # A wrong path is the client's mistake, like a 404: said once at INFO (a scanner probing
-        # paths must not flood the log), then at DEBUG with the traceback, for an app that did
-        # mean to serve websockets and failed early.
-        level = logging.DEBUG if self._told_no_websockets else logging.INFO
+        # A wrong path is the client's mistake, like a 404: said once at WARNING, which a
+        # server's default logging shows (a scanner probing paths must not flood the log), then
+        # at DEBUG with the traceback, for an app that did mean to serve websockets and failed
+        # early.
+        level = logging.DEBUG if self._told_no_websockets else logging.WARNING
         self._told_no_websockets = True
         logger.log(
             level,

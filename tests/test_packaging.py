@@ -95,3 +95,29 @@ def test_this_environment_imports_only_the_two_packages_from_the_tree(tmp_path: 
         f"importable from anywhere: {leaked}; reinstall the project (pip install -e "
         "'.[all,test]') if it was installed before pyproject.toml set dev-mode-exact"
     )
+
+
+def test_the_metadata_has_the_version_the_urls_and_the_changelog(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import email
+
+    import tbone
+    import tbone_asgi
+
+    wheel = build("wheel", tmp_path, monkeypatch)
+    [metadata] = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
+    meta = email.message_from_bytes(wheel.read(metadata))
+    assert meta["Version"] == tbone.__version__ == tbone_asgi.__version__
+    urls = dict(line.split(", ", 1) for line in meta.get_all("Project-URL"))
+    assert {"Homepage", "Documentation", "Source", "Changelog", "Issues"} <= set(urls)
+    assert all(url.startswith("https://") for url in urls.values())
+    assert meta["License-Expression"] == "MIT"
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in wheel.namelist())
+    # Keep a Changelog: an Unreleased section, then one per version with its date.
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    assert "## [Unreleased]" in changelog
+    assert re.search(
+        rf"^## \[{re.escape(tbone.__version__)}\] - \d{{4}}-\d{{2}}-\d{{2}}$", changelog, flags=re.M
+    )
+    assert f"[{tbone.__version__}]: https://" in changelog

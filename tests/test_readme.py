@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import re
 import shlex
 import socket
@@ -48,9 +49,9 @@ def bash_blocks() -> list[str]:
 
 def test_ci_runs_the_readmes_test_command() -> None:
     commands = bash_blocks()
-    assert len(commands) == 3
-    demo, _production, tests = commands
-    assert demo.endswith("uvicorn demo:app")
+    assert len(commands) == 5
+    _clone, _wheel, demo, _production, tests = commands
+    assert demo.endswith("python -m demo")
     ci_lines = (README.parent / ".ci" / "run").read_text().splitlines()
     assert tests in ci_lines
 
@@ -129,7 +130,12 @@ async def served_as_written(
             proc.terminate()
         _, err = await asyncio.wait_for(proc.communicate(), 20)
         sys.stderr.write(err.decode())  # pytest shows it when the test fails
-    assert "Traceback" not in err.decode()
+    text = err.decode()
+    assert "Traceback" not in text
+    # The example creates its channel at startup: the endpoint finds it, and says nothing.
+    assert "no channel named" not in text
+    # Every line names its level (and tbone's, their logger): nothing printed bare.
+    assert all(re.match(r"(INFO|WARNING):  ", line) for line in text.splitlines()), text
 
 
 @pytest.mark.parametrize("marker", ["from starlette", "from fastapi", "from django"])
@@ -141,7 +147,7 @@ async def test_the_uvicorn_examples_publish_from_a_handler(tmp_path: Path, marke
 async def test_the_production_line_serves_prepared_frames(tmp_path: Path) -> None:
     # The README's production line on its Starlette example: a client that offers deflate
     # (as browsers do) is answered without context takeover and gets its events.
-    production = bash_blocks()[1]
+    production = bash_blocks()[3]
     assert "--ws tbone_asgi.uvicorn:WebSocketProtocol" in production
     async with served_as_written(tmp_path, "from starlette", production) as host:
         async with websockets.connect(
@@ -152,7 +158,34 @@ async def test_the_production_line_serves_prepared_frames(tmp_path: Path) -> Non
         await publish_and_receive(host)
 
 
-async def test_the_sanic_example_publishes_from_a_handler() -> None:
+@pytest.fixture
+async def fresh_pubsub(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+    """No channel "pubsub" in this process, and its missing-channel warning not yet given."""
+    from tbone.dispatch import get_channel, serving
+
+    async def forget() -> None:
+        channel = get_channel("pubsub")
+        if channel is not None:
+            await channel.close(forget=True)
+
+    monkeypatch.setattr(serving, "_warned", set())
+    await forget()
+    yield
+    await forget()
+
+
+def tbone_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and r.name.startswith(("tbone.", "tbone_asgi"))
+    ]
+
+
+@pytest.mark.usefixtures("fresh_pubsub")
+async def test_the_sanic_example_publishes_from_a_handler(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     assert serve_line("from sanic") == ("'tbone-asgi[sanic]'", "sanic app:app")
     # Sanic keeps a registry of app names per process: each test app needs its own.
     block = framework_block("from sanic").replace('Sanic("shop")', "new_sanic_app()")
@@ -160,17 +193,43 @@ async def test_the_sanic_example_publishes_from_a_handler() -> None:
     exec(block, namespace)
     async with sanic_server(namespace["app"]) as url:
         await publish_and_receive(url.removeprefix("http://"))
+    assert tbone_warnings(caplog) == []  # the channel was created at startup
 
 
-async def test_the_aiohttp_example_publishes_from_a_handler() -> None:
+@pytest.mark.usefixtures("fresh_pubsub")
+async def test_the_aiohttp_example_publishes_from_a_handler(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     assert serve_line("from aiohttp") == ("'tbone-asgi[aiohttp]'", "python app.py")
     namespace: dict[str, Any] = {"__name__": "app"}  # not __main__: run_app is not called
     exec(framework_block("from aiohttp"), namespace)
     async with aiohttp_server(namespace["app"]) as url:
         await publish_and_receive(url.removeprefix("http://"))
+    assert tbone_warnings(caplog) == []  # the channel was created at startup (cleanup_ctx)
 
 
 def test_the_redis_line_installs_the_redis_extra() -> None:
     text = " ".join(README.read_text().split())
     assert "pip install -e '.[demo,redis]'" in text
     assert "TBONE_CHANNEL_URL=redis://127.0.0.1:6379/0 python -m demo --workers 2" in text
+
+
+def test_the_install_lines_say_checkout_wheel_and_index() -> None:
+    from tbone import __version__
+
+    clone, wheel, *_ = bash_blocks()
+    assert clone.startswith("git clone ")
+    assert "pip install -e '.[asgi]'" in clone
+    assert wheel.startswith("python -m build && ")
+    # The wheel the line installs is the one `python -m build` makes of this version.
+    assert f"dist/tbone_asgi-{__version__}-py3-none-any.whl[asgi]" in wheel
+    text = " ".join(README.read_text().split())
+    assert "not on the package index yet" in text
+    assert "Once released, `python -m pip install 'tbone-asgi[asgi]'`" in text
+
+
+def test_ci_builds_checks_and_installs_the_wheel_in_a_fresh_venv() -> None:
+    ci = (README.parent / ".ci" / "run").read_text().splitlines()
+    assert 'python -m build --outdir "$dist"' in ci
+    assert 'twine check --strict "$dist"/*' in ci
+    assert 'python .ci/fresh_install.py "$dist"' in ci

@@ -137,25 +137,31 @@ async function start() {
   }
   refreshCount();
   const client = connect("ws", { events: ["resource_create", "resource_delete"], since });
+  let opened = 0; // connections so far: the first one's catch-up is no "resume" to the user
   client.onState((change) => {
     setStatus(change);
-    if (change.state === "open") log("open", "state", `connected to ${client.url.pathname}`);
+    if (change.state === "open") {
+      opened += 1;
+      log(opened === 1 ? "connected" : "reconnected", "state", `to ${client.url.pathname}`);
+    }
     if (change.state === "reconnecting" && change.delay) log("closed", "warn", `connection lost (code ${change.code}); retry in ${(change.delay / 1000).toFixed(1)}s`);
     if (change.state === "failed") log("refused", "warn", `the server refused the subscription (code ${change.code})`);
   });
-  client.onRecovered(({ complete, since: from }) => {
-    if (complete) log("resumed", "recovered", from ? "caught up after" : "in sync", from);
-    else log("gap", "warn", "the server's history did not reach back: reloading the list");
+  client.onRecovered(({ complete }) => {
+    // The first connection starts from the list's `since`: its catch-up is part of loading.
+    // The log shows item ids only (#3, as the list does), never the channel's event ids.
+    if (complete && opened > 1) log("resumed", "recovered", "caught up with the changes missed");
+    else if (!complete) log("gap", "warn", "the server's history did not reach back: reloading the list");
     if (!complete) reload();
   });
   client.onError((error) => log("error", "warn", `${error.code}: ${error.message}`));
-  client.on("resource_create", (item, event) => {
+  client.on("resource_create", (item) => {
     addItem(item, true);
-    log("create", "create", item.name, event.id);
+    log("create", "create", item.name, item.id);
   });
-  client.on("resource_delete", (item, event) => {
+  client.on("resource_delete", (item) => {
     removeItem(item.id);
-    log("delete", "delete", item.name, event.id);
+    log("delete", "delete", item.name, item.id);
   });
   setStatus({ state: client.state });
   window.demo = { client, items };

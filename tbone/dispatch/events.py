@@ -10,6 +10,7 @@ Server-to-client frames (``docs/protocol.md``)::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +19,8 @@ from tbone.dispatch.errors import MessageTooLarge
 from tbone.dispatch.wire import prepare
 
 __all__ = [
+    "EVENT_NAME_RULE",
+    "MAX_EVENT_NAME",
     "Event",
     "History",
     "MessageTooLarge",
@@ -25,7 +28,24 @@ __all__ = [
     "event_frame",
     "pong_frame",
     "recovered_frame",
+    "valid_event_name",
 ]
+
+#: The longest event name the protocol carries.
+MAX_EVENT_NAME = 200
+_EVENT_NAME = re.compile(r"[A-Za-z0-9_.:\-]{1,200}")
+#: The rule, in the words of the errors that enforce it.
+EVENT_NAME_RULE = f"1 to {MAX_EVENT_NAME} characters of A-Z a-z 0-9 _ . : -"
+
+
+def valid_event_name(name: object) -> bool:
+    """True for a str of 1 to 200 characters, each one of ``A-Z a-z 0-9 _ . : -``.
+
+    The protocol's rule (docs/protocol.md, "Event names"): a client can subscribe to such a
+    name only, so channels refuse to publish any other.
+    """
+    return isinstance(name, str) and _EVENT_NAME.fullmatch(name) is not None
+
 
 # The parts of an event frame around its name, data, id and channel (``jsonenc``'s output for
 # Event.to_dict(): compact, keys in that order). All ASCII: lengths are the same in str and bytes.

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
@@ -52,7 +51,7 @@ from tbone.dispatch.errors import (
     CLOSE_TRY_AGAIN_LATER,
     TBoneError,
 )
-from tbone.dispatch.events import error_frame, pong_frame
+from tbone.dispatch.events import MAX_EVENT_NAME, error_frame, pong_frame, valid_event_name
 
 if TYPE_CHECKING:
     from tbone.dispatch.carriers import Carrier
@@ -76,19 +75,11 @@ __all__ = [
 
 logger = logging.getLogger("tbone.dispatch.protocol")
 
-#: The longest event name a client may name.
-MAX_EVENT_NAME = 200
-_EVENT_NAME = re.compile(r"[A-Za-z0-9_.:\-]{1,200}")
 #: Event ids are opaque to the protocol, but bounded so a client cannot make us parse megabytes.
 _MAX_ID = 200
 
 #: ``authorize(connection, event)``: True lets the connection subscribe to ``event``.
 Authorize = Callable[[Any, str], bool | Awaitable[bool]]
-
-
-def valid_event_name(name: object) -> bool:
-    """True for a str of 1 to 200 characters, each one of ``A-Z a-z 0-9 _ . : -``."""
-    return isinstance(name, str) and _EVENT_NAME.fullmatch(name) is not None
 
 
 def check_event_names(events: Collection[str]) -> None:

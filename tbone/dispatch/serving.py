@@ -40,6 +40,7 @@ from tbone.dispatch.protocol import (
     check_connect,
     check_event_names,
 )
+from tbone.dispatch.refusals import log_refusal
 
 __all__ = [
     "Checked",
@@ -241,9 +242,11 @@ def channel_for(channel: Channel | str) -> Channel:
         _warned.add(channel)
         logger.warning(
             "no channel named %r was created in this process; serving a new "
-            "MemoryChannel(%r): create the channel at startup (e.g. in the app's lifespan, "
-            "channels_lifespan(%r), or at import) so the endpoint serves the channel you "
-            "publish on",
+            "MemoryChannel(%r): create the channel at startup so the endpoint serves the "
+            "channel you publish on: ASGI: lifespan=channels_lifespan(%r); aiohttp: "
+            "app.cleanup_ctx; Sanic: @app.before_server_start; or at import, "
+            'MemoryChannel(name=%r) (tbone-asgi docs: Carriers, "Serving the protocol")',
+            channel,
             channel,
             channel,
             channel,
@@ -256,8 +259,10 @@ async def check(handshake: Handshake, options: ServeOptions) -> Checked:
 
     Returns what to subscribe once the websocket is up. Raises :class:`Refused` for the first
     problem (``forbidden_origin``, ``bad_query``, or those of
-    :func:`~tbone.dispatch.protocol.check_connect`), logged at INFO on the handshake's logger
-    without the query (it may hold a token). Nothing is subscribed and no channel is made.
+    :func:`~tbone.dispatch.protocol.check_connect`), logged on the handshake's logger without
+    the query (it may hold a token): at WARNING with what to do, once a minute per kind, else at
+    INFO (:func:`~tbone.dispatch.refusals.log_refusal`). Nothing is subscribed and no channel
+    is made.
     """
     try:
         scope = handshake.scope()
@@ -277,7 +282,7 @@ async def check(handshake: Handshake, options: ServeOptions) -> Checked:
             connection=handshake.request,
         )
     except Refused as refused:
-        handshake.logger.info("refused websocket %s: %s", handshake.path, refused)
+        log_refusal(handshake.logger, handshake.path, refused)
         raise
     return Checked(names, since)
 
@@ -349,7 +354,7 @@ async def _run(
             await adapter.accept()
         await session.begin(checked.events, checked.since)  # with since, history first
     except Refused as refused:  # a since the channel cannot read, or a backend that is down
-        adapter.logger.info("refused websocket %s: %s", adapter.path, refused)
+        log_refusal(adapter.logger, adapter.path, refused)
         await session.reject(refused, flush_timeout=options.close_timeout)
         return
     except BaseException:

@@ -6,6 +6,7 @@ Set ``TBONE_SCREENSHOT=1`` to refresh ``docs/demo.png`` from this test.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,10 @@ async def test_two_pages_stay_in_step_across_a_restart(
         assert len(carriers) == 2
         assert all(c.prepared for c in carriers)
 
+        # A first connection is "connected", not a resume (its catch-up is part of loading).
+        for page in (first, second):
+            await expect(page.locator("#log .kind")).to_have_text(["connected"], timeout=WAIT)
+
         # One page creates through the form; both lists show it, from the event.
         await add_item(first, "Buy oat milk", "2 litres, the barista kind")
         for page in (first, second):
@@ -154,7 +159,15 @@ async def test_two_pages_stay_in_step_across_a_restart(
             await expect(page.locator("#items .item-name")).to_have_count(3, timeout=WAIT)
         await expect(first.locator("#log li")).not_to_have_count(0)
         log = await first.locator("#log .kind").all_inner_texts()
-        assert {"create", "delete", "closed", "resumed"} <= set(log)
+        assert {"create", "delete", "closed", "reconnected", "resumed"} <= set(log)
+        assert log.count("connected") == 1
+        assert log[-1] == "connected"  # the oldest entry
+        # One id style: the log names items as the list does (#<item id>), no event ids.
+        listed = set(await first.locator("#items .item-id").all_inner_texts())
+        logged = set(await first.locator("#log .id").all_inner_texts())
+        assert logged
+        assert all(re.fullmatch(r"#[0-9a-f]{6}-\d+", text) for text in logged), logged
+        assert listed <= logged
 
         shot = (
             ROOT / "docs" / "demo.png"

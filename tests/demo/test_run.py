@@ -280,3 +280,29 @@ async def test_python_m_demo_runs_on_prepared_frames() -> None:
         child.interrupt()
         status, _ = await child.exit_within(10)
     assert status in (0, -2, 130), child.text
+
+
+async def test_the_quick_start_logs_no_warning() -> None:
+    # The README's quick start, `python -m demo`: a page loads, its websocket connects and
+    # gets an event, and the log holds no warning (uvicorn's frame limit is the endpoint's).
+    from tests.support.child import Child
+
+    command = [sys.executable, "-m", "demo", "--port", "0"]
+    async with Child.start(command, env={"TBONE_CHANNEL_URL": ""}) as child:
+        line = await child.wait_for(r"Uvicorn running on http://127\.0\.0\.1:\d+")
+        host = line.split("http://")[1].split()[0]
+        async with (
+            httpx.AsyncClient(base_url=f"http://{host}", timeout=10) as http,
+            subscribe(f"ws://{host}/ws", ["resource_create"], retries=0) as sub,
+        ):
+            assert (await http.get("/")).status_code == 200
+            await ready(sub)
+            reply = await http.post("/api/items", json={"name": "milk"})
+            assert reply.is_success, reply.text
+            [event] = await take(sub, 1)
+            assert event.data["name"] == "milk"
+        child.interrupt()
+        status, _ = await child.exit_within(15)
+    assert status == 130 or status == 0, child.text
+    assert "WARNING" not in child.text, child.text
+    assert "Traceback" not in child.text, child.text

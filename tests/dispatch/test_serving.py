@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tbone.dispatch import MemoryChannel, get_channel
+from tbone.dispatch import refusals as refusal_log
 from tbone.dispatch.protocol import Limits, Refused
 from tbone.dispatch.serving import (
     Checked,
@@ -104,9 +105,10 @@ def test_a_name_is_the_registered_channel_else_a_memory_one_with_one_warning(
     assert channel_for(name) is made
     assert [r.getMessage() for r in caplog.records] == [
         f"no channel named {name!r} was created in this process; serving a new "
-        f"MemoryChannel({name!r}): create the channel at startup (e.g. in the app's "
-        f"lifespan, channels_lifespan({name!r}), or at import) so the endpoint serves the "
-        "channel you publish on"
+        f"MemoryChannel({name!r}): create the channel at startup so the endpoint serves the "
+        f"channel you publish on: ASGI: lifespan=channels_lifespan({name!r}); aiohttp: "
+        "app.cleanup_ctx; Sanic: @app.before_server_start; or at import, "
+        f'MemoryChannel(name={name!r}) (tbone-asgi docs: Carriers, "Serving the protocol")'
     ]
     # Startup code (channels_lifespan) creates channels by name on purpose: no warning.
     caplog.clear()
@@ -142,6 +144,7 @@ async def test_check_runs_origin_query_then_subscriptions(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="tests.serving")
+    refusal_log.forget()
     seen: list[tuple[Any, str]] = []
 
     def authorize(connection: Any, event: str) -> bool:
@@ -162,7 +165,7 @@ async def test_check_runs_origin_query_then_subscriptions(
         with pytest.raises(Refused) as info:
             await check(handshake, options)
         assert info.value.code == code
-    logged = [r.getMessage() for r in caplog.records]
+    logged = [r.getMessage().split(". Fix: ")[0] for r in caplog.records]
     assert logged == [
         "refused websocket /ws: forbidden_origin: origin 'https://evil.example' is not allowed",
         "refused websocket /ws: bad_query: bad query string: too many fields",
@@ -170,3 +173,34 @@ async def test_check_runs_origin_query_then_subscriptions(
         "refused websocket /ws: bad_since: since needs events to resume: add events=a,b",
     ]
     assert get_channel("a") is None  # checking makes no channel
+
+
+async def test_a_refusal_is_a_warning_with_the_fix_once_a_minute_per_kind(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.INFO, logger="tests.serving")
+    refusal_log.forget()
+    clock = [1000.0]
+    monkeypatch.setattr(refusal_log.time, "monotonic", lambda: clock[0])
+    options = ServeOptions(events=["a"])
+    dev_server = FakeHandshake("a", origin="http://localhost:5173")
+    for handshake in (dev_server, dev_server, FakeHandshake("b"), dev_server):
+        with pytest.raises(Refused):
+            await check(handshake, options)
+    clock[0] += refusal_log.WARN_EVERY
+    with pytest.raises(Refused):
+        await check(dev_server, options)
+    levels = [(r.levelname, r.getMessage().split(": ")[1]) for r in caplog.records]
+    assert levels == [
+        ("WARNING", "forbidden_origin"),
+        ("INFO", "forbidden_origin"),  # within the minute: INFO, so a loop cannot flood
+        ("WARNING", "not_offered"),  # another kind has its own minute
+        ("INFO", "forbidden_origin"),
+        ("WARNING", "forbidden_origin"),  # a minute later
+    ]
+    first = caplog.records[0].getMessage()
+    assert "origin 'http://localhost:5173' is not allowed. Fix: " in first
+    assert "allowed_origins=['http://localhost:5173']" in first
+    assert '"Allowed origins in development"' in first
+    assert "the next forbidden_origin refusals within 60s are logged at INFO" in first
+    assert "events=[...]" in caplog.records[2].getMessage()

@@ -21,6 +21,7 @@ from starlette.requests import HTTPConnection
 from websockets.exceptions import InvalidStatus
 
 from tbone.dispatch import MemoryChannel, jsonenc
+from tbone.dispatch import refusals as refusal_log
 from tbone_asgi import channel_route
 from tests.support.asgi_server import RunningServer, run_uvicorn
 from tests.support.web_servers import ws_connect
@@ -121,7 +122,7 @@ async def test_authorize_sees_the_connection_and_the_event() -> None:
     assert [s["event"] for s in seen] == ["kitchen.news", "garage.news"]
 
 
-async def test_refusals_are_logged_at_info_without_secrets(
+async def test_refusals_are_logged_and_answered_without_secrets(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     def authorize(connection: HTTPConnection, event: str) -> bool:
@@ -129,20 +130,28 @@ async def test_refusals_are_logged_at_info_without_secrets(
 
     caplog.set_level(logging.DEBUG, logger="tbone_asgi")
     caplog.set_level(logging.DEBUG, logger="tbone.dispatch")
+    refusal_log.forget()
+    bodies = []
     async with await _serve(authorize=authorize) as server:
         url = server.ws_url(f"/ws/lobby?events=a&token={SECRET_TOKEN}")
         headers = {"Cookie": f"session={SECRET_COOKIE}", "Authorization": f"Bearer {SECRET_TOKEN}"}
-        status, _ = await _status_of_refused(url, additional_headers=headers)
+        status, body = await _status_of_refused(url, additional_headers=headers)
         assert status == 403
-        status, _ = await _status_of_refused(
+        bodies.append(body.decode())
+        status, body = await _status_of_refused(
             url, additional_headers=headers, origin="https://evil.example"
         )
         assert status == 403
+        bodies.append(body.decode())
     refusals = [r for r in caplog.records if "refused" in r.getMessage()]
     assert len(refusals) == 2, caplog.text
-    assert {r.levelno for r in refusals} == {logging.INFO}
-    assert SECRET_COOKIE not in caplog.text
-    assert SECRET_TOKEN not in caplog.text
+    # Two kinds (forbidden, forbidden_origin): the first of each kind is a warning.
+    assert {r.levelno for r in refusals} == {logging.WARNING}
+    assert bodies[0].startswith("websocket refused: forbidden: subscribing to 'a' is not allowed")
+    assert bodies[1].startswith("websocket refused: forbidden_origin: ")
+    for text in (caplog.text, *bodies):
+        assert SECRET_COOKIE not in text
+        assert SECRET_TOKEN not in text
 
 
 async def test_a_failing_authorize_refuses(caplog: pytest.LogCaptureFixture) -> None:
@@ -164,7 +173,9 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 
 def _recipes() -> dict[str, Any]:
     """The Python blocks of docs/security.md, run with stand-ins for the app's own lookups."""
-    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
+    found = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
+    # The dev-origin recipe runs in tests/tbone_asgi/test_refusals.py.
+    blocks = [b for b in found if "_authorize(connection, event)" in b]
     assert len(blocks) == 2, "docs/security.md should hold the two recipes"
     namespace: dict[str, Any] = {"load_session": SESSIONS.get, "verify_token": TOKENS.get}
     for block in blocks:

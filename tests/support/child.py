@@ -42,12 +42,17 @@ class Child:
     @classmethod
     @contextlib.asynccontextmanager
     async def start(
-        cls, command: Sequence[str], *, env: dict[str, str] | None = None
+        cls,
+        command: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> AsyncIterator[Child]:
-        """Run ``command`` from the repository root (stdout and stderr as one stream)."""
+        """Run ``command`` from ``cwd`` (default: the repository root), stdout and stderr as
+        one stream."""
         process = await asyncio.create_subprocess_exec(
             *command,
-            cwd=ROOT,
+            cwd=cwd or ROOT,
             env={**os.environ, **(env or {})},
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,

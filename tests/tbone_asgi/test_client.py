@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -348,6 +349,56 @@ async def test_cli_retries_0_is_one_attempt_at_a_closed_port() -> None:
     assert "reconnecting in" not in err
     assert "could not connect after 1 attempt in a row (--retries 0)" in err
     assert "ConnectionRefusedError" in err
+
+
+async def test_cli_retrying_forever_says_nothing_answers_and_what_retries_does() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tbone_asgi",
+        "listen",
+        f"ws://127.0.0.1:{port}/ws",
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert proc.stderr is not None
+    notes: list[str] = []
+    try:
+        while not notes or not notes[-1].startswith("# nothing answers"):
+            line = await asyncio.wait_for(proc.stderr.readline(), 30)
+            assert line, notes
+            notes.append(line.decode())
+    finally:
+        proc.kill()
+        await proc.wait()
+    # After exactly NOTE_AFTER failed attempts (the backoff starts at 0.1 s: a second or two).
+    assert len([n for n in notes if "could not connect (" in n]) == 3
+    assert (
+        f"# nothing answers at ws://127.0.0.1:{port}/ws: 3 attempts in a row failed" in (notes[-1])
+    )
+    assert "--retries N gives up after N + 1 failed attempts in a row" in notes[-1]
+
+
+def test_cli_without_the_client_extra_says_so_in_one_line() -> None:
+    # websockets missing, as in an environment without the client extra.
+    code = (
+        "import sys; sys.modules['websockets'] = None\n"
+        "from tbone_asgi.__main__ import main\n"
+        "sys.exit(main(['listen', 'ws://127.0.0.1:1/ws']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [
+        "python -m tbone_asgi: error: tbone_asgi.client needs the 'websockets' library: "
+        "pip install 'tbone-asgi[client]'"
+    ]
 
 
 @pytest.mark.parametrize("bad", ["-1", "two"])

@@ -46,6 +46,14 @@ async def status_of(url: str) -> int:
     return refused.value.response.status_code
 
 
+async def body_of(url: str) -> str:
+    """The text body of the 403 a websocket handshake to ``url`` is refused with."""
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with connect(url):
+            pass
+    return bytes(refused.value.response.body or b"").decode()
+
+
 async def serves_events(url: str) -> None:
     async with connect(url + "?events=a") as ws:
         assert await Client(ws).sync() == []
@@ -90,12 +98,17 @@ async def test_channel_middleware_answers_403_for_an_app_without_websockets(
     async with run_uvicorn(app, lifespan="off", log_config=None) as server:
         assert await status_of(server.ws_url("/nope")) == 403
         assert await status_of(server.ws_url("/other/path")) == 403
+        assert await body_of(server.ws_url("/nope")) == (
+            "websocket refused: no websocket endpoint at '/nope'; this app serves websockets "
+            "at '/ws' only\n"
+        )
         await serves_events(server.ws_url("/ws"))
     assert_no_tracebacks(caplog)
-    notes = [r.getMessage() for r in caplog.records if r.name == "tbone_asgi"]
+    notes = [r for r in caplog.records if r.name == "tbone_asgi"]
     assert len(notes) == 1, notes  # said once, not per connection
-    assert "websocket at '/nope' refused with 403" in notes[0]
-    assert "serves no websockets" in notes[0]
+    assert notes[0].levelno == logging.WARNING  # shown by a server's default logging
+    assert "websocket at '/nope' refused with 403" in notes[0].getMessage()
+    assert "serves no websockets" in notes[0].getMessage()
 
 
 async def test_channel_middleware_leaves_an_apps_own_websocket_error_alone(

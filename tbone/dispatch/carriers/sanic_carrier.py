@@ -100,7 +100,8 @@ class SanicWebSocketCarrier(Carrier):
             raise TypeError(
                 "SanicWebSocketCarrier needs Sanic's own server; under an ASGI server "
                 "(uvicorn, hypercorn) wrap the app: app = ChannelMiddleware(app, path=..., "
-                "channel=...) from tbone_asgi (see docs/asgi.md)"
+                "channel=...) from tbone_asgi (tbone-asgi docs: ASGI, 'Django, Quart, Litestar, "
+                "bare ASGI')"
             )
         if not isinstance(ws, WebsocketImplProtocol):
             raise TypeError(

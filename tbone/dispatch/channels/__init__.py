@@ -53,7 +53,7 @@ from tbone.dispatch.errors import (
     ChannelUnavailable,
     MessageTooLarge,
 )
-from tbone.dispatch.events import Event, History
+from tbone.dispatch.events import EVENT_NAME_RULE, Event, History, valid_event_name
 from tbone.dispatch.timeouts import wait_at_most
 
 if TYPE_CHECKING:
@@ -329,13 +329,17 @@ class Channel(metaclass=registry.ChannelMeta):
         waits for a subscriber directly: the consumer lags only while a connection that fell
         behind holds a full window, which the slow rule ends within ``slow_timeout``.
 
-        Raises TypeError (or ValueError) for ``data`` that :mod:`tbone.dispatch.jsonenc`
-        cannot encode and :class:`~tbone.dispatch.events.MessageTooLarge` over
+        Raises ValueError for an event name the protocol cannot carry (see
+        :func:`~tbone.dispatch.events.valid_event_name`), TypeError (or ValueError) for ``data``
+        that :mod:`tbone.dispatch.jsonenc` cannot encode and
+        :class:`~tbone.dispatch.events.MessageTooLarge` over
         ``max_message_bytes``, both before anything is stored, so no subscriber ever sees a
         broken or oversized frame; and the backend's error when the write fails.
         """
         if not isinstance(event, str) or not event:
             raise TypeError(f"event name must be a non-empty str, got {event!r}")
+        if not valid_event_name(event):  # no client could ever subscribe to it
+            raise ValueError(f"cannot publish {event!r}: event names are {EVENT_NAME_RULE}")
         if not self.checks_size:
             self.check_size(event, jsonenc.dumps_bytes(data))
         if self._pending and (

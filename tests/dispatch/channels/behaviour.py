@@ -54,6 +54,19 @@ class ChannelBehaviour:
         assert first.id != second.id
         assert [e.id for e in await channel.history()][-2:] == [first.id, second.id]
 
+    @pytest.mark.parametrize("event", ["item create!", "caf\u00e9", "a/b", "x" * 201])
+    async def test_a_name_no_client_can_subscribe_to_is_refused_at_publish(
+        self, make_channel: MakeChannel, name: str, event: str
+    ) -> None:
+        channel = await make_channel(name)
+        with pytest.raises(ValueError, match="cannot publish") as info:
+            await channel.publish(event, 1)
+        assert f"cannot publish {event!r}: event names are 1 to 200 characters of A-Z a-z " in (
+            str(info.value)
+        )
+        assert [e.id for e in await channel.history()] == []  # nothing stored
+        assert (await channel.publish("user:42.updated-v2", 1)).name == "user:42.updated-v2"
+
     async def test_subscriber_receives_events_in_publish_order(
         self, make_channel: MakeChannel, name: str
     ) -> None:
