@@ -119,11 +119,11 @@ class _Connection:
 
     @property
     def accepted(self) -> bool:
-        return self.carrier.accepted_yet
+        return self.carrier.is_accepted
 
     async def accept(self) -> None:
         await self._send({"type": "websocket.accept"})
-        self.carrier.accepted()
+        self.carrier.mark_accepted()
 
     async def deny(self, reason: str) -> None:
         """Servers answer a close before the accept with HTTP 403.

@@ -71,8 +71,8 @@ class ASGIWebSocketCarrier(Carrier):
 
     When frames may go out: a Starlette ``WebSocket`` must be accepted before frames are sent
     to it (one sent earlier fails with a RuntimeError saying so). A raw ``send`` is taken as
-    accepted; pass ``accepted=False`` to hold frames until :meth:`accepted` is called, which
-    is how the endpoint makes the carrier before it answers the handshake.
+    accepted; pass ``accepted=False`` to hold frames until :meth:`mark_accepted` is called,
+    which is how the endpoint makes the carrier before it answers the handshake.
     """
 
     __slots__ = (
@@ -135,22 +135,26 @@ class ASGIWebSocketCarrier(Carrier):
         self._frames: ASGISend | None = None
         self._accepted = _Signal()
         if accepted and not self._starlette:
-            self.accepted()
+            self.mark_accepted()
         self._ended = _Signal()
         self._close_sent = _Signal()
         self._disconnected = False
 
     # -- lifecycle seen by the endpoint ------------------------------------------------------
 
-    def accepted(self) -> None:
+    def mark_accepted(self) -> None:
         """The websocket was accepted: frames waiting for that may now go out."""
         self._accepted.set()
         self._frames = server_send(self._send)
 
     @property
-    def accepted_yet(self) -> bool:
-        """True once frames may go out (see :meth:`accepted`)."""
+    def is_accepted(self) -> bool:
+        """True once frames may go out (see :meth:`mark_accepted`)."""
         return self._accepted.is_set
+
+    #: The names before :meth:`mark_accepted` (a setter) was told from :attr:`is_accepted`.
+    accepted = mark_accepted
+    accepted_yet = is_accepted
 
     async def wait_ended(self) -> None:
         """Return once the carrier is closed (too slow, failed send, or :meth:`close`)."""
@@ -167,8 +171,7 @@ class ASGIWebSocketCarrier(Carrier):
     def disconnected(self) -> None:
         """The server reported the peer gone (``websocket.disconnect``): stop sending to it."""
         self._disconnected = True
-        if not self.closed:
-            self._gone()
+        self._peer_gone()
 
     async def wait_close_sent(self, timeout: float) -> bool:
         """Wait until our close frame went out (or was given up); False after ``timeout``."""
@@ -181,7 +184,7 @@ class ASGIWebSocketCarrier(Carrier):
     def _check_starlette_state(self) -> None:
         state = _state_name(self.connection.application_state)
         if state == "CONNECTED":
-            self.accepted()
+            self.mark_accepted()
         elif state == "DISCONNECTED":
             raise ConnectionResetError("the websocket is closed")
         else:
@@ -197,8 +200,8 @@ class ASGIWebSocketCarrier(Carrier):
             exc = ConnectionResetError(f"websocket already closing: {exc}")
         super()._send_failed(exc)
 
-    def _mark_closed(self, code: int | None) -> None:
-        super()._mark_closed(code)
+    def _on_close(self, code: int | None) -> None:
+        super()._on_close(code)
         self._ended.set()
 
     # -- Carrier -----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ Rules (``docs/channels.md``, "Flow control"):
   at most its ``slow_timeout`` in all and then closes it with 1013.
 * :class:`Subscription` is the channel's side of the carrier contract
   (:class:`tbone.dispatch.carriers.Link`): the carrier calls ``refill()`` when it has room
-  and ``closed(how)`` when it closed. Looking a connection up is one dict access (carriers
+  and ``carrier_closed(how)`` when it closed. Looking a connection up is one dict access (carriers
   hash by connection), so ``unsubscribe`` is O(1).
 """
 
@@ -69,9 +69,11 @@ class Subscription:
         """The carrier has room again: queue the events it lags on."""
         self.fanout.refill(self)
 
-    def closed(self, how: Closed) -> None:
+    def carrier_closed(self, how: Closed) -> None:
         """The carrier closed and left every channel."""
         self.fanout.closed(self, how)
+
+    closed = carrier_closed  # the name before Link's callback was told from Carrier.closed
 
 
 class Fanout:
