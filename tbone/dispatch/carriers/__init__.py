@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from tbone.dispatch import jsonenc
 from tbone.dispatch.delivery import compat, links
 from tbone.dispatch.delivery.life import Closed, InvalidTransition, Life, track_closing
+from tbone.dispatch.delivery.life import _closing as _closing  # read by leak checks
 from tbone.dispatch.delivery.life import wait_closing as wait_closing
 from tbone.dispatch.delivery.links import Link, Links, live_connections
 from tbone.dispatch.delivery.outbox import Outbox

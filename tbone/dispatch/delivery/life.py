@@ -43,6 +43,9 @@ _NEXT: dict[Life, frozenset[Life]] = {
 class InvalidTransition(TBoneError, RuntimeError):
     """A carrier was moved from ``current`` to a state that cannot follow it (a bug)."""
 
+    current: Life
+    new: Life
+
     def __init__(self, current: Life, new: Life) -> None:
         allowed = ", ".join(s.name for s in _NEXT[current]) or "nothing"
         super().__init__(
