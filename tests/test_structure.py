@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "tbone.dispatch.events",
             "tbone.dispatch.signals",
             "tbone.dispatch.origin",
+            "tbone.dispatch._private",
             "tbone_asgi.client",
             "tbone_asgi.__main__",
             "tbone_asgi.uvicorn",

@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import types
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from tbone.dispatch._private import starlette as _starlette
+from tbone.dispatch._private import uvicorn as _uvicorn
 from tbone.dispatch.carriers import Carrier
 from tbone.dispatch.carriers.options import CarrierOptions
 from tbone.dispatch.timeouts import wait_at_most
@@ -117,9 +118,9 @@ class ASGIWebSocketCarrier(Carrier):
             self._wait_writable = prepared["wait_writable"]
             self._window_bits = prepared["window_bits"]
             self._prepared_run = self._write_events
-        send: ASGISend | None = getattr(websocket, "_send", None)
-        self._starlette = send is not None and hasattr(websocket, "application_state")
-        if send is not None and self._starlette:
+        send = _starlette.websocket_send(websocket)
+        self._starlette = send is not None
+        if send is not None:
             self._send: ASGISend = send
         elif callable(websocket):
             self._send = websocket
@@ -318,17 +319,9 @@ def server_send(send: ASGISend) -> ASGISend:
     Starlette's exception handling wraps ``send`` in a coroutine that notes whether an
     ``http.response.start`` went out and passes every message on; for websocket frames it adds
     a coroutine per frame and nothing else. Any other wrapper (an application's middleware)
-    is kept.
+    is kept. (Starlette's private surface: :mod:`tbone.dispatch._private.starlette`.)
     """
-    while (
-        getattr(send, "__module__", None) == "starlette._exception_handler"
-        and getattr(send, "__qualname__", "").endswith("<locals>.sender")
-        and isinstance(send, types.FunctionType)
-        and send.__closure__ is not None
-        and "send" in send.__code__.co_freevars
-    ):
-        send = send.__closure__[send.__code__.co_freevars.index("send")].cell_contents
-    return send
+    return _starlette.unwrap_send(send)
 
 
 class NotAcceptedError(RuntimeError):
@@ -374,38 +367,17 @@ def find_transport(send: Any, *, depth: int = 6) -> asyncio.Transport | None:
     uvicorn hands the app a bound method of its protocol object, which has ``transport``
     (:func:`find_server_protocol` finds it). Hypercorn does not expose its transport.
     """
-    protocol = find_server_protocol(send, depth=depth)
-    return None if protocol is None else protocol.transport
+    return _uvicorn.transport_of(send, depth=depth)
 
 
 def find_server_protocol(send: Any, *, depth: int = 6) -> Any:
     """The server's protocol object behind an ASGI ``send`` callable, or None.
 
     That is the object ``send`` is a bound method of, when it holds the connection's
-    ``transport`` (uvicorn's protocols do; they also keep their ``uvicorn.Config`` as
-    ``config``). Middleware wraps ``send`` in closures (Starlette's exception middleware
-    does); the closure cells are followed up to ``depth`` wrappers deep.
+    ``transport`` (uvicorn's private surface: :mod:`tbone.dispatch._private.uvicorn`).
+    Middleware closures are followed up to ``depth`` wrappers deep.
     """
-    seen: set[int] = set()
-    todo: list[tuple[Any, int]] = [(send, 0)]
-    while todo:
-        fn, level = todo.pop()
-        if id(fn) in seen or level > depth:
-            continue
-        seen.add(id(fn))
-        owner = getattr(fn, "__self__", None)
-        transport = getattr(owner, "transport", None)
-        if transport is not None and hasattr(transport, "get_write_buffer_size"):
-            return owner
-        func = getattr(fn, "__func__", fn)
-        for cell in getattr(func, "__closure__", None) or ():
-            try:
-                value = cell.cell_contents
-            except ValueError:  # an empty cell
-                continue
-            if callable(value):
-                todo.append((value, level + 1))
-    return None
+    return _uvicorn.server_protocol(send, depth=depth)
 
 
 def _state_name(state: Any) -> str:
