@@ -8,8 +8,8 @@
 
 An :class:`EventStream` is a carrier whose "connection" is the code iterating it, so every rule
 of a websocket subscriber holds (``docs/channels.md``): events arrive in the channel's order,
-none lost; the stream holds at most ``max_messages`` events and ``max_bytes`` bytes (past half,
-the channel keeps its place in the catch-up window instead); a reader that stays behind for
+none lost; the stream holds at most ``max_messages`` events and ``max_bytes`` bytes (once it is
+behind, the channel keeps its place in the catch-up window instead); a reader that stays behind for
 ``slow_timeout`` seconds without taking an event is closed, and its iteration raises
 :class:`SubscriptionClosed` with the id of the last event it took, to resume from.
 """
