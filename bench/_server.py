@@ -427,6 +427,8 @@ def _broadcaster_app(url: str = "memory://") -> Any:
     from starlette.routing import WebSocketRoute
     from starlette.websockets import WebSocket
 
+    from bench import _broadcaster
+
     broadcast = Broadcast(url)
     subscribed = [0]
 
@@ -441,10 +443,7 @@ def _broadcaster_app(url: str = "memory://") -> Any:
                 # delivered. Work around that race: hold one subscription for the app's life
                 # and restart the listener once that subscription is confirmed.
                 async with broadcast.subscribe(channel="bench-keepalive"):
-                    backend: Any = broadcast._backend
-                    backend._listener.cancel()
-                    backend._ready.set()
-                    backend._listener = asyncio.create_task(backend._pubsub_listener())
+                    _broadcaster.restart_listener(broadcast)  # broadcaster's private surface
                     yield
             else:
                 yield

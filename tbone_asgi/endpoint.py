@@ -28,7 +28,8 @@ from urllib.parse import parse_qs
 from starlette.requests import HTTPConnection
 from starlette.types import Receive, Scope, Send
 
-from tbone.dispatch.carriers.asgi_websocket import ASGIWebSocketCarrier, find_server_protocol
+from tbone.dispatch._private import uvicorn as _uvicorn
+from tbone.dispatch.carriers.asgi_websocket import ASGIWebSocketCarrier
 from tbone.dispatch.channels import Channel
 from tbone.dispatch.errors import CLOSE_POLICY_VIOLATION
 from tbone.dispatch.protocol import close_reason
@@ -123,11 +124,11 @@ class _Connection:
 
     @property
     def accepted(self) -> bool:
-        return self.carrier.accepted_yet
+        return self.carrier.is_accepted
 
     async def accept(self) -> None:
         await self._send({"type": "websocket.accept"})
-        self.carrier.accepted()
+        self.carrier.mark_accepted()
 
     async def deny(self, reason: str) -> None:
         """Refuse the handshake with HTTP 403, saying why where the server lets us.
@@ -244,10 +245,10 @@ def _check_server(send: Send, max_frame_bytes: int) -> None:
         return
     _server_checked = True
     try:
-        protocol = find_server_protocol(send)
-        if protocol is None or not type(protocol).__module__.startswith("uvicorn."):
+        protocol = _uvicorn.server_protocol(send)
+        if not _uvicorn.is_uvicorn(protocol):
             return
-        ws_max_size = getattr(getattr(protocol, "config", None), "ws_max_size", None)
+        ws_max_size = _uvicorn.ws_max_size(protocol)
     except Exception:  # a server we do not know: nothing to say about it
         return
     if isinstance(ws_max_size, int) and ws_max_size > max_frame_bytes:
@@ -270,8 +271,8 @@ def _advise_prepared(send: Send) -> None:
         return
     _prepared_advised = True
     try:
-        protocol = find_server_protocol(send)
-        on_uvicorn = protocol is not None and type(protocol).__module__.startswith("uvicorn.")
+        protocol = _uvicorn.server_protocol(send)
+        on_uvicorn = _uvicorn.is_uvicorn(protocol)
     except Exception:  # a server we do not know
         on_uvicorn = False
     if on_uvicorn:

@@ -143,7 +143,8 @@ METRICS: tuple[tuple[str, str, str, str, float], ...] = (
         "tbone_channel_lagged_total",
         "counter",
         "lagged",
-        "Times a connection fell behind (its outbox half full).",
+        "Times a connection fell behind: its outbox past its high-water mark "
+        "(docs/channels.md#flow-control).",
         1.0,
     ),
     (

@@ -28,9 +28,10 @@ other ASGI app or route on the same server) goes through uvicorn's own code, so 
 never asks for the extension behaves exactly as on stock uvicorn.
 
 uvicorn's protocol class is not a public API: this module reaches into it (its ``conn``,
-``transport``, ``writable``, ``close_sent`` and ``scope``). It was tested on the uvicorn
-versions in :data:`TESTED_UVICORN`; on a uvicorn without that surface it logs one line and
-serves as the stock protocol, never failing a connection.
+``transport``, ``writable``, ``close_sent`` and ``scope``). The list, and the releases it was
+tested on (:data:`TESTED_UVICORN`), are in :mod:`tbone.dispatch._private.uvicorn`; on a
+uvicorn without that surface it logs one line and serves as the stock protocol, never failing
+a connection.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypedDict
+
+from tbone.dispatch._private import uvicorn as _private
 
 try:
     import uvicorn
@@ -66,10 +69,10 @@ logger = logging.getLogger("tbone_asgi")
 
 #: The ASGI extension's key in ``scope["extensions"]``.
 EXTENSION = "tbone.prepared"
-#: The uvicorn releases whose protocol class this module was tested against: the oldest the
-#: package supports and the newest (tests/tbone_asgi/test_prepared.py; the GitHub workflow runs
-#: it on the oldest). The surface itself is checked on every instance (surface_problem).
-TESTED_UVICORN = ("0.50.0", "0.55.0")
+#: The uvicorn releases whose protocol class this module was tested against
+#: (:mod:`tbone.dispatch._private.uvicorn`, where what it uses of that class is listed). The
+#: surface itself is checked on every instance (surface_problem).
+TESTED_UVICORN = _private.TESTED
 
 # uvicorn's own deflate settings (websockets_sansio_impl), with server_no_context_takeover.
 _SERVER_WINDOW_BITS = 12
@@ -77,15 +80,7 @@ _CLIENT_WINDOW_BITS = 12
 _COMPRESS_SETTINGS = {"memLevel": 5}
 
 # What this module uses of uvicorn's protocol object, checked on each instance.
-_SURFACE = (
-    "conn",
-    "transport",
-    "writable",
-    "close_sent",
-    "handshake_complete",
-    "initial_response",
-    "config",
-)
+_SURFACE = _private.PROTOCOL_SURFACE
 
 _warned = False
 
@@ -107,14 +102,7 @@ class Prepared(TypedDict):
 
 def surface_problem(protocol: object) -> str | None:
     """What this module needs of uvicorn's protocol and ``protocol`` lacks, or None."""
-    missing = [name for name in _SURFACE if not hasattr(protocol, name)]
-    if missing:
-        return f"its protocol has no {', '.join(missing)}"
-    if not isinstance(getattr(protocol, "conn", None), ServerProtocol):
-        return "its protocol's conn is not a websockets ServerProtocol"
-    if not hasattr(getattr(protocol, "writable", None), "is_set"):
-        return "its protocol's writable is not an asyncio.Event"
-    return None
+    return _private.protocol_problem(protocol, _SURFACE)
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):

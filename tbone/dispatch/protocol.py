@@ -1,9 +1,12 @@
 """The subscribe protocol, independent of any web framework.
 
-One :class:`ProtocolSession` serves one websocket connection: the framework glue (the ASGI
-endpoint, a Sanic or aiohttp handler) calls :meth:`~ProtocolSession.start` once at connect,
-:meth:`~ProtocolSession.receive` for every client frame, and :meth:`~ProtocolSession.end` on
-disconnect. ``docs/protocol.md`` has the long form; in short:
+One :class:`ProtocolSession` serves one websocket connection. The serving loop
+(:func:`tbone.dispatch.serving.serve`, which every framework's glue calls) checks the
+connection with :func:`check_connect`, then calls :meth:`~ProtocolSession.begin` once the
+websocket is accepted, :meth:`~ProtocolSession.receive` for every client frame, and
+:meth:`~ProtocolSession.end` on disconnect (:meth:`~ProtocolSession.start` does the check and
+``begin`` in one call, for code that drives a session itself). ``docs/protocol.md`` has the
+long form; in short:
 
 Client to server (JSON text; binary frames must hold UTF-8 JSON)::
 

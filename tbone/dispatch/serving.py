@@ -1,7 +1,7 @@
 """The serving loop: one websocket connection speaking the subscribe protocol, on any server.
 
 The ASGI endpoint (:mod:`tbone_asgi.endpoint`) and the Sanic and aiohttp glue
-(:mod:`tbone.dispatch.carriers.sanic_routes`, :mod:`tbone.dispatch.carriers.aiohttp_routes`)
+(:mod:`tbone.dispatch.glue.sanic`, :mod:`tbone.dispatch.glue.aiohttp`)
 each wrap a connection in a small adapter (:class:`WebSocketAdapter`: accept, deny, receive a
 frame) and call :func:`serve` with the route's :class:`ServeOptions`. For one connection, in
 order:

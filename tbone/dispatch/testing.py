@@ -1,4 +1,4 @@
-"""Helpers for testing code that uses channels: a carrier that records what it is sent.
+"""Helpers for testing code that uses channels or carriers, with no server.
 
 ``RecordingCarrier`` can be made slow (``delay``), stuck (``block()``) or broken
 (``fail_after``), and lets a test wait for frames without sleeping::
@@ -7,6 +7,12 @@
     channel.subscribe("resource_create", carrier)
     await channel.publish("resource_create", {"pk": 1})
     frames = await carrier.wait_for(1)
+
+``RecordingLink`` stands in for a channel on the carrier's side of the contract
+(``docs/carriers.md#what-channels-call``): bound with ``carrier.bind(link)``, it records the
+carrier's callbacks (``refills``, ``closed_how``) and hands over frames it holds when asked to
+refill, so a carrier's outbox, flow control, slow rule and close paths are tested without a
+channel or a server (``tests/dispatch/delivery/``).
 """
 
 from __future__ import annotations
@@ -15,10 +21,10 @@ import asyncio
 from typing import Any
 
 from tbone.dispatch import jsonenc
-from tbone.dispatch.carriers import Carrier
+from tbone.dispatch.carriers import Carrier, Closed
 from tbone.dispatch.timeouts import wait_at_most
 
-__all__ = ["RecordingCarrier"]
+__all__ = ["RecordingCarrier", "RecordingLink"]
 
 
 class _Connection:
@@ -118,3 +124,29 @@ class RecordingCarrier(Carrier):
         while not done():
             self._changed = asyncio.Event()
             await self._changed.wait()
+
+
+class RecordingLink:
+    """A channel's side of the carrier contract, for tests: it records what the carrier calls.
+
+    ``held``: frames (texts) a lagging connection takes when the carrier asks for a refill,
+    offered while the carrier is not ``behind``, as a channel's window would. ``refills`` counts
+    the carrier's ``refill()`` calls; ``closed_how`` is what ``carrier_closed(how)`` said.
+    """
+
+    def __init__(self, carrier: Carrier, held: list[str] | None = None) -> None:
+        self.carrier = carrier
+        self.held = list(held or ())
+        self.refills = 0
+        self.closed_how: Closed | None = None
+
+    def refill(self) -> None:
+        self.refills += 1
+        while self.held and not self.carrier.behind:
+            if not self.carrier.offer(self.held.pop(0), now=False):
+                return
+        if not self.held:
+            self.carrier.unlag(self)
+
+    def carrier_closed(self, how: Closed) -> None:
+        self.closed_how = how

@@ -14,10 +14,9 @@ the client asks; the package's own glue (``add_route``/``serve``) answers every 
 with it, as RFC 7692 lets a server do. The write happens only when aiohttp would write at once
 itself: the response is open, no compressed send of aiohttp's is under way, and the transport
 is not paused; otherwise the frame goes through ``send_str``, which waits. That reaches into
-aiohttp's websocket writer (``_writer``: ``transport``, ``protocol._paused``, ``_closing``,
-``_send_lock``, ``compress``, ``notakeover``), tested on the aiohttp versions in
-:data:`TESTED_AIOHTTP`; an aiohttp without it is served through ``send_str`` alone, with one
-log line.
+aiohttp's websocket writer (``_writer``), listed with the releases it was tested on in
+:mod:`tbone.dispatch._private.aiohttp` (:data:`TESTED_AIOHTTP`); an aiohttp without it is
+served through ``send_str`` alone, with one log line.
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ with requires(__name__, "aiohttp", extra="aiohttp"):
     import aiohttp
     from aiohttp import web
 
+from tbone.dispatch._private import aiohttp as _private
 from tbone.dispatch.carriers import Carrier
 from tbone.dispatch.carriers.options import CarrierOptions
 
@@ -47,23 +47,14 @@ __all__ = ["TESTED_AIOHTTP", "AioHttpWebSocketCarrier", "surface_problem"]
 logger = logging.getLogger("tbone.dispatch.carriers.aiohttp")
 
 #: The aiohttp releases whose websocket writer the prepared-frame path was tested against.
-TESTED_AIOHTTP = ("3.14.5",)
+TESTED_AIOHTTP = _private.TESTED
 
-_WRITER_SURFACE = ("transport", "protocol", "_closing", "_send_lock", "compress", "notakeover")
 _warned = False
 
 
 def surface_problem(ws: Any) -> str | None:
     """What the prepared-frame path needs of a prepared ``ws`` and it lacks, or None."""
-    writer = getattr(ws, "_writer", None)
-    if writer is None:
-        return "its WebSocketResponse has no _writer"
-    missing = [name for name in _WRITER_SURFACE if not hasattr(writer, name)]
-    if missing:
-        return f"its websocket writer has no {', '.join(missing)}"
-    if not isinstance(getattr(writer.protocol, "_paused", None), bool):
-        return "its protocol has no _paused flag"
-    return None
+    return _private.surface_problem(ws)
 
 
 class AioHttpWebSocketCarrier(Carrier):
@@ -113,20 +104,17 @@ class AioHttpWebSocketCarrier(Carrier):
         if problem is not None:
             _warn_once(problem)
             return False
-        writer = ws._writer
-        if not writer.compress:
-            return None
-        return int(writer.compress) if writer.notakeover else False
+        return _private.frame_variant(ws)
 
     def _write_event(self, event: Event) -> bool:
         bits = self._bits if self._bits is not False else self._decide()
-        return bits is not False and self._write(event.wire(bits))
+        return bits is not False and _private.write_now(self.connection, event.wire(bits))
 
     def _write_events(self, events: Sequence[Event]) -> bool:
         bits = self._bits if self._bits is not False else self._decide()
         if bits is False:
             return False
-        return self._write(b"".join([event.wire(bits) for event in events]))
+        return _private.write_now(self.connection, b"".join([event.wire(bits) for event in events]))
 
     def _decide(self) -> int | bool | None:
         # Once the response is prepared: this connection's variant, or no prepared frames.
@@ -137,25 +125,8 @@ class AioHttpWebSocketCarrier(Carrier):
             self._prepared = self._prepared_run = None
         return bits
 
-    def _write(self, data: bytes) -> bool:
-        # Only when aiohttp would write at once itself (send_frame: not closing, no locked
-        # compressed send, then the transport; it drains only past its limit).
-        ws = self.connection
-        writer = ws._writer
-        if ws.closed or writer is None or writer._closing or writer._send_lock.locked():
-            return False
-        transport = writer.transport
-        if writer.protocol._paused or transport.is_closing():
-            return False
-        transport.write(data)
-        return True
-
     def _transport(self) -> asyncio.Transport | None:
-        # aiohttp keeps its websocket writer private; it is the one place the transport (and
-        # so the real backlog) can be reached. Tolerate its absence in a future release.
-        writer: Any = getattr(self.connection, "_writer", None)
-        transport = getattr(writer, "transport", None)
-        return transport if isinstance(transport, asyncio.BaseTransport) else None  # type: ignore[return-value]
+        return _private.transport(self.connection)
 
     async def send_text(self, text: str) -> None:
         """Send one text frame. Returns once aiohttp buffered it, not when it left."""

@@ -16,12 +16,12 @@ The handler of TBone's documentation prepares the response itself::
 With :func:`add_route` (``add_route(app, "/ws", "pubsub")``) or :func:`serve` in a handler,
 the package serves the subscribe protocol. Modules: the carrier,
 :mod:`~tbone.dispatch.carriers.aiohttp_carrier`; the glue,
-:mod:`~tbone.dispatch.carriers.aiohttp_routes`.
+:mod:`~tbone.dispatch.glue.aiohttp`.
 """
 
 from __future__ import annotations
 
 from tbone.dispatch.carriers.aiohttp_carrier import AioHttpWebSocketCarrier
-from tbone.dispatch.carriers.aiohttp_routes import add_route, serve
+from tbone.dispatch.glue.aiohttp import add_route, serve
 
 __all__ = ["AioHttpWebSocketCarrier", "add_route", "serve"]

@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import types
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from tbone.dispatch._private import starlette as _starlette
+from tbone.dispatch._private import uvicorn as _uvicorn
 from tbone.dispatch.carriers import Carrier
 from tbone.dispatch.carriers.options import CarrierOptions
 from tbone.dispatch.timeouts import wait_at_most
@@ -71,8 +72,8 @@ class ASGIWebSocketCarrier(Carrier):
 
     When frames may go out: a Starlette ``WebSocket`` must be accepted before frames are sent
     to it (one sent earlier fails with a RuntimeError saying so). A raw ``send`` is taken as
-    accepted; pass ``accepted=False`` to hold frames until :meth:`accepted` is called, which
-    is how the endpoint makes the carrier before it answers the handshake.
+    accepted; pass ``accepted=False`` to hold frames until :meth:`mark_accepted` is called,
+    which is how the endpoint makes the carrier before it answers the handshake.
     """
 
     __slots__ = (
@@ -117,9 +118,9 @@ class ASGIWebSocketCarrier(Carrier):
             self._wait_writable = prepared["wait_writable"]
             self._window_bits = prepared["window_bits"]
             self._prepared_run = self._write_events
-        send: ASGISend | None = getattr(websocket, "_send", None)
-        self._starlette = send is not None and hasattr(websocket, "application_state")
-        if send is not None and self._starlette:
+        send = _starlette.websocket_send(websocket)
+        self._starlette = send is not None
+        if send is not None:
             self._send: ASGISend = send
         elif callable(websocket):
             self._send = websocket
@@ -135,22 +136,26 @@ class ASGIWebSocketCarrier(Carrier):
         self._frames: ASGISend | None = None
         self._accepted = _Signal()
         if accepted and not self._starlette:
-            self.accepted()
+            self.mark_accepted()
         self._ended = _Signal()
         self._close_sent = _Signal()
         self._disconnected = False
 
     # -- lifecycle seen by the endpoint ------------------------------------------------------
 
-    def accepted(self) -> None:
+    def mark_accepted(self) -> None:
         """The websocket was accepted: frames waiting for that may now go out."""
         self._accepted.set()
         self._frames = server_send(self._send)
 
     @property
-    def accepted_yet(self) -> bool:
-        """True once frames may go out (see :meth:`accepted`)."""
+    def is_accepted(self) -> bool:
+        """True once frames may go out (see :meth:`mark_accepted`)."""
         return self._accepted.is_set
+
+    #: The names before :meth:`mark_accepted` (a setter) was told from :attr:`is_accepted`.
+    accepted = mark_accepted
+    accepted_yet = is_accepted
 
     async def wait_ended(self) -> None:
         """Return once the carrier is closed (too slow, failed send, or :meth:`close`)."""
@@ -167,8 +172,7 @@ class ASGIWebSocketCarrier(Carrier):
     def disconnected(self) -> None:
         """The server reported the peer gone (``websocket.disconnect``): stop sending to it."""
         self._disconnected = True
-        if not self.closed:
-            self._gone()
+        self._peer_gone()
 
     async def wait_close_sent(self, timeout: float) -> bool:
         """Wait until our close frame went out (or was given up); False after ``timeout``."""
@@ -181,7 +185,7 @@ class ASGIWebSocketCarrier(Carrier):
     def _check_starlette_state(self) -> None:
         state = _state_name(self.connection.application_state)
         if state == "CONNECTED":
-            self.accepted()
+            self.mark_accepted()
         elif state == "DISCONNECTED":
             raise ConnectionResetError("the websocket is closed")
         else:
@@ -197,8 +201,8 @@ class ASGIWebSocketCarrier(Carrier):
             exc = ConnectionResetError(f"websocket already closing: {exc}")
         super()._send_failed(exc)
 
-    def _mark_closed(self, code: int | None) -> None:
-        super()._mark_closed(code)
+    def _on_close(self, code: int | None) -> None:
+        super()._on_close(code)
         self._ended.set()
 
     # -- Carrier -----------------------------------------------------------------------------
@@ -315,17 +319,9 @@ def server_send(send: ASGISend) -> ASGISend:
     Starlette's exception handling wraps ``send`` in a coroutine that notes whether an
     ``http.response.start`` went out and passes every message on; for websocket frames it adds
     a coroutine per frame and nothing else. Any other wrapper (an application's middleware)
-    is kept.
+    is kept. (Starlette's private surface: :mod:`tbone.dispatch._private.starlette`.)
     """
-    while (
-        getattr(send, "__module__", None) == "starlette._exception_handler"
-        and getattr(send, "__qualname__", "").endswith("<locals>.sender")
-        and isinstance(send, types.FunctionType)
-        and send.__closure__ is not None
-        and "send" in send.__code__.co_freevars
-    ):
-        send = send.__closure__[send.__code__.co_freevars.index("send")].cell_contents
-    return send
+    return _starlette.unwrap_send(send)
 
 
 class NotAcceptedError(RuntimeError):
@@ -371,38 +367,17 @@ def find_transport(send: Any, *, depth: int = 6) -> asyncio.Transport | None:
     uvicorn hands the app a bound method of its protocol object, which has ``transport``
     (:func:`find_server_protocol` finds it). Hypercorn does not expose its transport.
     """
-    protocol = find_server_protocol(send, depth=depth)
-    return None if protocol is None else protocol.transport
+    return _uvicorn.transport_of(send, depth=depth)
 
 
 def find_server_protocol(send: Any, *, depth: int = 6) -> Any:
     """The server's protocol object behind an ASGI ``send`` callable, or None.
 
     That is the object ``send`` is a bound method of, when it holds the connection's
-    ``transport`` (uvicorn's protocols do; they also keep their ``uvicorn.Config`` as
-    ``config``). Middleware wraps ``send`` in closures (Starlette's exception middleware
-    does); the closure cells are followed up to ``depth`` wrappers deep.
+    ``transport`` (uvicorn's private surface: :mod:`tbone.dispatch._private.uvicorn`).
+    Middleware closures are followed up to ``depth`` wrappers deep.
     """
-    seen: set[int] = set()
-    todo: list[tuple[Any, int]] = [(send, 0)]
-    while todo:
-        fn, level = todo.pop()
-        if id(fn) in seen or level > depth:
-            continue
-        seen.add(id(fn))
-        owner = getattr(fn, "__self__", None)
-        transport = getattr(owner, "transport", None)
-        if transport is not None and hasattr(transport, "get_write_buffer_size"):
-            return owner
-        func = getattr(fn, "__func__", fn)
-        for cell in getattr(func, "__closure__", None) or ():
-            try:
-                value = cell.cell_contents
-            except ValueError:  # an empty cell
-                continue
-            if callable(value):
-                todo.append((value, level + 1))
-    return None
+    return _uvicorn.server_protocol(send, depth=depth)
 
 
 def _state_name(state: Any) -> str:

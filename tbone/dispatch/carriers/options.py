@@ -14,8 +14,9 @@ __all__ = ["CarrierOptions"]
 
 class CarrierOptions(TypedDict, total=False):
     """``max_messages`` and ``max_bytes``: the bounds of the connection's outbox (None: 1,000
-    frames, 1 MiB); past half of either it is behind. ``slow_timeout``: seconds a connection
-    behind may go without completing a send before it is closed with 1013 (None: 5).
+    frames, 1 MiB). ``slow_timeout``: seconds a connection behind may go without completing a
+    send before it is closed with 1013 (None: 5). What each does:
+    ``docs/channels.md#flow-control``.
     """
 
     max_messages: int | None

@@ -11,9 +11,9 @@ same plain frame: an event's frame is built once (``Event.wire(None)``) and writ
 the transport, with no framing per connection, whenever Sanic itself would write it at once:
 the websocket is open, no ``send`` of Sanic's is under way, and the transport is not paused.
 Otherwise the frame goes through ``ws.send``, which waits. That reaches into Sanic's websocket
-object (``ws_proto``, ``io_proto`` and its ``_can_write``, ``conn_mutex``,
-``data_finished_fut``), tested on the Sanic versions in :data:`TESTED_SANIC`; a Sanic without
-them is served through ``ws.send`` alone, with one log line.
+object, listed with the releases it was tested on in :mod:`tbone.dispatch._private.sanic`
+(:data:`TESTED_SANIC`); a Sanic without it is served through ``ws.send`` alone, with one log
+line.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ with requires(__name__, "Sanic", extra="sanic"):
     from sanic.exceptions import RequestCancelled, ServerError, WebsocketClosed
     from sanic.server.websockets.impl import WebsocketImplProtocol
     from websockets.exceptions import ConnectionClosed
-    from websockets.protocol import State
 
+from tbone.dispatch._private import sanic as _private
 from tbone.dispatch.carriers import Carrier
 from tbone.dispatch.carriers.options import CarrierOptions
 
@@ -46,25 +46,14 @@ __all__ = ["TESTED_SANIC", "SanicWebSocketCarrier", "surface_problem"]
 logger = logging.getLogger("tbone.dispatch.carriers.sanic")
 
 #: The Sanic releases whose websocket object the prepared-frame path was tested against.
-TESTED_SANIC = ("25.12.1",)
+TESTED_SANIC = _private.TESTED
 
 _warned = False
 
 
 def surface_problem(ws: Any) -> str | None:
     """What the prepared-frame path needs of Sanic's websocket and ``ws`` lacks, or None."""
-    missing = [
-        name
-        for name in ("ws_proto", "io_proto", "conn_mutex", "data_finished_fut")
-        if not hasattr(ws, name)
-    ]
-    if missing:
-        return f"its websocket has no {', '.join(missing)}"
-    if not hasattr(getattr(ws.io_proto, "_can_write", None), "is_set"):
-        return "its protocol has no _can_write event"
-    if getattr(ws.ws_proto, "extensions", None):
-        return "the connection negotiated an extension (its frames are not plain)"
-    return None
+    return _private.surface_problem(ws)
 
 
 class SanicWebSocketCarrier(Carrier):
@@ -120,34 +109,13 @@ class SanicWebSocketCarrier(Carrier):
     # -- prepared frames (see the module docstring) ------------------------------------------
 
     def _write_event(self, event: Event) -> bool:
-        return self._write(event.wire(None))
+        return _private.write_now(self.connection, event.wire(None))
 
     def _write_events(self, events: Sequence[Event]) -> bool:
-        return self._write(b"".join([event.wire(None) for event in events]))
-
-    def _write(self, data: bytes) -> bool:
-        # Only when Sanic would write at once itself (ws.send under its mutex, then
-        # io_proto.send: writable, transport open); anything else waits in ws.send.
-        ws = self.connection
-        io_proto = ws.io_proto
-        if io_proto is None or ws.ws_proto.state is not State.OPEN or ws.conn_mutex.locked():
-            return False
-        finished = ws.data_finished_fut
-        transport = io_proto.transport
-        if (
-            finished is None
-            or finished.done()
-            or not io_proto._can_write.is_set()
-            or transport is None
-            or transport.is_closing()
-        ):
-            return False
-        transport.write(data)
-        return True
+        return _private.write_now(self.connection, b"".join([event.wire(None) for event in events]))
 
     def _transport(self) -> asyncio.Transport | None:
-        io_proto = self.connection.io_proto
-        return None if io_proto is None else io_proto.transport
+        return _private.transport(self.connection)
 
     async def send_text(self, text: str) -> None:
         """Send one text frame; waits while Sanic's transport is paused (the peer is slow)."""
@@ -159,8 +127,7 @@ class SanicWebSocketCarrier(Carrier):
             raise ConnectionResetError("the Sanic websocket's transport is closing") from None
         except ServerError as exc:
             # Sanic's words for "the handler finished": the connection is going away.
-            finished = self.connection.data_finished_fut
-            if self._transport() is None or finished is None or finished.done():
+            if _private.handler_finished(self.connection):
                 raise ConnectionResetError(f"the Sanic websocket is finished: {exc}") from None
             raise
 

@@ -12,12 +12,12 @@ TBone's documentation subscribes a Sanic websocket from a handler of its own::
 
 and ``add_route(app, "/ws", "pubsub")`` serves the whole subscribe protocol. The carrier is in
 :mod:`~tbone.dispatch.carriers.sanic_carrier`, the routes in
-:mod:`~tbone.dispatch.carriers.sanic_routes`.
+:mod:`~tbone.dispatch.glue.sanic`.
 """
 
 from __future__ import annotations
 
 from tbone.dispatch.carriers.sanic_carrier import SanicWebSocketCarrier
-from tbone.dispatch.carriers.sanic_routes import add_route, serve
+from tbone.dispatch.glue.sanic import add_route, serve
 
 __all__ = ["SanicWebSocketCarrier", "add_route", "serve"]

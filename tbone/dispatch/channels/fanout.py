@@ -7,14 +7,14 @@ progress), and hands each event to the connections subscribed to its name, in or
 Rules (``docs/channels.md``, "Flow control"):
 
 * An event's frame is encoded once and offered to every subscribed connection's outbox; a
-  connection that is *behind* (outbox half full) gets it later from the catch-up window
+  connection that is *behind* (``Carrier.behind``) gets it later from the catch-up window
   (:mod:`tbone.dispatch.channels.window`), in order, when its writer has room again.
 * When the window is full and a connection still needs its oldest event, :attr:`Fanout.blocked`
   is True and the consumer awaits :meth:`Fanout.make_room`, which waits for that connection
   at most its ``slow_timeout`` in all and then closes it with 1013.
 * :class:`Subscription` is the channel's side of the carrier contract
   (:class:`tbone.dispatch.carriers.Link`): the carrier calls ``refill()`` when it has room
-  and ``closed(how)`` when it closed. Looking a connection up is one dict access (carriers
+  and ``carrier_closed(how)`` when it closed. Looking a connection up is one dict access (carriers
   hash by connection), so ``unsubscribe`` is O(1).
 """
 
@@ -69,9 +69,11 @@ class Subscription:
         """The carrier has room again: queue the events it lags on."""
         self.fanout.refill(self)
 
-    def closed(self, how: Closed) -> None:
+    def carrier_closed(self, how: Closed) -> None:
         """The carrier closed and left every channel."""
         self.fanout.closed(self, how)
+
+    closed = carrier_closed  # the name before Link's callback was told from Carrier.closed
 
 
 class Fanout:

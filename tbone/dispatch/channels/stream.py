@@ -8,8 +8,8 @@
 
 An :class:`EventStream` is a carrier whose "connection" is the code iterating it, so every rule
 of a websocket subscriber holds (``docs/channels.md``): events arrive in the channel's order,
-none lost; the stream holds at most ``max_messages`` events and ``max_bytes`` bytes (past half,
-the channel keeps its place in the catch-up window instead); a reader that stays behind for
+none lost; the stream holds at most ``max_messages`` events and ``max_bytes`` bytes (once it is
+behind, the channel keeps its place in the catch-up window instead); a reader that stays behind for
 ``slow_timeout`` seconds without taking an event is closed, and its iteration raises
 :class:`SubscriptionClosed` with the id of the last event it took, to resume from.
 """
@@ -114,6 +114,7 @@ class EventStream(Carrier):
         self.last_id: str | None = None
         self._events: deque[Event] = deque()
         self._replay: asyncio.Task[bool] | None = None
+        self._waiter: asyncio.Future[None] | None = None  # the reader waiting in __anext__
 
     @property
     def complete(self) -> bool | None:
@@ -182,11 +183,14 @@ class EventStream(Carrier):
             await asyncio.wait(wait, return_when=asyncio.FIRST_COMPLETED)
         event = events.popleft()
         self.queued_bytes -= event.size
-        self._sends += 1  # progress, for the slow rule
-        if (self._lagging or self._room is not None) and not self.behind:
-            self._low_water()  # room again: the channel hands over what it held back
+        self._progress()  # for the slow rule; with room again the channel hands over the rest
         self.last_id = event.id
         return event
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _check_replay(self) -> None:
         replay = self._replay
@@ -205,6 +209,7 @@ class EventStream(Carrier):
         self._wake()
         return True
 
+    # The stream is its outbox: the marks of docs/channels.md#flow-control, on its events.
     @property
     def behind(self) -> bool:
         return len(self._events) * 2 >= self.max_messages or self.queued_bytes * 2 >= self.max_bytes
@@ -221,10 +226,13 @@ class EventStream(Carrier):
     async def send_text(self, text: str) -> None:
         """Frames other than events (``recovered``) are not for in-process readers."""
 
-    def _mark_closed(self, code: int | None) -> None:
-        super()._mark_closed(code)
+    def _on_close(self, code: int | None) -> None:
+        super()._on_close(code)
         self._events.clear()
         self._wake()
+
+    def _on_unbound(self) -> None:
+        self._wake()  # a reader waiting for events looks at the stream again
 
     def __repr__(self) -> str:
         return f"<EventStream {self.channel.name!r} {list(self.names)} queued={len(self._events)}>"

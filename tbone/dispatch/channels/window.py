@@ -1,11 +1,11 @@
 """The catch-up window: recent events kept for connections that fell behind.
 
-A connection whose outbox is more than half full stops receiving frames at delivery time; it
-*lags*: the channel remembers where it stopped (a cursor into this window) and its writer task
-takes the following events from the window once it has drained its outbox to a quarter. The
-window is shared by every lagging connection of a channel, so a burst costs one reference per
-event, not one queued frame per event per connection. It is only kept while some connection
-lags.
+A connection that is *behind* (``docs/channels.md#flow-control``) stops receiving frames at
+delivery time; it *lags*: the channel remembers where it stopped (a cursor into this window) and
+its writer task takes the following events from the window once it is down to its low-water
+mark. The window is shared by every lagging connection of a channel, so a burst costs one
+reference per event, not one queued frame per event per connection. It is only kept while some
+connection lags.
 
 Rules (``docs/channels.md``, "Flow control"):
 
@@ -100,7 +100,7 @@ class Lag:
     ``names``: its subscriptions when it started lagging. A later subscribe or unsubscribe is
     recorded with the seq it happened at, so events before it are judged by the old state and
     events after it by the new one. ``held``: seconds the consumer has waited for this
-    connection to free the window since it started lagging (see ``Channel._make_room``).
+    connection to free the window since it started lagging (see ``Fanout.make_room``).
     """
 
     __slots__ = ("cursor", "held", "names", "toggles")
