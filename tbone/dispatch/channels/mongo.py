@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from tbone.dispatch import jsonenc
 from tbone.dispatch.channels import MAX_MESSAGE_BYTES, WINDOW_BYTES, Channel, ChannelOptions
+from tbone.dispatch.checks import seconds, whole_number
 from tbone.dispatch.errors import TBoneError
 from tbone.dispatch.events import Event, History, MessageTooLarge
 from tbone.dispatch.timeouts import wait_at_most
@@ -145,19 +146,15 @@ class MongoChannel(Channel):
     ) -> None:
         _check_database(name, db)
         capacity = history if capacity is None else capacity
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-            raise ValueError(f"capacity must be a positive int (documents), got {capacity!r}")
-        if isinstance(size, bool) or not isinstance(size, int) or size < 4096:
-            raise ValueError(
-                f"size must be an int of at least 4096 (bytes; MongoDB's smallest capped "
-                f"collection), got {size!r}"
-            )
+        whole_number("capacity", capacity, why=" (documents)")
+        smallest = " (bytes; MongoDB's smallest capped collection)"
+        whole_number("size", size, minimum=4096, why=smallest)
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a str, got {prefix!r}")
-        if not isinstance(await_time, (int, float)) or not 0 < await_time <= 60:
+        seconds("await_time", await_time)
+        if not await_time <= 60:
             raise ValueError(f"await_time must be seconds in (0, 60], got {await_time!r}")
-        if not isinstance(probe_interval, (int, float)) or probe_interval <= 0:
-            raise ValueError(f"probe_interval must be seconds > 0, got {probe_interval!r}")
+        seconds("probe_interval", probe_interval)
         # Nothing bigger than the collection can be stored anyway.
         options["max_message_bytes"] = min(
             options.get("max_message_bytes", MAX_MESSAGE_BYTES), size

@@ -74,6 +74,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from tbone.dispatch import jsonenc
 from tbone.dispatch.channels import Channel, ChannelOptions
+from tbone.dispatch.checks import whole_number
 from tbone.dispatch.events import Event, History, MessageTooLarge
 
 # 5.0.1 brought Redis.aclose() and Redis.from_pool(), both used here.
@@ -241,8 +242,7 @@ class RedisChannel(Channel):
             ("block_ms", block_ms),
             ("read_count", read_count),
         ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{option} must be a positive int, got {value!r}")
+            whole_number(option, value)
         if isinstance(gather_ms, bool) or not isinstance(gather_ms, (int, float)):
             raise TypeError(f"gather_ms must be a number of milliseconds, got {gather_ms!r}")
         if not 0 <= gather_ms <= 1000:

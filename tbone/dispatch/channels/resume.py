@@ -28,22 +28,25 @@ How (``docs/channels.md``, "Ids, history and resume"):
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import warnings
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tbone.dispatch.events import Event, History, recovered_frame
 
 if TYPE_CHECKING:
     from tbone.dispatch.carriers import Carrier
-    from tbone.dispatch.channels.fanout import Fanout, Subscription
+    from tbone.dispatch.channels.fanout import Fanout, Membership
 
 __all__ = [
     "PAGE_EVENTS",
     "REPLAY_BYTES",
     "REPLAY_EVENTS",
     "Hold",
+    "ResumeLocks",
     "Source",
     "replay",
     "warn_replay_cap",
@@ -69,6 +72,29 @@ def warn_replay_cap(what: str, stacklevel: int = 1) -> None:
         DeprecationWarning,
         stacklevel=stacklevel + 1,
     )
+
+
+class ResumeLocks:
+    """One lock per connection: the resumes of one connection on a channel run one at a time."""
+
+    __slots__ = ("_locks",)
+
+    def __init__(self) -> None:
+        self._locks: dict[Carrier, asyncio.Lock] = {}
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    @contextlib.asynccontextmanager
+    async def held(self, carrier: Carrier) -> AsyncIterator[None]:
+        """Hold the lock of ``carrier``'s connection; it is forgotten once nobody wants it."""
+        lock = self._locks.setdefault(carrier, asyncio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and self._locks.get(carrier) is lock:
+                del self._locks[carrier]
 
 
 class Source(Protocol):
@@ -103,7 +129,7 @@ class Hold:
         "sub",
     )
 
-    def __init__(self, sub: Subscription, names: set[str], order_key: Callable[[str], Any]) -> None:
+    def __init__(self, sub: Membership, names: set[str], order_key: Callable[[str], Any]) -> None:
         self.sub = sub
         self.order_key = order_key
         self.names = names
@@ -190,7 +216,7 @@ async def replay(
     """
     for name in names:
         channel.subscribe(name, carrier)
-    sub = fanout.subscription(carrier)
+    sub = fanout.membership(carrier)
     if sub is None:  # nothing to resume, or the carrier closed
         return True
     # Set before any await: no live event of `names` can pass before the hold is on.
