@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypedDict, TypeVar, cast
 from tbone.dispatch import jsonenc
 from tbone.dispatch.carriers import Carrier, wait_closing
 from tbone.dispatch.channels import registry
-from tbone.dispatch.channels.backend import BackendHooks, page_of
+from tbone.dispatch.channels.backend import BackendCalls, BackendHooks, page_of
 from tbone.dispatch.channels.consumer import YIELD_EVERY as YIELD_EVERY
 from tbone.dispatch.channels.consumer import Consumer
 from tbone.dispatch.channels.counters import Counters
@@ -116,28 +116,15 @@ class ChannelOptions(TypedDict, total=False):
     backoff: tuple[float, float]
 
 
-class Channel(BackendHooks, metaclass=registry.ChannelMeta):
+class Channel(BackendHooks, BackendCalls, metaclass=registry.ChannelMeta):
     """Base class of channels. See the module docstring for the rules.
 
-    Options common to every backend (``docs/channels.md`` has the long form):
-
-    * ``history``: how many recent events the channel keeps for resume (backends with their
-      own store keep theirs; see each backend).
-    * ``max_message_bytes``: the largest event ``publish`` accepts (its name plus its JSON
-      data, in bytes; 512 KiB, half of a connection's default outbox). Bigger raises
-      :class:`~tbone.dispatch.events.MessageTooLarge` before anything is stored.
-    * ``window``, ``window_bytes``: the catch-up window, where connections that fall behind
-      read from (4,096 events, at most half of ``history``, and 16 MiB). When it is full and a
-      connection still needs its oldest event, the consumer waits for that connection.
-    * ``queue_size``, ``queue_bytes``: how far this process's publishers may run ahead of its
-      consumer (1,000 events, at most half of ``history``, and 8 MiB); beyond that
-      ``publish`` waits, so they cannot push unread events out of a backend's history.
-    * ``publish_timeout``: the longest one ``publish`` waits for that (5 s); then it stores
-      the event anyway.
-    * ``backoff``: (first, max) seconds between attempts when the backend fails.
-
-    A wrong type raises TypeError, a value out of range ValueError. A second
-    ``SomeChannel(name=...)`` call returns the first channel; its options are ignored.
+    Options common to every backend, each stated in ``docs/channels.md``: ``history`` (events
+    kept for resume; "Ids, history and resume"), ``max_message_bytes``, ``window``,
+    ``window_bytes``, ``queue_size``, ``queue_bytes``, ``publish_timeout`` ("Flow control")
+    and ``backoff`` ("Lifecycle"). A wrong type raises TypeError, a value out of range
+    ValueError. A second ``SomeChannel(name=...)`` call returns the first channel; its
+    options are ignored.
     """
 
     #: Short backend name shown by :meth:`stats`.
@@ -218,20 +205,13 @@ class Channel(BackendHooks, metaclass=registry.ChannelMeta):
         # The consumer's task (tests wait for it).
         return self._life.task
 
-    def check_size(self, name: str, payload: bytes) -> None:
-        """Raise MessageTooLarge if ``name`` plus the JSON ``payload`` is over the limit."""
-        self._gate.check_size(name, payload)
-
     # -- subscribing -------------------------------------------------------------------------
 
     def subscribe(self, event: str, carrier: Carrier) -> None:
         """Send ``event`` events to ``carrier`` from now on; starts the consumer if needed.
 
-        Subscribing the same connection twice to an event is one subscription. The first
-        carrier subscribed for a connection is kept, so a later carrier object for the same
-        connection works for :meth:`unsubscribe`. "From now on" is the channel's stream: a
-        connection that is behind gets the events delivered after this call, when it gets there.
-        Raises ValueError when ``carrier`` is closed.
+        Idempotent per connection; the first carrier of a connection is kept
+        (``docs/channels.md``, "Subscribing"). Raises ValueError when ``carrier`` is closed.
         """
         self._fanout.subscribe(event, carrier)
         self.kickoff()
@@ -259,16 +239,12 @@ class Channel(BackendHooks, metaclass=registry.ChannelMeta):
     async def publish(self, event: str, data: Any = None) -> Event:
         """Store an event in the backend and return it (with its id).
 
-        Awaits the backend write and, when this process's publishers are more than
-        ``queue_size`` events (or ``queue_bytes``) ahead of its consumer, the consumer's
-        progress, at most ``publish_timeout`` seconds (then it stores regardless). It never
-        waits for a subscriber directly: the consumer lags only while a connection that fell
-        behind holds a full window, which the slow rule ends within ``slow_timeout``.
-
-        Raises TypeError (or ValueError) for ``data`` that :mod:`tbone.dispatch.jsonenc`
-        cannot encode and :class:`~tbone.dispatch.events.MessageTooLarge` over
-        ``max_message_bytes``, both before anything is stored, so no subscriber ever sees a
-        broken or oversized frame; and the backend's error when the write fails.
+        Awaits the backend write, and the consumer's progress while the publish gate is full
+        (:mod:`~tbone.dispatch.channels.gate`; ``docs/channels.md``, "Flow control"). Raises,
+        before anything is stored, TypeError for a bad name or for ``data`` that
+        :mod:`tbone.dispatch.jsonenc` cannot encode and
+        :class:`~tbone.dispatch.events.MessageTooLarge` over ``max_message_bytes``; and the
+        backend's error when the write fails.
         """
         gate = self._gate
         gate.check_name(event)
@@ -282,53 +258,13 @@ class Channel(BackendHooks, metaclass=registry.ChannelMeta):
             gate.track(stored, self._run.last_id, self.order_key)
         return stored
 
-    def expect(self, event: Event) -> None:
-        """Count ``event`` as published here and not yet delivered, before it is stored.
-
-        For backends whose ids carry no order (MongoDB): their consumer may deliver an event
-        before the write returns. :meth:`publish` does it after the write for the others.
-        """
-        self._gate.expect(event)
-
-    def unexpect(self, event: Event) -> None:
-        """The write of an :meth:`expect`-ed event failed: it will not be delivered."""
-        self._gate.unexpect(event)
-
-    # -- delivering --------------------------------------------------------------------------
-
-    def deliver(self, event: Event, *, now: bool = True) -> None:
-        """Hand ``event`` to its subscribers (encoded once). Never blocks or raises.
-
-        ``now`` False: more events follow at once (writers then send them in one go). A
-        connection that is behind does not get the frame now: it reads it from the window
-        later, in order. Called by the consumer loop; backends that have no loop of their own
-        may call it (and should then await :meth:`make_room` when :attr:`blocked` is True).
-        """
-        self._fanout.deliver(event, now)
-        self._run.last_id = event.id
-
-    @property
-    def blocked(self) -> bool:
-        """True while the window is full and a connection behind still needs its oldest event."""
-        return self._fanout.blocked
-
-    async def make_room(self) -> None:
-        """Wait until the window may drop its oldest event (see ``docs/channels.md``).
-
-        The connections that hold it back are waited for at most ``slow_timeout`` in all
-        since each of them fell behind (their own setting); one that has not moved on by then
-        is closed with 1013 and the others go on. The consumer loop awaits this after an event
-        that left the window blocked, so publishers slow down meanwhile.
-        """
-        await self._fanout.make_room()
-
     # -- resume ------------------------------------------------------------------------------
 
     async def history(self, since: str | None = None) -> History:
         """The events still held after id ``since`` (all held events when None), oldest first.
 
-        ``History.complete`` is False when history does not reach back to ``since``: events
-        may have been missed. Raises ValueError for an id this channel cannot read.
+        ``complete`` is False when history does not reach back to ``since``. Raises ValueError
+        for an id this channel cannot read.
         """
         return await self.read_history(since)
 
@@ -344,20 +280,11 @@ class Channel(BackendHooks, metaclass=registry.ChannelMeta):
     ) -> bool:
         """Subscribe ``carrier`` to ``events`` and first send what it missed after ``since``.
 
-        The carrier receives, for the names in ``events``: every held event after ``since``,
-        then a ``recovered`` frame, then live events, none lost or repeated in between. Events
-        of its other subscriptions go on as usual meanwhile: a resume touches only the events
-        it names. History is read in pages and sent at the pace the connection reads, however
-        long it is (the channel's history bounds it). Returns ``complete``: False only when
-        events were lost, because history no longer reached back to ``since`` (see
-        :meth:`history`) or was trimmed past the replay while it was sent (a connection that
-        reads slower than the channel's events come). With ``since=None`` this is a plain
-        subscribe and no ``recovered`` frame is sent, unless ``history`` is True: then the
-        replay starts at the oldest event held. Resumes of one connection on one channel run
-        one after the other.
-
-        ``max_events`` and ``max_bytes`` are deprecated and have no effect: a replay is no
-        longer capped (bound it with the channel's history instead).
+        Every held event of ``events`` after ``since``, a ``recovered`` frame, then live
+        events, none lost or repeated; returns ``complete``, False only when events were lost
+        (``docs/channels.md``, "Ids, history and resume"; :mod:`~tbone.dispatch.channels.resume`).
+        ``since=None`` without ``history`` is a plain subscribe. ``max_events`` and
+        ``max_bytes`` are deprecated and have no effect.
         """
         if max_events != REPLAY_EVENTS or max_bytes != REPLAY_BYTES:
             warn_replay_cap("Channel.resume(max_events=, max_bytes=)", stacklevel=2)
@@ -400,70 +327,27 @@ class Channel(BackendHooks, metaclass=registry.ChannelMeta):
                 return
         self._run.start()
 
-    def mark_ready(self) -> None:
-        """Say that :meth:`listen` reads from a fixed position: :meth:`ready` returns now.
-
-        Backends call it in ``listen`` once the read position is fixed, before waiting for
-        the first event (MemoryChannel, whose queue is the position, already in
-        :meth:`kickoff`). The consumer calls it at the first event of a backend that does
-        not. It also resets the backoff: the backend answers again.
-        """
-        self._run.mark_ready()
-
     async def ready(self, timeout: float | None = None) -> None:
         """Start the consumer if needed and wait until it reads the backend.
 
         Once this returns, every event published (from any process) reaches the current
-        subscribers. Backends that start reading "from now" need a round trip for that; a
-        subscriber that must not miss the first event after subscribing awaits this first.
-
-        Raises :class:`~tbone.dispatch.errors.ChannelUnavailable`, naming the channel, the
-        backend's last error and what to do: after ``timeout`` seconds without an answer
-        (None: no bound; the consumer goes on retrying either way), at once when the
-        consumer's last error is one that retrying cannot fix (:meth:`fatal_error`), and when
-        the channel closes meanwhile.
+        subscribers (``docs/channels.md``, "Waiting for the backend"). Raises
+        :class:`~tbone.dispatch.errors.ChannelUnavailable` after ``timeout`` seconds (None: no
+        bound), at once for an error retrying cannot fix (:meth:`fatal_error`), and when the
+        channel closes meanwhile.
         """
         if timeout is not None and not timeout >= 0:
             raise ValueError(f"timeout must be seconds >= 0 or None, got {timeout!r}")
         self.kickoff()
         await self._run.wait_ready(timeout)
 
-    def report_gap(self, reason: str) -> None:
-        """The consumer skipped events it could not read (trimmed, rolled out): say so.
-
-        Counted in ``stats()["gaps"]``, logged, and every subscribed connection is closed
-        with 1013 so that its client resumes with ``since`` and learns from the ``recovered``
-        frame that history is incomplete: never a silent gap.
-        """
-        self._counters.gaps += 1
-        self._gate.drop()
-        logger.warning(
-            "channel %r: events were lost before the consumer read them (%s); closing %d "
-            "connections with 1013 so that their clients resume",
-            self.name,
-            reason,
-            len(self._fanout.members),
-        )
-        self._fanout.close_all("events lost; resume")
-
-    @property
-    def last_id(self) -> str | None:
-        """The id of the last event the consumer delivered (None before the first one).
-
-        Where the consumer resumes: it calls ``listen(last_id)`` after a backend fault.
-        """
-        return self._run.last_id
-
     async def close(self, *, forget: bool = False, timeout: float | None = None) -> None:
         """Stop the consumer and close every subscribed carrier with 1001 (going away).
 
         Awaits the consumer's end, the carriers' close handshakes and :meth:`close_backend`,
-        leaving no task behind, and ends within ``timeout`` seconds (default
-        :attr:`close_timeout`) whatever the backend or the peers do: a step that overruns (a
-        server that stops answering, a peer that never reads) is logged at WARNING and left
-        behind, and the next step goes on; :meth:`close_backend` gets at least a second. The
-        channel stays registered and starts again on the next subscribe; with
-        ``forget=True`` it is also removed from the registry, so its name can be reused.
+        within ``timeout`` seconds (default :attr:`close_timeout`) whatever the backend or the
+        peers do (``docs/channels.md``, "Lifecycle"). ``forget=True`` also removes the
+        channel from the registry, so its name can be reused.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.close_timeout if timeout is None else timeout)
@@ -505,25 +389,10 @@ class Channel(BackendHooks, metaclass=registry.ChannelMeta):
 
     # -- observability -----------------------------------------------------------------------
 
-    def _count(self, key: str, n: int = 1) -> None:
-        self._counters.add(key, n)
-
     def stats(self) -> dict[str, Any]:
-        """Counters and state, for logs and metrics. All counts are since the process started.
-
-        ``subscribers``: connections subscribed; ``subscriptions``: (event, connection) pairs;
-        ``published``: events this process stored; ``delivered``: frames handed to
-        subscribers' outboxes; ``dropped``: connections removed because a send failed;
-        ``closed_slow``: connections closed with 1013; ``refused``: publishes over
-        ``max_message_bytes``; ``lagging``: connections reading from the window now;
-        ``lagged``: times a connection fell behind; ``window``: events the window holds;
-        ``waits`` and ``waited_s``: times and seconds the consumer waited for a full window;
-        ``pending``: events this process published that its consumer has not delivered;
-        ``publish_waits``: publishes that waited for the consumer; ``gaps``: times the
-        consumer found events lost before it read them; ``reconnects``: consumer restarts;
-        ``errors``: backend failures; ``consumer``: idle, starting, running, reconnecting or
-        closed; ``last_error`` and ``last_id``.
-        """
+        """Counters and state, for logs and metrics, all since the process started: each key
+        is in ``docs/channels.md`` ("stats()"); ``consumer`` is a :class:`ChannelState`'s
+        value."""
         fanout = self._fanout
         return {
             "name": self.name,

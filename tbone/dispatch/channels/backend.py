@@ -1,21 +1,115 @@
-"""The backend contract: the hooks a subclass of ``Channel`` implements or may override.
+"""The backend contract: the hooks a subclass of ``Channel`` implements or may override
+(:class:`BackendHooks`), and the calls it makes on its channel (:class:`BackendCalls`).
 
 ``docs/channels.md`` ("A custom backend") states the contract and runs an example backend in
 the test suite. Required: :meth:`BackendHooks.store`, :meth:`BackendHooks.listen`,
 :meth:`BackendHooks.read_history`. Optional: :meth:`BackendHooks.history_page`,
 :meth:`BackendHooks.order_key`, :meth:`BackendHooks.fatal_error`,
-:meth:`BackendHooks.on_new_loop`, :meth:`BackendHooks.close_backend`.
+:meth:`BackendHooks.on_new_loop`, :meth:`BackendHooks.close_backend`. A backend calls
+:meth:`BackendCalls.mark_ready` in ``listen``, and may call the others of
+:class:`BackendCalls`; nothing else of ``Channel``'s internals.
 """
 
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tbone.dispatch.events import Event, History
 
-__all__ = ["BackendHooks", "page_of"]
+if TYPE_CHECKING:
+    from tbone.dispatch.channels.consumer import Consumer
+    from tbone.dispatch.channels.counters import Counters
+    from tbone.dispatch.channels.fanout import Fanout
+    from tbone.dispatch.channels.gate import PublishGate
+
+__all__ = ["BackendCalls", "BackendHooks", "page_of"]
+
+logger = logging.getLogger("tbone.dispatch.channels")
+
+
+class BackendCalls:
+    """What a backend may call on its channel (the parts are set by ``Channel.__init__``)."""
+
+    name: str
+    _counters: Counters
+    _gate: PublishGate
+    _fanout: Fanout
+    _run: Consumer
+
+    def check_size(self, name: str, payload: bytes) -> None:
+        """Raise MessageTooLarge if ``name`` plus the JSON ``payload`` is over the limit."""
+        self._gate.check_size(name, payload)
+
+    def expect(self, event: Event) -> None:
+        """Count ``event`` as published here and not yet delivered, before it is stored.
+
+        For backends whose ids carry no order (MongoDB): their consumer may deliver an event
+        before the write returns. :meth:`publish` does it after the write for the others.
+        """
+        self._gate.expect(event)
+
+    def unexpect(self, event: Event) -> None:
+        """The write of an :meth:`expect`-ed event failed: it will not be delivered."""
+        self._gate.unexpect(event)
+
+    def deliver(self, event: Event, *, now: bool = True) -> None:
+        """Hand ``event`` to its subscribers (:meth:`Fanout.deliver
+        <tbone.dispatch.channels.fanout.Fanout.deliver>`). Never blocks or raises.
+
+        Called by the consumer loop; backends that have no loop of their own may call it (and
+        should then await :meth:`make_room` when :attr:`blocked` is True).
+        """
+        self._fanout.deliver(event, now)
+        self._run.last_id = event.id
+
+    @property
+    def blocked(self) -> bool:
+        """True while the window is full and a connection behind still needs its oldest event."""
+        return self._fanout.blocked
+
+    async def make_room(self) -> None:
+        """Wait until the window may drop its oldest event (``docs/channels.md``, "Flow
+        control": holding the window)."""
+        await self._fanout.make_room()
+
+    def mark_ready(self) -> None:
+        """Say that :meth:`listen` reads from a fixed position: :meth:`ready` returns now.
+
+        Backends call it in ``listen`` before waiting for the first event; the consumer calls
+        it at the first event of a backend that does not. It also resets the backoff.
+        """
+        self._run.mark_ready()
+
+    def report_gap(self, reason: str) -> None:
+        """The consumer skipped events it could not read (trimmed, rolled out): say so.
+
+        Counted, logged, and every subscribed connection closed with 1013 so that its client
+        resumes and learns that history is incomplete (``docs/channels.md``, "Gaps").
+        """
+        self._counters.gaps += 1
+        self._gate.drop()
+        logger.warning(
+            "channel %r: events were lost before the consumer read them (%s); closing %d "
+            "connections with 1013 so that their clients resume",
+            self.name,
+            reason,
+            len(self._fanout.members),
+        )
+        self._fanout.close_all("events lost; resume")
+
+    @property
+    def last_id(self) -> str | None:
+        """The id of the last event the consumer delivered (None before the first one).
+
+        Where the consumer resumes: it calls ``listen(last_id)`` after a backend fault.
+        """
+        return self._run.last_id
+
+    def _count(self, key: str, n: int = 1) -> None:
+        self._counters.add(key, n)
 
 
 class BackendHooks(abc.ABC):
