@@ -167,6 +167,75 @@ class _End:
         self.error = error
 
 
+class _Acks:
+    """ping, subscribe and unsubscribe run one at a time: each sends its frame and a ping,
+    and an error frame that arrives before the pong answers that frame."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._lock = asyncio.Lock()
+        self._pong: asyncio.Future[None] | None = None
+        self._errors: list[dict[str, Any]] = []
+        self._stale = 0  # pongs still due for pings that timed out
+
+    async def send(
+        self,
+        current: Callable[[], ClientConnection | None],
+        frame: dict[str, Any] | None,
+        timeout: float,
+        *,
+        strict: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Send ``frame`` then a ping on the connection ``current()`` gives once it is this
+        call's turn; return the error frames received before the pong.
+
+        Without a connection (or if it drops meanwhile) returns [] unless ``strict``, in which
+        case ``ConnectionError`` is raised: the next connection asks for the events.
+        """
+        async with self._lock:
+            ws = current()
+            if ws is None:
+                if strict:
+                    raise ConnectionError(f"{self.url}: not connected")
+                return []
+            pong = self._pong = asyncio.get_running_loop().create_future()
+            self._errors = []
+            try:
+                if frame is not None:
+                    await ws.send(json.dumps(frame))
+                await ws.send('{"type":"ping"}')
+                await wait_at_most(asyncio.shield(pong), timeout)
+            except TimeoutError:
+                self._stale += 1  # its pong may still come: it must not answer the next
+                raise TimeoutError(f"{self.url}: no answer within {timeout}s") from None
+            except (ConnectionClosed, ConnectionError):
+                if strict:
+                    raise ConnectionError(f"{self.url}: the connection closed") from None
+                return []
+            finally:
+                self._pong = None
+                pong.cancel()
+            return self._errors
+
+    def pong(self) -> None:
+        """A pong frame arrived."""
+        if self._stale:
+            self._stale -= 1
+        elif self._pong is not None and not self._pong.done():
+            self._pong.set_result(None)
+
+    def error(self, payload: dict[str, Any]) -> None:
+        """An error frame arrived."""
+        if self._pong is not None:
+            self._errors.append(payload)
+
+    def dropped(self) -> None:
+        """The connection is gone: a waiting call learns it."""
+        self._stale = 0
+        if self._pong is not None and not self._pong.done():
+            self._pong.set_exception(ConnectionError("the connection closed"))
+
+
 class Subscription:
     """An open subscription: iterate it for :class:`~tbone.dispatch.events.Event` objects.
 
@@ -192,7 +261,7 @@ class Subscription:
         on_recovered: Callable[[Recovered], Any] | None = None,
         on_error: Callable[[dict[str, Any]], Any] | None = None,
     ) -> None:
-        self.state = ClientState(url, events, since, on_recovered=on_recovered, on_error=on_error)
+        self.state = ClientState(url, events, since)
         self._backoff = Backoff(backoff, retries)
         whole_number("queue_size", queue_size)
         self.url = url
@@ -203,17 +272,14 @@ class Subscription:
         self.origin = origin
         self.headers = dict(headers or {})
         self.on_connected = on_connected
+        self.on_recovered = on_recovered
+        self.on_error = on_error
         self._queue: asyncio.Queue[Event | _End] = asyncio.Queue(queue_size)
         self._ws: ClientConnection | None = None
         self._connected = asyncio.Event()
         self._disconnected = asyncio.Event()
         self._disconnected.set()
-        # ping, subscribe and unsubscribe run one at a time: each sends its frame and a ping,
-        # and an error frame that arrives before the pong answers that frame.
-        self._ack_lock = asyncio.Lock()
-        self._pong: asyncio.Future[None] | None = None
-        self._ack_errors: list[dict[str, Any]] = []
-        self._stale_pongs = 0  # pongs still due for pings that timed out
+        self._acks = _Acks(url)
         self._task: asyncio.Task[None] | None = None
         self._ended = False
 
@@ -249,24 +315,6 @@ class Subscription:
         return self.state.connections
 
     @property
-    def on_recovered(self) -> Callable[[Recovered], Any] | None:
-        """Called with each :class:`Recovered` (may be set at any time)."""
-        return self.state.on_recovered
-
-    @on_recovered.setter
-    def on_recovered(self, callback: Callable[[Recovered], Any] | None) -> None:
-        self.state.on_recovered = callback
-
-    @property
-    def on_error(self) -> Callable[[dict[str, Any]], Any] | None:
-        """Called with each ``error`` frame's payload (may be set at any time)."""
-        return self.state.on_error
-
-    @on_error.setter
-    def on_error(self, callback: Callable[[dict[str, Any]], Any] | None) -> None:
-        self.state.on_error = callback
-
-    @property
     def connected(self) -> bool:
         """True while a connection is open."""
         return self._connected.is_set()
@@ -279,10 +327,8 @@ class Subscription:
             raise TimeoutError(f"{self.url}: not connected within {timeout}s") from None
 
     async def wait_disconnected(self, timeout: float = 10.0) -> None:
-        """Wait until no connection is open (a drop the client is about to retry, or the end).
-
-        Raises ``TimeoutError`` after ``timeout`` seconds.
-        """
+        """Wait until no connection is open (a drop about to be retried, or the end); raises
+        ``TimeoutError`` after ``timeout`` seconds."""
         try:
             await wait_at_most(self._disconnected.wait(), timeout)
         except TimeoutError:
@@ -300,8 +346,8 @@ class Subscription:
         if not names:
             return
         self.state.events.extend(names)
-        errors = await self._acknowledged(
-            {"type": "subscribe", "payload": {"events": names}}, timeout
+        errors = await self._acks.send(
+            lambda: self._ws, {"type": "subscribe", "payload": {"events": names}}, timeout
         )
         if errors:
             self.state.events = [n for n in self.events if n not in names]
@@ -316,7 +362,9 @@ class Subscription:
         if not names:
             return
         self.state.events = [n for n in self.events if n not in names]
-        await self._acknowledged({"type": "unsubscribe", "payload": {"events": names}}, timeout)
+        await self._acks.send(
+            lambda: self._ws, {"type": "unsubscribe", "payload": {"events": names}}, timeout
+        )
 
     async def ping(self, timeout: float = 10.0) -> float:
         """Send a protocol ``ping`` and wait for the ``pong``; return the round trip in seconds.
@@ -329,41 +377,8 @@ class Subscription:
             raise ConnectionError(f"{self.url}: not connected")
         loop = asyncio.get_running_loop()
         start = loop.time()
-        await self._acknowledged(None, timeout, strict=True)
+        await self._acks.send(lambda: self._ws, None, timeout, strict=True)
         return loop.time() - start
-
-    async def _acknowledged(
-        self, frame: dict[str, Any] | None, timeout: float, *, strict: bool = False
-    ) -> list[dict[str, Any]]:
-        """Send ``frame`` then a ping; return the error frames received before the pong.
-
-        Without a connection (or if it drops meanwhile) returns [] unless ``strict``, in which
-        case ``ConnectionError`` is raised: the next connection asks for ``self.events``.
-        """
-        async with self._ack_lock:
-            ws = self._ws
-            if ws is None:
-                if strict:
-                    raise ConnectionError(f"{self.url}: not connected")
-                return []
-            pong = self._pong = asyncio.get_running_loop().create_future()
-            self._ack_errors = []
-            try:
-                if frame is not None:
-                    await ws.send(json.dumps(frame))
-                await ws.send('{"type":"ping"}')
-                await wait_at_most(asyncio.shield(pong), timeout)
-            except TimeoutError:
-                self._stale_pongs += 1  # its pong may still come: it must not answer the next
-                raise TimeoutError(f"{self.url}: no answer within {timeout}s") from None
-            except (ConnectionClosed, ConnectionError):
-                if strict:
-                    raise ConnectionError(f"{self.url}: the connection closed") from None
-                return []
-            finally:
-                self._pong = None
-                pong.cancel()
-            return self._ack_errors
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self
@@ -418,8 +433,11 @@ class Subscription:
         while True:
             try:
                 outcome, last_error = await self._attempt()
-            finally:
-                self._dropped()
+            finally:  # the connection is gone, or never opened
+                self._ws = None
+                self._connected.clear()
+                self._disconnected.set()
+                self._acks.dropped()
             if outcome == "end":
                 return
             if outcome == "start over":
@@ -468,6 +486,8 @@ class Subscription:
             code = ws.close_code
             next_step = self.state.closed(code)
             if next_step == "start over":
+                if self.on_recovered is not None:
+                    call(self.on_recovered, self.recoveries[-1])
                 return "start over", None
             if next_step == "refused":
                 reason = ws.close_reason or ""
@@ -485,16 +505,6 @@ class Subscription:
             self._backoff.failed()
             return "failed", exc
 
-    def _dropped(self) -> None:
-        # The connection is gone (or never opened).
-        self._ws = None
-        self._connected.clear()
-        self._disconnected.set()
-        self._stale_pongs = 0
-        if self._pong is not None and not self._pong.done():
-            # The waiting call learns that the connection is gone.
-            self._pong.set_exception(ConnectionError("the connection closed"))
-
     async def _serve(self, ws: ClientConnection, asked: list[str]) -> None:
         self._ws = ws
         self._disconnected.clear()
@@ -511,13 +521,15 @@ class Subscription:
                     # Queued before last_id moves: an event is only "seen" once it is queued.
                     await self._queue.put(found)
                     self.state.queued(found)
+                elif isinstance(found, Recovered):
+                    if self.on_recovered is not None:
+                        call(self.on_recovered, found)
                 elif found == "pong":
-                    if self._stale_pongs:
-                        self._stale_pongs -= 1
-                    elif self._pong is not None and not self._pong.done():
-                        self._pong.set_result(None)
-                elif isinstance(found, dict) and self._pong is not None:
-                    self._ack_errors.append(found)
+                    self._acks.pong()
+                elif isinstance(found, dict):
+                    self._acks.error(found)
+                    if self.on_error is not None:
+                        call(self.on_error, found)
 
     async def _end(self, error: BaseException | None) -> None:
         # The consumer may be behind: wait for room rather than drop the ending.

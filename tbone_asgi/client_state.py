@@ -145,19 +145,9 @@ Next = Literal["start over", "refused", "retry"]
 class ClientState:
     """One subscription's state across its connections (see the module docstring)."""
 
-    def __init__(
-        self,
-        url: str,
-        events: Iterable[str] | None,
-        since: str | None,
-        *,
-        on_recovered: Callable[[Recovered], Any] | None = None,
-        on_error: Callable[[dict[str, Any]], Any] | None = None,
-    ) -> None:
+    def __init__(self, url: str, events: Iterable[str] | None, since: str | None) -> None:
         self.url = check_url(url)
         self.events = check_events(events)
-        self.on_recovered = on_recovered
-        self.on_error = on_error
         #: Id of the last event queued; a reconnect resumes after it.
         self.last_id: str | None = since
         #: Every ``recovered`` frame received, oldest first.
@@ -200,9 +190,10 @@ class ClientState:
             frames.append({"type": "unsubscribe", "payload": {"events": removed}})
         return frames
 
-    def receive(self, message: str | bytes) -> Event | Pong | dict[str, Any] | None:
-        """What the frame ``message`` means: an event to queue (then :meth:`queued`), a pong,
-        an error frame's payload (recorded), or None (recorded, or ignored)."""
+    def receive(self, message: str | bytes) -> Event | Recovered | Pong | dict[str, Any] | None:
+        """What the frame ``message`` means: an event to queue (then :meth:`queued`), the end
+        of a resume (recorded), a pong, an error frame's payload (recorded), or None (a frame
+        this client ignores)."""
         frame = self._decode(message)
         if frame is None:
             return None
@@ -216,17 +207,15 @@ class ClientState:
                 str(payload.get("channel")),
             )
         if kind == "recovered" and isinstance(payload, dict):
-            self.recovered(payload, self._resumed_from)
             self.progress = True
-        elif kind == "pong":
+            return self.recovered(payload, self._resumed_from)
+        if kind == "pong":
             return "pong"
-        elif kind == "error" and isinstance(payload, dict):
+        if kind == "error" and isinstance(payload, dict):
             if payload.get("code") == "bad_since":
                 self._bad_since = True
             self.errors.append(payload)
             logger.warning("%s: server error frame: %s", self.url, payload)
-            if self.on_error is not None:
-                call(self.on_error, payload)
             return payload
         return None
 
@@ -236,7 +225,8 @@ class ClientState:
         self.progress = True
 
     def closed(self, code: int | None) -> Next:
-        """The server closed the connection with ``code``: what to do next."""
+        """The server closed the connection with ``code``: what to do next ("start over"
+        records a :class:`Recovered`, the last of :attr:`recoveries`)."""
         if code == 1008 and self._bad_since and self.last_id is not None:
             # The server cannot read our id (another backend, or a bad since= given to us):
             # history cannot be checked, so say so and start from now.
@@ -247,7 +237,7 @@ class ClientState:
             return "refused"
         return "retry"
 
-    def recovered(self, payload: dict[str, Any], since: str | None) -> None:
+    def recovered(self, payload: dict[str, Any], since: str | None) -> Recovered:
         """Record a ``recovered`` frame (or the client's own, starting over)."""
         rec = Recovered(str(payload.get("channel")), bool(payload.get("complete")), since or "")
         self.recoveries.append(rec)
@@ -255,8 +245,7 @@ class ClientState:
             logger.warning(
                 "%s: history did not reach back to %s; events were lost", self.url, since
             )
-        if self.on_recovered is not None:
-            call(self.on_recovered, rec)
+        return rec
 
     def _decode(self, message: str | bytes) -> dict[str, Any] | None:
         try:
