@@ -50,7 +50,6 @@ __all__ = [
     "Fanout",
     "Interceptor",
     "Membership",
-    "Subscription",
     "takes_frames",
 ]
 
@@ -104,10 +103,6 @@ class Membership:
     def closed(self, how: Closed) -> None:
         """The carrier closed and left every channel."""
         self.fanout.closed(self, how)
-
-
-#: The name this module gave :class:`Membership` before (kept for code that imports it).
-Subscription = Membership
 
 
 class Fanout:

@@ -100,7 +100,7 @@ class Lag:
     ``names``: its subscriptions when it started lagging. A later subscribe or unsubscribe is
     recorded with the seq it happened at, so events before it are judged by the old state and
     events after it by the new one. ``held``: seconds the consumer has waited for this
-    connection to free the window since it started lagging (see ``Channel._make_room``).
+    connection to free the window since it started lagging (see ``Fanout.make_room``).
     """
 
     __slots__ = ("cursor", "held", "names", "toggles")
