@@ -7,21 +7,11 @@ process, created on first use. The flow of one event::
         -> each subscribed carrier's bounded outbox -> its writer task -> websocket
                           (or, for a connection behind: the catch-up window -> its outbox)
 
-Rules (``docs/channels.md`` has the long form):
-
-* ``publish`` returns once the backend has stored the event. It waits only when this
-  process's publishers are ``queue_size`` events ahead of its consumer, and at most
-  ``publish_timeout``; never for a subscriber directly.
-* Each subscriber receives a channel's events in the order the backend gives them (publish
-  order for one publisher), none lost: a connection whose outbox is half full reads from the
-  channel's window until it has caught up (:mod:`tbone.dispatch.channels.window`).
-* A connection that stays behind without sending for ``slow_timeout``, or that holds a full
-  window that long, is closed with 1013; one whose send fails is dropped.
-* Events over ``max_message_bytes`` are refused at publish with MessageTooLarge.
-* The consumer starts when the first carrier subscribes (or on :meth:`Channel.kickoff`) and
-  survives backend faults: it logs, counts, backs off, and resumes after the last event it
-  delivered. :meth:`Channel.ready` waits for it, within a timeout if given, and fails at once
-  on an error that retrying cannot fix.
+The rules are stated once, in ``docs/channels.md``: "Publishing and delivery" (order, none
+lost), "Flow control" (when a connection is behind, when it is closed with 1013, how far
+publishers may run ahead, ``max_message_bytes``), "Waiting for the backend" (:meth:`Channel.ready`)
+and "Lifecycle" (the consumer starts on the first subscribe, survives backend faults, resumes
+after the last event it delivered).
 
 Writing a backend: subclass :class:`Channel` and implement :meth:`Channel.store`,
 :meth:`Channel.listen` and :meth:`Channel.read_history`; the optional hooks are

@@ -4,10 +4,10 @@ A :class:`Fanout` belongs to one channel. It keeps one :class:`Membership` per c
 (the event names it wants, where it is in the catch-up window when it is behind, a resume in
 progress), and hands each event to the connections subscribed to its name, in order.
 
-Rules (``docs/channels.md``, "Flow control"):
+Rules (stated in ``docs/channels.md``, "Flow control"):
 
 * An event's frame is encoded once and offered to every subscribed connection's outbox; a
-  connection that is *behind* (outbox half full) gets it later from the catch-up window
+  connection that is *behind* (``Carrier.behind``) gets it later from the catch-up window
   (:mod:`tbone.dispatch.channels.window`), in order, when its writer has room again.
 * When the window is full and a connection still needs its oldest event, :attr:`Fanout.blocked`
   is True and the consumer awaits :meth:`Fanout.make_room`, which waits for that connection

@@ -104,8 +104,8 @@ class RedisChannel(Channel):
     * ``socket_timeout``: seconds a ``publish`` or history read waits for Redis (clients made
       from ``url`` only).
     * ``max_message_bytes``, ``window``, ``window_bytes``, ``queue_size``, ``queue_bytes``,
-      ``publish_timeout``, ``backoff``: as for every :class:`Channel`. The window is at most
-      half of ``maxlen``.
+      ``publish_timeout``, ``backoff``: as for every :class:`Channel` (``maxlen`` is its
+      ``history``).
 
     Connections belong to the event loop that opened them: ``await channel.close()`` before
     that loop ends (``tbone_asgi.channels_lifespan`` does); the channel then runs again on the

@@ -1,8 +1,9 @@
 """The catch-up window: recent events kept for connections that fell behind.
 
-A connection whose outbox is more than half full stops receiving frames at delivery time; it
-*lags*: the channel remembers where it stopped (a cursor into this window) and its writer task
-takes the following events from the window once it has drained its outbox to a quarter. The
+A connection that is behind (``Carrier.behind``; the thresholds are stated in
+``docs/channels.md``, "Flow control") stops receiving frames at delivery time; it *lags*: the
+channel remembers where it stopped (a cursor into this window) and its writer task takes the
+following events from the window once it has room again (``Link.refill``). The
 window is shared by every lagging connection of a channel, so a burst costs one reference per
 event, not one queued frame per event per connection. It is only kept while some connection
 lags.
