@@ -44,17 +44,16 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
-import re
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from tbone.dispatch.checks import whole_number
 from tbone.dispatch.errors import TBoneError
 from tbone.dispatch.events import Event
 from tbone.dispatch.extras import requires
 from tbone.dispatch.timeouts import wait_at_most
+from tbone_asgi.client_state import REFUSING_CLOSE_CODES as REFUSING_CLOSE_CODES
+from tbone_asgi.client_state import Backoff, ClientState, Recovered, call, check_events
 
 with requires(__name__, "the 'websockets' library", extra="client"):
     from websockets.asyncio.client import ClientConnection, connect
@@ -75,9 +74,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("tbone_asgi.client")
-
-#: Close codes that mean "do not come back with the same request": retrying cannot help.
-REFUSING_CLOSE_CODES = frozenset({1002, 1003, 1007, 1008, 1009, 1010})
 
 
 class SubscriptionError(TBoneError):
@@ -147,23 +143,6 @@ class SubscriptionLost(SubscriptionError):
         )
 
 
-@dataclass(frozen=True)
-class Recovered:
-    """The end of a resume: every event after ``since`` that the server still held came first.
-
-    ``complete`` is False only when events were lost: the server's history did not reach
-    back to ``since`` (the server restarted with in-memory history, or it was trimmed), or
-    was trimmed past the replay before it could be sent. A long replay is never cut short.
-    It is also False, with ``channel`` empty, when the server could not read ``since`` at all
-    (a ``bad_since`` error: say, the channel's backend changed): the client then starts again
-    from the current events.
-    """
-
-    channel: str
-    complete: bool
-    since: str
-
-
 class SubscribeOptions(TypedDict, total=False):
     """The keyword options of :func:`subscribe`, as :class:`Subscription` takes them.
 
@@ -192,48 +171,81 @@ class _End:
         self.error = error
 
 
-# The protocol's rule for event names (tbone.dispatch.protocol.valid_event_name), checked here
-# so a bad name fails at once instead of being refused by the server at every reconnect.
-_EVENT_NAME = re.compile(r"[A-Za-z0-9_.:\-]{1,200}")
+class _Acks:
+    """ping, subscribe and unsubscribe run one at a time: each sends its frame and a ping,
+    and an error frame that arrives before the pong answers that frame."""
 
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._lock = asyncio.Lock()
+        self._pong: asyncio.Future[None] | None = None
+        self._errors: list[dict[str, Any]] = []
+        self._stale = 0  # pongs still due for pings that timed out
 
-def _check_events(events: Iterable[str] | None) -> list[str]:
-    if events is None:
-        return []
-    if isinstance(events, str):
-        raise TypeError(
-            f"events must be a list of event names, not the string {events!r}: events=[{events!r}]"
-        )
-    names = list(events)
-    for name in names:
-        if not isinstance(name, str) or not _EVENT_NAME.fullmatch(name):
-            raise ValueError(
-                f"bad event name {name!r}: names are 1 to 200 characters of A-Z a-z 0-9 _ . : -"
-            )
-    return names
+    async def send(
+        self,
+        current: Callable[[], ClientConnection | None],
+        frame: dict[str, Any] | None,
+        timeout: float,
+        *,
+        strict: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Send ``frame`` then a ping on the connection ``current()`` gives once it is this
+        call's turn; return the error frames received before the pong.
 
+        Without a connection (or if it drops meanwhile) returns [] unless ``strict``, in which
+        case ``ConnectionError`` is raised: the next connection asks for the events.
+        """
+        async with self._lock:
+            ws = current()
+            if ws is None:
+                if strict:
+                    raise ConnectionError(f"{self.url}: not connected")
+                return []
+            pong = self._pong = asyncio.get_running_loop().create_future()
+            self._errors = []
+            try:
+                if frame is not None:
+                    await ws.send(json.dumps(frame))
+                await ws.send('{"type":"ping"}')
+                await wait_at_most(asyncio.shield(pong), timeout)
+            except TimeoutError:
+                self._stale += 1  # its pong may still come: it must not answer the next
+                raise TimeoutError(f"{self.url}: no answer within {timeout}s") from None
+            except (ConnectionClosed, ConnectionError):
+                if strict:
+                    raise ConnectionError(f"{self.url}: the connection closed") from None
+                return []
+            finally:
+                self._pong = None
+                pong.cancel()
+            return self._errors
 
-def _call(callback: Callable[[Any], Any], value: Any) -> None:
-    # A failing callback is the caller's bug: log it, and keep the connection and its events.
-    try:
-        callback(value)
-    except Exception:
-        logger.exception("%r raised; the subscription goes on", callback)
+    def pong(self) -> None:
+        """A pong frame arrived."""
+        if self._stale:
+            self._stale -= 1
+        elif self._pong is not None and not self._pong.done():
+            self._pong.set_result(None)
 
+    def error(self, payload: dict[str, Any]) -> None:
+        """An error frame arrived."""
+        if self._pong is not None:
+            self._errors.append(payload)
 
-def _check_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss") or not parts.netloc:
-        raise ValueError(
-            f"{url!r} is not a websocket URL: use ws://host:port/path (or wss:// for TLS)"
-        )
-    return url
+    def dropped(self) -> None:
+        """The connection is gone: a waiting call learns it."""
+        self._stale = 0
+        if self._pong is not None and not self._pong.done():
+            self._pong.set_exception(ConnectionError("the connection closed"))
 
 
 class Subscription:
     """An open subscription: iterate it for :class:`~tbone.dispatch.events.Event` objects.
 
     Made by :func:`subscribe`; see the module docstring for the reconnect and resume rules.
+    The I/O around a :class:`~tbone_asgi.client_state.ClientState` (the sans-I/O part: what
+    to ask for, what each frame means) and a :class:`~tbone_asgi.client_state.Backoff`.
     """
 
     def __init__(
@@ -253,14 +265,10 @@ class Subscription:
         on_recovered: Callable[[Recovered], Any] | None = None,
         on_error: Callable[[dict[str, Any]], Any] | None = None,
     ) -> None:
-        self.url = _check_url(url)
-        self.events = _check_events(events)
-        if retries is not None and retries < 0:
-            raise ValueError(f"retries must be None (forever) or >= 0, got {retries}")
-        if queue_size < 1:
-            raise ValueError(f"queue_size must be at least 1, got {queue_size}")
-        if not 0 < backoff[0] <= backoff[1]:
-            raise ValueError(f"backoff must be (first, max) with 0 < first <= max, got {backoff}")
+        self.state = ClientState(url, events, since)
+        self._backoff = Backoff(backoff, retries)
+        whole_number("queue_size", queue_size)
+        self.url = url
         self.retries = retries
         self.backoff = backoff
         self.open_timeout = open_timeout
@@ -270,27 +278,12 @@ class Subscription:
         self.on_connected = on_connected
         self.on_recovered = on_recovered
         self.on_error = on_error
-        #: Id of the last event received; a reconnect resumes after it.
-        self.last_id: str | None = since
-        #: Every ``recovered`` frame received, oldest first.
-        self.recoveries: list[Recovered] = []
-        #: Every ``error`` frame's payload received, oldest first.
-        self.errors: list[dict[str, Any]] = []
-        #: Successful connections so far (1 after the first, 2 after one reconnect, ...).
-        self.connections = 0
         self._queue: asyncio.Queue[Event | _End] = asyncio.Queue(queue_size)
         self._ws: ClientConnection | None = None
         self._connected = asyncio.Event()
         self._disconnected = asyncio.Event()
         self._disconnected.set()
-        # ping, subscribe and unsubscribe run one at a time: each sends its frame and a ping,
-        # and an error frame that arrives before the pong answers that frame.
-        self._ack_lock = asyncio.Lock()
-        self._pong: asyncio.Future[None] | None = None
-        self._ack_errors: list[dict[str, Any]] = []
-        self._stale_pongs = 0  # pongs still due for pings that timed out
-        self._progress = False  # the current connection brought an event or a resume's end
-        self._bad_since = False  # the server could not read our since on this connection
+        self._acks = _Acks(url)
         self._task: asyncio.Task[None] | None = None
         self._ended = False
 
@@ -299,6 +292,31 @@ class Subscription:
         return f"<Subscription {self.url} events={self.events} {state} last_id={self.last_id}>"
 
     # -- public API --------------------------------------------------------------------------
+
+    @property
+    def events(self) -> list[str]:
+        """The event names asked for (after every reconnect too)."""
+        return self.state.events
+
+    @property
+    def last_id(self) -> str | None:
+        """Id of the last event received; a reconnect resumes after it."""
+        return self.state.last_id
+
+    @property
+    def recoveries(self) -> list[Recovered]:
+        """Every ``recovered`` frame received, oldest first."""
+        return self.state.recoveries
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        """Every ``error`` frame's payload received, oldest first."""
+        return self.state.errors
+
+    @property
+    def connections(self) -> int:
+        """Successful connections so far (1 after the first, 2 after one reconnect, ...)."""
+        return self.state.connections
 
     @property
     def connected(self) -> bool:
@@ -313,10 +331,8 @@ class Subscription:
             raise TimeoutError(f"{self.url}: not connected within {timeout}s") from None
 
     async def wait_disconnected(self, timeout: float = 10.0) -> None:
-        """Wait until no connection is open (a drop the client is about to retry, or the end).
-
-        Raises ``TimeoutError`` after ``timeout`` seconds.
-        """
+        """Wait until no connection is open (a drop about to be retried, or the end); raises
+        ``TimeoutError`` after ``timeout`` seconds."""
         try:
             await wait_at_most(self._disconnected.wait(), timeout)
         except TimeoutError:
@@ -330,15 +346,15 @@ class Subscription:
         connected, the events are asked for when the next connection opens. Raises
         ``ValueError`` for a name the protocol does not allow.
         """
-        names = [n for n in _check_events(events) if n not in self.events]
+        names = [n for n in check_events(events) if n not in self.events]
         if not names:
             return
-        self.events.extend(names)
-        errors = await self._acknowledged(
-            {"type": "subscribe", "payload": {"events": names}}, timeout
+        self.state.events.extend(names)
+        errors = await self._acks.send(
+            lambda: self._ws, {"type": "subscribe", "payload": {"events": names}}, timeout
         )
         if errors:
-            self.events = [n for n in self.events if n not in names]
+            self.state.events = [n for n in self.events if n not in names]
             raise SubscribeFailed(names, errors[0])
 
     async def unsubscribe(self, events: Iterable[str], timeout: float = 10.0) -> None:
@@ -346,11 +362,13 @@ class Subscription:
 
         Events already queued are still yielded.
         """
-        names = [n for n in _check_events(events) if n in self.events]
+        names = [n for n in check_events(events) if n in self.events]
         if not names:
             return
-        self.events = [n for n in self.events if n not in names]
-        await self._acknowledged({"type": "unsubscribe", "payload": {"events": names}}, timeout)
+        self.state.events = [n for n in self.events if n not in names]
+        await self._acks.send(
+            lambda: self._ws, {"type": "unsubscribe", "payload": {"events": names}}, timeout
+        )
 
     async def ping(self, timeout: float = 10.0) -> float:
         """Send a protocol ``ping`` and wait for the ``pong``; return the round trip in seconds.
@@ -363,41 +381,8 @@ class Subscription:
             raise ConnectionError(f"{self.url}: not connected")
         loop = asyncio.get_running_loop()
         start = loop.time()
-        await self._acknowledged(None, timeout, strict=True)
+        await self._acks.send(lambda: self._ws, None, timeout, strict=True)
         return loop.time() - start
-
-    async def _acknowledged(
-        self, frame: dict[str, Any] | None, timeout: float, *, strict: bool = False
-    ) -> list[dict[str, Any]]:
-        """Send ``frame`` then a ping; return the error frames received before the pong.
-
-        Without a connection (or if it drops meanwhile) returns [] unless ``strict``, in which
-        case ``ConnectionError`` is raised: the next connection asks for ``self.events``.
-        """
-        async with self._ack_lock:
-            ws = self._ws
-            if ws is None:
-                if strict:
-                    raise ConnectionError(f"{self.url}: not connected")
-                return []
-            pong = self._pong = asyncio.get_running_loop().create_future()
-            self._ack_errors = []
-            try:
-                if frame is not None:
-                    await ws.send(json.dumps(frame))
-                await ws.send('{"type":"ping"}')
-                await wait_at_most(asyncio.shield(pong), timeout)
-            except TimeoutError:
-                self._stale_pongs += 1  # its pong may still come: it must not answer the next
-                raise TimeoutError(f"{self.url}: no answer within {timeout}s") from None
-            except (ConnectionClosed, ConnectionError):
-                if strict:
-                    raise ConnectionError(f"{self.url}: the connection closed") from None
-                return []
-            finally:
-                self._pong = None
-                pong.cancel()
-            return self._ack_errors
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self
@@ -433,13 +418,7 @@ class Subscription:
 
     def connect_url(self) -> str:
         """The URL of the next connection: ``events`` and, to resume, ``since`` in the query."""
-        parts = urlsplit(self.url)
-        query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("events", "since")]
-        if self.events:
-            query.append(("events", ",".join(self.events)))
-        if self.last_id is not None:
-            query.append(("since", self.last_id))
-        return urlunsplit(parts._replace(query=urlencode(query, safe=",")))
+        return self.state.connect_url()
 
     async def _run(self) -> None:
         try:
@@ -453,165 +432,111 @@ class Subscription:
             await self._end(exc)
 
     async def _connect_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        failures = 0
-        delay = self.backoff[0]
+        backoff = self._backoff
         last_error: BaseException | None = None
         while True:
-            asked = list(self.events)  # what the URL asks for; later changes are sent on open
-            was_open = False
             try:
-                async with connect(
-                    self.connect_url(),
-                    origin=self.origin,  # type: ignore[arg-type]
-                    additional_headers=self.headers or None,
-                    open_timeout=self.open_timeout,
-                    ping_interval=self.ping_interval,
-                    proxy=None,  # the endpoint is reached directly, as a browser on its page would
-                ) as ws:
-                    failures = 0
-                    was_open = True
-                    self.connections += 1
-                    self._progress = False
-                    self._bad_since = False
-                    opened = loop.time()
-                    await self._serve(ws, asked)
-                # Start the backoff afresh only after a connection that worked: one that
-                # brought an event or a finished resume, or stayed up for a while. A server
-                # that accepts and then closes at once (say, with 1013 while it replays a
-                # backlog) must not get a reconnect storm.
-                if self._progress or loop.time() - opened >= self.backoff[1]:
-                    delay = self.backoff[0]
-                # The server closed the connection (for example 1001 or 1012 on restart).
-                code = ws.close_code
-                if code == 1008 and self._bad_since and self.last_id is not None:
-                    # The server cannot read our id (another backend, or a bad since= given
-                    # to us): history cannot be checked, so say so and start from now.
-                    self._recovered({"channel": "", "complete": False}, self.last_id)
-                    self.last_id = None
-                    continue
-                if code is not None and (code in REFUSING_CLOSE_CODES or 4000 <= code <= 4999):
-                    await self._end(
-                        SubscriptionRefused(self.url, code=code, reason=ws.close_reason or "")
-                    )
-                    return
-                last_error = ConnectionError(f"closed by the server with code {code}")
-            except asyncio.CancelledError:
-                raise
-            except InvalidStatus as exc:
-                status = exc.response.status_code
-                if status < 500 and status != 429:
-                    await self._end(
-                        SubscriptionRefused(self.url, status=status, reason=_text(exc.response))
-                    )
-                    return
-                last_error = exc
-                failures += 1
-            except (OSError, asyncio.TimeoutError, TimeoutError, InvalidHandshake) as exc:
-                last_error = exc
-                failures += 1
-            finally:
+                outcome, last_error = await self._attempt()
+            finally:  # the connection is gone, or never opened
                 self._ws = None
                 self._connected.clear()
                 self._disconnected.set()
-                self._stale_pongs = 0
-                if self._pong is not None and not self._pong.done():
-                    # The waiting call learns that the connection is gone.
-                    self._pong.set_exception(ConnectionError("the connection closed"))
-            if self.retries is not None and failures > self.retries:
+                self._acks.dropped()
+            if outcome == "end":
+                return
+            if outcome == "start over":
+                continue
+            if backoff.exhausted():
                 assert last_error is not None
-                lost = SubscriptionLost(self.url, failures, last_error)
+                lost = SubscriptionLost(self.url, backoff.failures, last_error)
                 lost.__cause__ = last_error
                 await self._end(lost)
                 return
-            # Full jitter: clients that lost the same server do not come back in step.
-            wait = random.uniform(delay / 2, delay)
+            wait = backoff.next_wait()
             logger.info(
                 "%s: %s (%s); reconnecting in %.2fs",
                 self.url,
-                "disconnected" if was_open else "could not connect",
+                "disconnected" if outcome == "closed" else "could not connect",
                 last_error,
                 wait,
-                # How many attempts failed in a row: the command line says after a few that
-                # nothing answers (tbone_asgi.__main__).
-                extra={"failed_in_a_row": failures},
+                # Failed in a row: after a few, `listen` says nothing answers (__main__).
+                extra={"failed_in_a_row": backoff.failures},
             )
-            delay = min(delay * 2, self.backoff[1])
             await asyncio.sleep(wait)
+
+    async def _attempt(self) -> tuple[str, BaseException | None]:
+        # One connection: "end" (the iteration ended), "start over" (at once), "closed" (by
+        # the server) or "failed" (it did not open), with the error to report.
+        loop = asyncio.get_running_loop()
+        asked = list(self.events)  # what the URL asks for; later changes are sent on open
+        try:
+            async with connect(
+                self.connect_url(),
+                origin=self.origin,  # type: ignore[arg-type]
+                additional_headers=self.headers or None,
+                open_timeout=self.open_timeout,
+                ping_interval=self.ping_interval,
+                proxy=None,  # the endpoint is reached directly, as a browser on its page would
+            ) as ws:
+                self._backoff.opened()
+                self.state.opened()
+                opened = loop.time()
+                await self._serve(ws, asked)
+            # Start the backoff afresh only after a connection that worked: one that brought
+            # an event or a finished resume, or stayed up for a while. A server that accepts
+            # and then closes at once (say, with 1013 while it replays a backlog) must not get
+            # a reconnect storm.
+            if self.state.progress or loop.time() - opened >= self.backoff[1]:
+                self._backoff.worked()
+            # The server closed the connection (for example 1001 or 1012 on restart).
+            code = ws.close_code
+            next_step = self.state.closed(code)
+            if next_step == "start over":
+                if self.on_recovered is not None:
+                    call(self.on_recovered, self.recoveries[-1])
+                return "start over", None
+            if next_step == "refused":
+                reason = ws.close_reason or ""
+                await self._end(SubscriptionRefused(self.url, code=code, reason=reason))
+                return "end", None
+            return "closed", ConnectionError(f"closed by the server with code {code}")
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            if status < 500 and status != 429:
+                refused = SubscriptionRefused(self.url, status=status, reason=_text(exc.response))
+                await self._end(refused)
+                return "end", None
+            self._backoff.failed()
+            return "failed", exc
+        except (OSError, asyncio.TimeoutError, TimeoutError, InvalidHandshake) as exc:
+            self._backoff.failed()
+            return "failed", exc
 
     async def _serve(self, ws: ClientConnection, asked: list[str]) -> None:
         self._ws = ws
         self._disconnected.clear()
         self._connected.set()
-        resumed_from = self.last_id
         if self.on_connected is not None:
             # Before any frame is read: the caller hears of the connection before its events.
-            _call(self.on_connected, self)
+            call(self.on_connected, self)
         with contextlib.suppress(ConnectionClosed):
-            # subscribe()/unsubscribe() calls made during the handshake missed the URL.
-            added = [n for n in self.events if n not in asked]
-            removed = [n for n in asked if n not in self.events]
-            if added:
-                await ws.send(json.dumps({"type": "subscribe", "payload": {"events": added}}))
-            if removed:
-                await ws.send(json.dumps({"type": "unsubscribe", "payload": {"events": removed}}))
+            for frame in self.state.changes(asked):
+                await ws.send(json.dumps(frame))
             async for message in ws:
-                frame = self._decode(message)
-                if frame is None:
-                    continue
-                kind = frame.get("type")
-                payload = frame.get("payload")
-                if kind == "event" and isinstance(payload, dict):
-                    event = Event(
-                        str(payload.get("name")),
-                        payload.get("data"),
-                        str(payload.get("id")),
-                        str(payload.get("channel")),
-                    )
-                    # Put before moving last_id: an event is only "seen" once it is queued.
-                    await self._queue.put(event)
-                    self.last_id = event.id
-                    self._progress = True
-                elif kind == "recovered" and isinstance(payload, dict):
-                    self._recovered(payload, resumed_from)
-                    self._progress = True
-                elif kind == "pong":
-                    if self._stale_pongs:
-                        self._stale_pongs -= 1
-                    elif self._pong is not None and not self._pong.done():
-                        self._pong.set_result(None)
-                elif kind == "error" and isinstance(payload, dict):
-                    if payload.get("code") == "bad_since":
-                        self._bad_since = True
-                    if self._pong is not None:
-                        self._ack_errors.append(payload)
-                    self.errors.append(payload)
-                    logger.warning("%s: server error frame: %s", self.url, payload)
+                found = self.state.receive(message)
+                if isinstance(found, Event):
+                    # Queued before last_id moves: an event is only "seen" once it is queued.
+                    await self._queue.put(found)
+                    self.state.queued(found)
+                elif isinstance(found, Recovered):
+                    if self.on_recovered is not None:
+                        call(self.on_recovered, found)
+                elif found == "pong":
+                    self._acks.pong()
+                elif isinstance(found, dict):
+                    self._acks.error(found)
                     if self.on_error is not None:
-                        _call(self.on_error, payload)
-
-    def _recovered(self, payload: dict[str, Any], since: str | None) -> None:
-        rec = Recovered(str(payload.get("channel")), bool(payload.get("complete")), since or "")
-        self.recoveries.append(rec)
-        if not rec.complete:
-            logger.warning(
-                "%s: history did not reach back to %s; events were lost",
-                self.url,
-                since,
-            )
-        if self.on_recovered is not None:
-            _call(self.on_recovered, rec)
-
-    def _decode(self, message: str | bytes) -> dict[str, Any] | None:
-        try:
-            frame = json.loads(message)
-        except ValueError:
-            logger.warning("%s: ignoring a frame that is not JSON: %.80r", self.url, message)
-            return None
-        if not isinstance(frame, dict):
-            logger.warning("%s: ignoring a frame that is not an object: %.80r", self.url, frame)
-            return None
-        return frame
+                        call(self.on_error, found)
 
     async def _end(self, error: BaseException | None) -> None:
         # The consumer may be behind: wait for room rather than drop the ending.

@@ -215,7 +215,7 @@ def _http_response_ok(scope: Scope, send: Send) -> bool:
     if "websocket.http.response" not in (scope.get("extensions") or {}):
         return False
     try:
-        protocol = find_server_protocol(send)
+        protocol = _uvicorn.server_protocol(send)
     except Exception:  # a server we do not know: it offered the extension
         return True
     if protocol is None or not any(

@@ -20,7 +20,9 @@ LAYERS: list[tuple[str, list[str]]] = [
     (
         "foundations",
         [
+            "tbone._logging",
             "tbone.dispatch.errors",
+            "tbone.dispatch.checks",
             "tbone.dispatch.jsonenc",
             "tbone.dispatch.timeouts",
             "tbone.dispatch.extras",
@@ -30,6 +32,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "tbone.dispatch.origin",
             "tbone.dispatch._private",
             "tbone_asgi.client",
+            "tbone_asgi.client_state",
             "tbone_asgi.__main__",
             "tbone_asgi.uvicorn",
             "tbone_asgi.stopping",
@@ -48,12 +51,14 @@ LAYERS: list[tuple[str, list[str]]] = [
         ],
     ),
     ("channels", ["tbone.dispatch.channels"]),
-    ("serving", ["tbone.dispatch.protocol", "tbone.dispatch.serving"]),
+    ("serving", ["tbone.dispatch.protocol", "tbone.dispatch.refusals", "tbone.dispatch.serving"]),
     (
         "glue",
         [
             "tbone.dispatch.glue",
             "tbone_asgi.endpoint",
+            "tbone_asgi.gunicorn",
+            "tbone_asgi.health",
             "tbone_asgi.lifespan",
             "tbone_asgi.metrics",
             "tbone_asgi.middleware",
@@ -79,12 +84,6 @@ _EXACT = {"tbone", "tbone.dispatch", "tbone_asgi"}
 
 # Classes the other half of the restructuring is splitting; remove each name once it is
 # under the limit (this list is temporary and should be empty).
-OVERSIZED_FOR_NOW = {
-    "tbone.dispatch.channels.Channel",
-    "tbone.dispatch.channels.redis.RedisChannel",
-    "tbone.dispatch.channels.mongo.MongoChannel",
-    "tbone_asgi.client.Subscription",
-}
 MAX_CLASS_LINES = 300
 
 
@@ -195,7 +194,7 @@ def test_no_class_is_over_300_lines() -> None:
                 assert node.end_lineno is not None
                 lines = node.end_lineno - node.lineno
                 name = f"{module}.{node.name}"
-                if lines > MAX_CLASS_LINES and name not in OVERSIZED_FOR_NOW:
+                if lines > MAX_CLASS_LINES:
                     over.append(f"{name}: {lines} lines")
     assert over == []
 
@@ -206,12 +205,11 @@ RESTATED = re.compile(
     r"half full|past half|half of either|to a quarter|a quarter of (its|the) outbox"
 )
 # Modules the other half of the restructuring is rewriting; remove each once it links instead.
-RESTATES_FOR_NOW = {"tbone.dispatch.channels", "tbone.dispatch.channels.resume"}
 
 
 def test_the_flow_control_marks_are_stated_once() -> None:
     places = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-    places += [p for m, p in MODULES.items() if m not in RESTATES_FOR_NOW]
+    places += list(MODULES.values())
     found = [
         f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
         for path in places

@@ -30,6 +30,7 @@ from tbone.dispatch.carriers import Carrier
 from tbone.dispatch.carriers.options import CarrierOptions
 from tbone.dispatch.channels import Channel, get_channel
 from tbone.dispatch.channels.mem import MemoryChannel
+from tbone.dispatch.checks import seconds, whole_number
 from tbone.dispatch.errors import CLOSE_NORMAL, CLOSE_TRY_AGAIN_LATER
 from tbone.dispatch.origin import OriginPolicy, header
 from tbone.dispatch.protocol import (
@@ -129,11 +130,11 @@ class ServeOptions:
             object.__setattr__(self, "limits", Limits())  # what limits=None always meant
         elif not isinstance(self.limits, Limits):
             raise TypeError(f"limits must be a Limits(...), got {self.limits!r}")
-        _check_number("max_messages", self.max_messages, whole=True, optional=True)
-        _check_number("max_bytes", self.max_bytes, whole=True, optional=True)
-        _check_number("slow_timeout", self.slow_timeout, whole=False, optional=True)
-        _check_number("close_timeout", self.close_timeout, whole=False, optional=False)
-        _check_number("max_connections", self.max_connections, whole=True, optional=False)
+        whole_number("max_messages", self.max_messages, optional=True)
+        whole_number("max_bytes", self.max_bytes, optional=True)
+        seconds("slow_timeout", self.slow_timeout, optional=True)
+        seconds("close_timeout", self.close_timeout)
+        whole_number("max_connections", self.max_connections)
 
     def carrier_options(self) -> CarrierOptions:
         """The outbox options a carrier of these connections is made with."""
@@ -142,23 +143,6 @@ class ServeOptions:
             "max_bytes": self.max_bytes,
             "slow_timeout": self.slow_timeout,
         }
-
-
-def _check_number(name: str, value: object, *, whole: bool, optional: bool) -> None:
-    if value is None and optional:
-        return
-    if whole:
-        if isinstance(value, bool) or not isinstance(value, int):
-            none = " or None (the default)" if optional else ""
-            raise TypeError(f"{name} must be a whole number{none}, got {value!r}")
-        if value < 1:
-            raise ValueError(f"{name} must be at least 1, got {value}")
-    else:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            none = " or None (the default)" if optional else ""
-            raise TypeError(f"{name} must be a number of seconds{none}, got {value!r}")
-        if not value > 0:
-            raise ValueError(f"{name} must be more than 0 seconds, got {value}")
 
 
 class Handshake(Protocol):

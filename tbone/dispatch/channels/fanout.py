@@ -1,10 +1,10 @@
 """Fan-out: a channel's subscriptions, and how one event reaches each subscribed connection.
 
-A :class:`Fanout` belongs to one channel. It keeps one :class:`Subscription` per connection
+A :class:`Fanout` belongs to one channel. It keeps one :class:`Membership` per connection
 (the event names it wants, where it is in the catch-up window when it is behind, a resume in
 progress), and hands each event to the connections subscribed to its name, in order.
 
-Rules (``docs/channels.md``, "Flow control"):
+Rules (stated in ``docs/channels.md``, "Flow control"):
 
 * An event's frame is encoded once and offered to every subscribed connection's outbox; a
   connection that is *behind* (``Carrier.behind``) gets it later from the catch-up window
@@ -12,38 +12,69 @@ Rules (``docs/channels.md``, "Flow control"):
 * When the window is full and a connection still needs its oldest event, :attr:`Fanout.blocked`
   is True and the consumer awaits :meth:`Fanout.make_room`, which waits for that connection
   at most its ``slow_timeout`` in all and then closes it with 1013.
-* :class:`Subscription` is the channel's side of the carrier contract
+* :class:`Membership` is the channel's side of the carrier contract
   (:class:`tbone.dispatch.carriers.Link`): the carrier calls ``refill()`` when it has room
   and ``carrier_closed(how)`` when it closed. Looking a connection up is one dict access (carriers
   hash by connection), so ``unsubscribe`` is O(1).
+
+Two switches, both explicit:
+
+* The fast path. For a carrier whose class overrides none of :data:`FAST_PATH_BYPASSES`,
+  :meth:`Fanout.deliver` tests the outbox inline (``Carrier.behind``'s test, without the
+  property call) and calls ``offer`` directly (``Carrier.offer_event``'s body). A class
+  that overrides either (an in-process subscriber, a carrier with its own idea of behind)
+  gets its own methods called, whatever else it overrides (:func:`takes_frames`).
+* :attr:`Fanout.flow_control`. False offers every frame at once, with no behind test, lag
+  or window: a connection that stops reading fills its outbox until it overflows and is
+  closed with 1013, as before flow control existed. Only for measuring what flow control
+  costs (the ``tbone (no flow control)`` row of ``python -m bench fanout``); never in a
+  server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from tbone.dispatch.carriers import Carrier
 from tbone.dispatch.channels.window import Lag, Window
 
 if TYPE_CHECKING:
     from tbone.dispatch.carriers import Closed
+    from tbone.dispatch.channels.counters import Counters
     from tbone.dispatch.events import Event
 
-__all__ = ["Fanout", "Hold", "Subscription"]
+__all__ = [
+    "FAST_PATH_BYPASSES",
+    "Fanout",
+    "Interceptor",
+    "Membership",
+    "takes_frames",
+]
 
 logger = logging.getLogger("tbone.dispatch.channels")
 
 
-class Hold(Protocol):
+#: The Carrier members the fast path of :meth:`Fanout.deliver` inlines (``behind``) or
+#: goes around (``offer_event``, for ``offer``).
+FAST_PATH_BYPASSES = ("behind", "offer_event")
+
+
+def takes_frames(cls: type[Carrier]) -> bool:
+    """True when carriers of ``cls`` may take the fast path: it overrides none of
+    :data:`FAST_PATH_BYPASSES` (see the module docstring)."""
+    return all(getattr(cls, name) is getattr(Carrier, name) for name in FAST_PATH_BYPASSES)
+
+
+class Interceptor(Protocol):
     """A resume in progress on a connection (:class:`tbone.dispatch.channels.resume.Hold`)."""
 
     def intercept(self, event: Event) -> bool:
         """True when ``event`` must not be offered now (kept aside, or already replayed)."""
 
 
-class Subscription:
+class Membership:
     """One connection's subscriptions on one channel (a :class:`~tbone.dispatch.carriers.Link`).
 
     ``carrier`` is the connection's live carrier, ``events`` the names it is subscribed to,
@@ -58,12 +89,12 @@ class Subscription:
         self.carrier = carrier
         self.events: set[str] = set()
         self.lag: Lag | None = None
-        self.hold: Hold | None = None
-        #: The carrier takes frames (the base offer_event): offer() them, with no call between.
+        self.hold: Interceptor | None = None
+        #: The carrier's class takes the fast path (:func:`takes_frames`).
         self.frames = True
 
     def __repr__(self) -> str:
-        return f"<Subscription {self.fanout.name!r} {self.carrier!r} {sorted(self.events)}>"
+        return f"<Membership {self.fanout.name!r} {self.carrier!r} {sorted(self.events)}>"
 
     def refill(self) -> None:
         """The carrier has room again: queue the events it lags on."""
@@ -79,31 +110,35 @@ class Subscription:
 class Fanout:
     """The subscriptions of channel ``name`` and the delivery of its events to them.
 
-    ``counts`` is the channel's counter dict (``delivered``, ``lagged``, ``closed_slow``,
-    ``dropped``, ``waits``); ``window`` and ``window_bytes`` bound the catch-up window.
+    ``counts`` is the channel's :class:`~tbone.dispatch.channels.counters.Counters` (this
+    adds to ``delivered``, ``lagged``, ``closed_slow``, ``dropped``, ``waits``); ``window``
+    and ``window_bytes`` bound the catch-up window.
     """
 
-    def __init__(self, name: str, counts: dict[str, int], window: int, window_bytes: int) -> None:
+    #: False: no flow control in :meth:`deliver` (see the module docstring; benchmarks only).
+    flow_control: ClassVar[bool] = True
+
+    def __init__(self, name: str, counts: Counters, window: int, window_bytes: int) -> None:
         self.name = name
         self.counts = counts
         self.window = Window(window, window_bytes)
-        self.subs: dict[Carrier, Subscription] = {}  # by connection
-        self.by_event: dict[str, dict[Subscription, None]] = {}  # in subscription order
-        self.lagging: dict[Subscription, None] = {}  # connections reading from the window
+        self.members: dict[Carrier, Membership] = {}  # by connection
+        self.by_event: dict[str, dict[Membership, None]] = {}  # in subscription order
+        self.lagging: dict[Membership, None] = {}  # connections reading from the window
         self.blocked = False  # the window is full and a lagging connection needs its oldest
         self.waited = 0.0  # seconds make_room() waited in all
         self._room: asyncio.Future[None] | None = None  # make_room() waiting for the window
 
     # -- subscribing -------------------------------------------------------------------------
 
-    def subscribe(self, event: str, carrier: Carrier) -> Subscription:
+    def subscribe(self, event: str, carrier: Carrier) -> Membership:
         """Send ``event`` events to the connection of ``carrier`` from now on (idempotent)."""
-        sub = self.subs.get(carrier)
+        sub = self.members.get(carrier)
         if sub is None:
-            sub = Subscription(self, carrier)
+            sub = Membership(self, carrier)
             sub.carrier = carrier.bind(sub)  # raises ValueError when the carrier is closed
-            sub.frames = type(sub.carrier).offer_event is Carrier.offer_event
-            self.subs[sub.carrier] = sub
+            sub.frames = takes_frames(type(sub.carrier))
+            self.members[sub.carrier] = sub
         if event not in sub.events:
             sub.events.add(event)
             self.by_event.setdefault(event, {})[sub] = None
@@ -113,7 +148,7 @@ class Fanout:
 
     def unsubscribe(self, event: str, carrier: Carrier) -> bool:
         """Stop sending ``event`` events to the connection of ``carrier``. True if it was on."""
-        sub = self.subs.get(carrier)
+        sub = self.members.get(carrier)
         if sub is None or event not in sub.events:
             return False
         sub.events.discard(event)
@@ -128,25 +163,25 @@ class Fanout:
             self._leave(sub)
         return True
 
-    def subscription(self, carrier: Carrier) -> Subscription | None:
-        """The subscription of the connection of ``carrier``, or None."""
-        return self.subs.get(carrier)
+    def membership(self, carrier: Carrier) -> Membership | None:
+        """The membership of the connection of ``carrier``, or None."""
+        return self.members.get(carrier)
 
-    def _leave(self, sub: Subscription) -> None:
+    def _leave(self, sub: Membership) -> None:
         # Nothing subscribed and nothing held back: the connection leaves this channel.
-        if self.subs.get(sub.carrier) is sub:
-            del self.subs[sub.carrier]
+        if self.members.get(sub.carrier) is sub:
+            del self.members[sub.carrier]
         sub.hold = None
         sub.carrier.unbind(sub)
 
-    def closed(self, sub: Subscription, how: Closed) -> None:
+    def closed(self, sub: Membership, how: Closed) -> None:
         """The carrier of ``sub`` closed (and left every channel): drop its entries."""
         if how == "slow":
-            self.counts["closed_slow"] += 1
+            self.counts.closed_slow += 1
         elif how == "failed":
-            self.counts["dropped"] += 1
-        if self.subs.get(sub.carrier) is sub:
-            del self.subs[sub.carrier]
+            self.counts.dropped += 1
+        if self.members.get(sub.carrier) is sub:
+            del self.members[sub.carrier]
         for event in sub.events:
             subs = self.by_event.get(event)
             if subs is not None:
@@ -162,7 +197,7 @@ class Fanout:
 
     def close_all(self, reason: str) -> None:
         """Close every connection with 1013 without waiting (the channel lost events)."""
-        for sub in list(self.subs.values()):
+        for sub in list(self.members.values()):
             sub.carrier.close_soon(reason, slow=False)
 
     # -- delivering --------------------------------------------------------------------------
@@ -172,8 +207,11 @@ class Fanout:
 
         ``now`` False: more events follow at once, so frames queue and each writer sends them
         in one go. A connection that is behind does not get the frame now: it reads it from
-        the window later, in order.
+        the window later, in order. With :attr:`flow_control` False, every frame is offered.
         """
+        if not self.flow_control:
+            self._offer_all(event, now)
+            return
         lagging = self.lagging
         seq = self.window.append(event) if lagging else -1
         subs = self.by_event.get(event.name)
@@ -205,17 +243,34 @@ class Fanout:
                 if seq < 0:
                     seq = self.window.append(event)
                 self._start_lag(sub, seq)
-            self.counts["delivered"] += delivered
+            self.counts.delivered += delivered
         if seq >= 0 and self.window.over():
             self._evict()
 
-    def _start_lag(self, sub: Subscription, seq: int) -> None:
+    def _offer_all(self, event: Event, now: bool) -> None:
+        # deliver() with flow control off: no lag, no behind test, no window.
+        subs = self.by_event.get(event.name)
+        if subs:
+            size = event.size
+            delivered = 0
+            for sub in tuple(subs):
+                hold = sub.hold
+                if hold is not None and hold.intercept(event):
+                    continue
+                if sub.frames:
+                    if sub.carrier.offer(event, size, now=now):
+                        delivered += 1
+                elif sub.carrier.offer_event(event, now=now):
+                    delivered += 1
+            self.counts.delivered += delivered
+
+    def _start_lag(self, sub: Membership, seq: int) -> None:
         sub.lag = Lag(seq, sub.events)
         self.lagging[sub] = None
-        self.counts["lagged"] += 1
+        self.counts.lagged += 1
         sub.carrier.lag(sub)
 
-    def refill(self, sub: Subscription) -> None:
+    def refill(self, sub: Membership) -> None:
         """Called by a lagging connection's writer with room again: queue what follows."""
         carrier = sub.carrier
         lag = sub.lag
@@ -238,7 +293,7 @@ class Fanout:
                 return  # closed: it left every channel
             delivered += 1
         lag.cursor = seq
-        self.counts["delivered"] += delivered
+        self.counts.delivered += delivered
         if seq >= end:  # caught up: live again
             sub.lag = None
             del self.lagging[sub]
@@ -274,7 +329,7 @@ class Fanout:
         """
         loop = asyncio.get_running_loop()
         started = loop.time()
-        self.counts["waits"] += 1
+        self.counts.waits += 1
         try:
             while True:
                 self._evict()
@@ -320,7 +375,7 @@ class Fanout:
 
     def forget_all(self) -> None:
         """Drop every entry (the channel closed its carriers; some may not have left)."""
-        for sub in list(self.subs.values()):
+        for sub in list(self.members.values()):
             self.closed(sub, "closed")
         self.lagging.clear()
         self._lag_changed()

@@ -16,7 +16,8 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from tbone.dispatch import jsonenc
-from tbone.dispatch.channels import Channel, ChannelOptions
+from tbone.dispatch.channels import Channel, ChannelOptions, ChannelState
+from tbone.dispatch.checks import whole_number
 from tbone.dispatch.events import Event, History
 
 if TYPE_CHECKING:
@@ -48,8 +49,7 @@ class MemoryChannel(Channel):
         **options: Unpack[ChannelOptions],
     ) -> None:
         super().__init__(name, history=history, **options)
-        if isinstance(history_bytes, bool) or not isinstance(history_bytes, int):
-            raise ValueError(f"history_bytes must be an int, got {history_bytes!r}")
+        whole_number("history_bytes", history_bytes)
         if history_bytes < self.window_bytes:
             raise ValueError(
                 f"history_bytes ({history_bytes}) must be at least window_bytes "
@@ -86,7 +86,7 @@ class MemoryChannel(Channel):
         # and a publish loop that never yields is paced from its first event.
         if self._queue is None:
             self._queue = asyncio.Queue()
-        if self._state != "running":
+        if self.consumer_state is not ChannelState.RUNNING:
             self.mark_ready()
 
     async def listen(self, after: str | None) -> AsyncIterator[list[Event]]:

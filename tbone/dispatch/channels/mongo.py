@@ -23,22 +23,17 @@ Rules (``docs/mongo.md`` has the long form):
 
 from __future__ import annotations
 
-import asyncio
-import datetime
-import logging
-from collections.abc import AsyncIterator, Awaitable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 from tbone.dispatch import jsonenc
 from tbone.dispatch.channels import MAX_MESSAGE_BYTES, WINDOW_BYTES, Channel, ChannelOptions
-from tbone.dispatch.errors import TBoneError
+from tbone.dispatch.checks import seconds, whole_number
 from tbone.dispatch.events import Event, History, MessageTooLarge
-from tbone.dispatch.timeouts import wait_at_most
 
 try:
     from bson import ObjectId
-    from bson.errors import InvalidId
-    from pymongo import AsyncMongoClient, CursorType, MongoClient
+    from pymongo import AsyncMongoClient, MongoClient
     from pymongo.database import Database as _SyncDatabase
     from pymongo.errors import ConfigurationError, InvalidName, OperationFailure
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
@@ -47,58 +42,28 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "(or 'tbone-asgi[motor]' to use a Motor database)"
     ) from exc
 
+from tbone.dispatch.channels.mongo_collection import (
+    FORMAT,
+    CappedCollection,
+    CollectionNotCapped,
+    Documents,
+    utcnow,
+)
+from tbone.dispatch.channels.mongo_history import StoredHistory
+from tbone.dispatch.channels.mongo_tail import Tail
+
 if TYPE_CHECKING:
+    import asyncio
+
     from typing_extensions import Unpack
 
 __all__ = ["CollectionNotCapped", "MongoChannel"]
 
-logger = logging.getLogger("tbone.dispatch.channels.mongo")
-
-T = TypeVar("T")
-
-#: Server error code of ``create`` when the collection already exists.
-NAMESPACE_EXISTS = 48
 #: Bytes a document takes beyond its key and data text (``_id``, field names, ``v``, ``ts``).
 _DOC_OVERHEAD = 96
-#: A document's ``v``: its ``data`` is tbone.dispatch.jsonenc's text, written by store() and
-#: spliced into frames as it is. Documents without it were written by something else: their
-#: ``data`` is parsed first, so text that is not JSON never reaches a client.
-_FORMAT = 1
 #: Server error codes retrying cannot fix: the credentials, or the user's rights.
 AUTHENTICATION_FAILED = 18
 UNAUTHORIZED = 13
-#: Seconds allowed for killing a cursor when it is dropped.
-_CLOSE_TIMEOUT = 5.0
-#: Tries to read one history page when the collection keeps rolling over meanwhile.
-_PAGE_ATTEMPTS = 3
-
-
-class CollectionNotCapped(TBoneError, RuntimeError):
-    """The channel's collection exists but is not a capped collection.
-
-    A tailable cursor needs a capped collection, so the channel cannot use it. Carries
-    ``database``, ``collection`` and the server's ``info`` about it (from listCollections).
-    """
-
-    database: str
-    collection: str
-    info: dict[str, Any]
-
-    def __init__(self, database: str, collection: str, info: dict[str, Any]) -> None:
-        super().__init__(
-            f"collection {database}.{collection} exists but is not capped "
-            f"(type {info.get('type', 'collection')!r}, options {info.get('options', {})!r}); "
-            "MongoChannel tails a capped collection. Drop it if it holds nothing you need "
-            f"(db.{collection}.drop()), convert it (convertToCapped), or give the channel "
-            "another collection with MongoChannel(..., prefix=...).",
-            database=database,
-            collection=collection,
-            info=info,
-        )
-
-
-class _PositionLost(RuntimeError):
-    """Neither the read position nor the oldest document was found while re-opening."""
 
 
 class MongoChannel(Channel):
@@ -145,19 +110,15 @@ class MongoChannel(Channel):
     ) -> None:
         _check_database(name, db)
         capacity = history if capacity is None else capacity
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-            raise ValueError(f"capacity must be a positive int (documents), got {capacity!r}")
-        if isinstance(size, bool) or not isinstance(size, int) or size < 4096:
-            raise ValueError(
-                f"size must be an int of at least 4096 (bytes; MongoDB's smallest capped "
-                f"collection), got {size!r}"
-            )
+        whole_number("capacity", capacity, why=" (documents)")
+        smallest = " (bytes; MongoDB's smallest capped collection)"
+        whole_number("size", size, minimum=4096, why=smallest)
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a str, got {prefix!r}")
-        if not isinstance(await_time, (int, float)) or not 0 < await_time <= 60:
+        seconds("await_time", await_time)
+        if not await_time <= 60:
             raise ValueError(f"await_time must be seconds in (0, 60], got {await_time!r}")
-        if not isinstance(probe_interval, (int, float)) or probe_interval <= 0:
-            raise ValueError(f"probe_interval must be seconds > 0, got {probe_interval!r}")
+        seconds("probe_interval", probe_interval)
         # Nothing bigger than the collection can be stored anyway.
         options["max_message_bytes"] = min(
             options.get("max_message_bytes", MAX_MESSAGE_BYTES), size
@@ -170,21 +131,29 @@ class MongoChannel(Channel):
         self.await_time = float(await_time)
         self.probe_interval = float(probe_interval)
         self.collection_name = prefix + name
-        self._collection = db[self.collection_name]
-        self._ensured = False
-        self._ensuring: asyncio.Task[None] | None = None
-        # The last document the cursor passed (delivered or not), in insert order: where the
-        # next cursor resumes. None: start from "now".
-        self._position: Any = None
-        self._position_is_now = False
-        # Closed or moved to another event loop: the next cursor starts from "now", not
-        # after the last event the old subscribers got.
-        self._restarted = False
-        #: The driver's tailing cursor while one is open (for diagnostics), else None.
-        self.cursor: Any = None
-        self._mongo_counts = dict.fromkeys(("cursors", "skipped"), 0)
+        # The parts: the collection, its documents as events, its history, the tail.
+        self._collection = CappedCollection(
+            name, db, self.collection_name, size=size, capacity=capacity
+        )
+        self._docs = Documents(name)
+        self._history = StoredHistory(self._collection, self._docs)
+        self._tail = Tail(
+            self,
+            self._collection,
+            self._docs,
+            await_time=self.await_time,
+            probe_interval=self.probe_interval,
+        )
 
-    # -- the collection ----------------------------------------------------------------------
+    @property
+    def cursor(self) -> Any:
+        """The driver's tailing cursor while one is open (for diagnostics), else None."""
+        return self._tail.cursor
+
+    @property
+    def _ensuring(self) -> asyncio.Task[None] | None:
+        # The collection's create under way, if any (tests watch it).
+        return self._collection.ensuring
 
     async def ensure_collection(self) -> None:
         """Create the capped collection if it is missing; check that it is capped.
@@ -193,42 +162,7 @@ class MongoChannel(Channel):
         :class:`CollectionNotCapped`, or the driver's error (a failed attempt is retried by
         the next call), and ``ConnectionError`` when the channel closes meanwhile.
         """
-        if self._ensured:
-            return
-        loop = asyncio.get_running_loop()
-        task = self._ensuring
-        if task is None or task.get_loop() is not loop or (task.done() and not self._ensured):
-            task = self._ensuring = loop.create_task(self._create_collection())
-        try:
-            # Shielded: a caller that gives up must not cancel the attempt the others wait for.
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if not task.cancelled() or _cancelling():
-                raise  # the caller's own cancellation
-            # close() stopped the attempt (close_backend): an error, not a cancellation.
-            raise ConnectionError(
-                f"channel {self.name!r} closed while it created its collection"
-            ) from None
-
-    async def _create_collection(self) -> None:
-        name = self.collection_name
-        try:
-            await self.db.command("create", name, capped=True, size=self.size, max=self.capacity)
-        except OperationFailure as exc:
-            if exc.code != NAMESPACE_EXISTS:
-                raise
-            # Made earlier or by another process just now: usable if it is capped.
-            reply = await self.db.command("listCollections", filter={"name": name})
-            found = reply["cursor"]["firstBatch"]
-            if not found:  # dropped in between: the next attempt creates it
-                raise
-            info = dict(found[0])
-            if info.get("type", "collection") != "collection" or not info.get("options", {}).get(
-                "capped"
-            ):
-                raise CollectionNotCapped(self.db.name, name, info) from None
-            logger.debug("channel %r: using the existing capped collection %s", self.name, name)
-        self._ensured = True
+        await self._collection.ensure()
 
     # -- backend hooks -----------------------------------------------------------------------
 
@@ -255,19 +189,19 @@ class MongoChannel(Channel):
         self.check_size(name, payload)
         oid = ObjectId()
         event = Event.from_json(name, payload, str(oid), self.name, data=data)
-        await self.ensure_collection()
+        await self._collection.ensure()
         # Expected before the insert: the tailing cursor may see it before the insert answers.
         self.expect(event)
         try:
-            await self._collection.insert_one(
-                {"_id": oid, "key": name, "data": payload.decode(), "v": _FORMAT, "ts": _utcnow()}
+            await self._collection.collection.insert_one(
+                {"_id": oid, "key": name, "data": payload.decode(), "v": FORMAT, "ts": utcnow()}
             )
         except BaseException:
             self.unexpect(event)
             raise
         return event
 
-    async def listen(self, after: str | None) -> AsyncIterator[list[Event]]:
+    def listen(self, after: str | None) -> AsyncIterator[list[Event]]:
         """Tail the collection from the read position; see the module docstring.
 
         The position is the last document a cursor of this channel passed; with none yet,
@@ -277,58 +211,7 @@ class MongoChannel(Channel):
         at once (one server answer) are yielded as one batch. Returning or raising ends one
         cursor: the consumer loop re-opens it with backoff.
         """
-        await self.ensure_collection()
-        if self._position is None:
-            if after is not None and not self._restarted:
-                self._position, self._position_is_now = self._object_id(after), False
-            else:
-                self._position, self._position_is_now = await self._bounded(self._now()), True
-            self._restarted = False
-        marker = self._position
-        cursor = self._collection.find({}, cursor_type=CursorType.TAILABLE_AWAIT)
-        cursor = cursor.max_await_time_ms(int(self.await_time * 1000))
-        self._mongo_counts["cursors"] += 1
-        self.cursor = cursor
-        state = "opening"
-        taken = 0  # documents taken from the cursor
-        try:
-            while True:
-                doc = await self._fetch(cursor)
-                if doc is None:
-                    if cursor.alive:
-                        continue  # nothing new within await_time
-                    if state == "opening":
-                        # Empty, or dropped (then an insert would make it uncapped): check the
-                        # collection again, then put a marker document in and start after it,
-                        # as MongoDB kills a tailable cursor that matches nothing.
-                        self._note_gap(marker)
-                        self._ensured = False
-                        await self.ensure_collection()
-                        marker = await self._bounded(self._insert_marker())
-                        self._position, self._position_is_now = marker, True
-                    return
-                taken += 1
-                if state == "opening":
-                    state = await self._bounded(self._locate(marker, doc["_id"]))
-                    self.mark_ready()
-                if state == "skipping":
-                    if doc["_id"] == marker:
-                        state = "delivering"
-                    continue
-                docs = [doc]
-                while _retrieved(cursor) > taken:  # held by the driver: no read waits
-                    doc = await self._fetch(cursor)
-                    if doc is None:
-                        break
-                    taken += 1
-                    docs.append(doc)
-                self._position, self._position_is_now = docs[-1]["_id"], False
-                events = [e for e in map(self._event, docs) if e is not None]
-                if events:
-                    yield events
-        finally:
-            self.cursor = None
-            await _close_cursor(cursor)
+        return self._tail.read(after)
 
     async def read_history(self, since: str | None) -> History:
         """The events kept in the collection after ``since``, in insert order.
@@ -337,18 +220,7 @@ class MongoChannel(Channel):
         or an id this collection never held): every kept event is returned then. Raises
         ValueError for an id that is not an ObjectId.
         """
-        marker = None if since is None else self._object_id(since)
-        await self.ensure_collection()
-        found = marker is None
-        kept: list[Event] = []
-        async for doc in self._collection.find({}).sort("$natural", 1):
-            if marker is not None and doc["_id"] == marker:
-                found, kept = True, []
-                continue
-            event = self._event(doc)
-            if event is not None:
-                kept.append(event)
-        return History(kept, complete=found)
+        return await self._history.read(since)
 
     async def history_page(self, since: str | None, *, limit: int, max_bytes: int) -> History:
         """One page of history in insert order, read with two bounded queries.
@@ -358,54 +230,7 @@ class MongoChannel(Channel):
         (``skip``/``limit`` in ``$natural`` order) and is checked against a roll-over in
         between (then both run again). Needs MongoDB 4.4 or later (``$bsonSize``).
         """
-        marker = None if since is None else self._object_id(since)
-        await self.ensure_collection()
-        for _attempt in range(_PAGE_ATTEMPTS):
-            sizes = self._collection.find(
-                {}, {"_id": 1, "size": {"$bsonSize": "$$ROOT"}}, sort=[("$natural", 1)]
-            )
-            index = [(doc["_id"], int(doc.get("size") or 0)) async for doc in sizes]
-            start, found = 0, marker is None
-            if marker is not None:
-                for position, (oid, _size) in enumerate(index):
-                    if oid == marker:
-                        start, found = position + 1, True
-                        break
-            page = await self._page_from(index, start, limit, max_bytes)
-            if page is not None:
-                return History(page[0], found, more=page[1])
-        raise TimeoutError(
-            f"channel {self.name!r}: the collection {self.collection_name} rolled over while "
-            f"a history page was read, {_PAGE_ATTEMPTS} times in a row (raise capacity/size)"
-        )
-
-    async def _page_from(
-        self, index: list[tuple[Any, int]], start: int, limit: int, max_bytes: int
-    ) -> tuple[list[Event], bool] | None:
-        """The events of the next page at ``start`` of ``index``, and whether more follow.
-
-        Documents that are not events (markers, foreign documents) are skipped, and a page of
-        nothing but those is read past: a page that says more holds an event. None when the
-        collection rolled over meanwhile (the caller reads the index again).
-        """
-        while True:
-            stop, total = start, 0
-            while stop < len(index) and stop - start < limit:
-                if stop > start and total + index[stop][1] > max_bytes:
-                    break
-                total += index[stop][1]
-                stop += 1
-            if stop == start:
-                return [], False
-            page = self._collection.find({}, sort=[("$natural", 1)], skip=start, limit=stop - start)
-            docs = [doc async for doc in page]
-            if not docs or docs[0]["_id"] != index[start][0]:
-                return None
-            events = [e for e in map(self._event, docs) if e is not None]
-            more = stop < len(index)
-            if events or not more:
-                return events, more
-            start = stop
+        return await self._history.page(since, limit=limit, max_bytes=max_bytes)
 
     def fatal_error(self, exc: Exception) -> str | None:
         """The fix for errors retrying cannot fix: failed authentication, a user without the
@@ -429,178 +254,32 @@ class MongoChannel(Channel):
             return "fix the client's configuration (the MongoDB URI and its options)"
         return None
 
-    # -- reading helpers ---------------------------------------------------------------------
-
-    async def _now(self) -> Any:
-        """The id of the newest document: the consumer starts after it."""
-        # A reverse collection scan, asked for with hint() (MongoDB's documented way): some
-        # wire-compatible servers ignore a $natural sort and would answer the oldest document.
-        cursor = self._collection.find({}, {"_id": 1}).hint([("$natural", -1)]).limit(1)
-        newest = [doc async for doc in cursor]
-        if not newest:
-            return await self._insert_marker()
-        return newest[0]["_id"]
-
-    async def _insert_marker(self) -> Any:
-        # A document that is no event: every reader skips it.
-        oid = ObjectId()
-        await self._collection.insert_one(
-            {"_id": oid, "key": None, "marker": "start", "ts": _utcnow()}
-        )
-        return oid
-
-    async def _locate(self, marker: Any, first: Any) -> str:
-        """Decide, from the cursor's first (oldest) document, where the position is.
-
-        Capped collections remove documents oldest first. If the position is still kept now,
-        it was kept when the cursor opened, so it lies at or after ``first`` and the cursor
-        reaches it (if it were removed first, ``first``'s removal would kill the cursor). If
-        it is gone but ``first`` is kept, it was gone before the cursor opened, so every
-        document the cursor returns is newer: deliver all (a gap). Both gone: undecidable.
-        """
-        if first == marker:
-            return "skipping"
-        cursor = self._collection.find({"_id": {"$in": [marker, first]}}, {"_id": 1})
-        kept = {doc["_id"] async for doc in cursor}
-        if marker in kept:
-            return "skipping"
-        if first in kept:
-            self._note_gap(marker)
-            return "delivering"
-        raise _PositionLost(
-            f"channel {self.name!r}: the read position {marker} and the oldest document were "
-            "both rolled out while the cursor opened (the collection turns over very fast: "
-            "raise capacity/size); retrying"
-        )
-
-    def _note_gap(self, marker: Any) -> None:
-        if self._position_is_now:
-            return  # nothing was delivered from there yet: no event is missed
-        self.report_gap(
-            f"the last document read ({marker}) was rolled out of {self.collection_name} "
-            "before the next ones were read (raise capacity/size)"
-        )
-
-    async def _fetch(self, cursor: Any) -> Any:
-        """The cursor's next document, or None when it has none now (or is dead)."""
-        try:
-            return await self._bounded(cursor.next())
-        except StopAsyncIteration:
-            return None
-
-    async def _bounded(self, step: Awaitable[T]) -> T:
-        # Every read of the consumer is bounded: a server that stops answering without
-        # closing the socket must not stall the consumer forever.
-        timeout = self.await_time + self.probe_interval
-        try:
-            return await wait_at_most(step, timeout)
-        except TimeoutError:
-            raise TimeoutError(
-                f"MongoDB did not answer within {timeout:g}s (collection {self.collection_name})"
-            ) from None
-
-    def _event(self, doc: Any) -> Event | None:
-        if doc.get("marker") == "start":
-            return None
-        key, text = doc.get("key"), doc.get("data")
-        if not isinstance(key, str) or not key or not isinstance(text, str):
-            self._skip(doc, "it has no str key and JSON text data")
-            return None
-        try:
-            # The frame splices the stored text in; data is decoded only if someone reads it.
-            event = Event.from_json(key, text, str(doc["_id"]), self.name)
-            if doc.get("v") != _FORMAT:
-                event.data  # noqa: B018 - not written by store(): check that it is JSON
-        except ValueError as exc:
-            self._skip(doc, f"its data is not JSON ({exc})")
-            return None
-        return event
-
-    def _skip(self, doc: Any, why: str) -> None:
-        # Written by something else than a MongoChannel: nothing to deliver, say so once.
-        self._mongo_counts["skipped"] += 1
-        log = logger.warning if self._mongo_counts["skipped"] == 1 else logger.debug
-        log("channel %r: skipped document %s: %s", self.name, doc.get("_id"), why)
-
-    def _object_id(self, value: str) -> Any:
-        try:
-            return ObjectId(value)
-        except (InvalidId, TypeError):
-            raise ValueError(
-                f"{value!r} is not an event id of channel {self.name!r} "
-                "(MongoChannel ids are 24-digit hex ObjectIds)"
-            ) from None
-
     # -- lifecycle ---------------------------------------------------------------------------
 
     def on_new_loop(self) -> None:
-        self._ensuring = None  # a task of the old loop
-        self._restart_from_now()
+        self._collection.on_new_loop()  # a task of the old loop
+        self._tail.restart_from_now()
 
     async def close_backend(self) -> None:
         # The cursor is killed by listen() as the consumer stops. A channel started again
         # serves new subscribers: it starts from "now", not where the old ones left.
-        self._restart_from_now()
-        # A create in flight (a server that does not answer: the driver waits for one up to
-        # serverSelectionTimeoutMS, 30 s by default) is stopped too, else it outlives the
-        # channel and the process waits for it as it exits.
-        ensuring, self._ensuring = self._ensuring, None
-        if ensuring is not None and ensuring.get_loop() is asyncio.get_running_loop():
-            await _stop(ensuring)
-
-    def _restart_from_now(self) -> None:
-        self._position = None
-        self._position_is_now = False
-        self._restarted = True
+        self._tail.restart_from_now()
+        # A create in flight is stopped too, else it outlives the channel and the process
+        # waits for it as it exits.
+        await self._collection.stop()
 
     def stats(self) -> dict[str, Any]:
         """The base counters plus ``collection``, ``cursors`` (opened), ``skipped`` (documents
         that were not events) and ``position`` (the last document read). ``gaps`` counts the
         times the read position had rolled out (see :meth:`Channel.report_gap`)."""
+        position = self._tail.position
         return {
             **super().stats(),
             "collection": f"{self.db.name}.{self.collection_name}",
-            **self._mongo_counts,
-            "position": None if self._position is None else str(self._position),
+            "cursors": self._tail.cursors,
+            "skipped": self._docs.skipped,
+            "position": None if position is None else str(position),
         }
-
-
-def _retrieved(cursor: Any) -> int:
-    """Documents the driver received for ``cursor`` so far (PyMongo's, or Motor's PyMongo one)."""
-    retrieved: Any = getattr(cursor, "retrieved", None)
-    if retrieved is None:
-        retrieved = getattr(getattr(cursor, "delegate", None), "retrieved", 0)
-    return int(retrieved)
-
-
-async def _close_cursor(cursor: Any) -> None:
-    # Kills the server cursor; bounded so an unreachable server cannot hold up a close.
-    try:
-        await wait_at_most(cursor.close(), _CLOSE_TIMEOUT)
-    except Exception as exc:  # the cursor is gone with its connection anyway
-        logger.debug("closing a cursor failed: %s: %s", type(exc).__name__, exc)
-
-
-async def _stop(task: asyncio.Task[Any]) -> None:
-    """Cancel ``task`` and wait for its end, cancelling again every 0.1 s: the driver waits
-    with ``asyncio.wait_for``, which before Python 3.12 can lose a cancellation (see
-    :mod:`tbone.dispatch.timeouts`). The caller bounds the wait (``Channel.close``)."""
-    while not task.done():
-        task.cancel()
-        await asyncio.wait((task,), timeout=0.1)
-    if not task.cancelled():
-        task.exception()  # retrieved: the attempt's error is the consumer's to report
-
-
-def _cancelling() -> bool:
-    # Whether this task is being cancelled itself (Python 3.11+; 3.10 cannot tell).
-    task = asyncio.current_task()
-    cancelling = getattr(task, "cancelling", None)
-    return bool(cancelling is not None and cancelling())
-
-
-def _utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
 
 
 def _check_database(name: str, db: Any) -> None:

@@ -8,8 +8,9 @@ resume touches only ``X``.
 How (``docs/channels.md``, "Ids, history and resume"):
 
 1. A :class:`Hold` is put on the connection for ``X``: from now on the live events of ``X``
-   that the consumer hands to it are kept aside (at most a quarter of its outbox; past that
-   they are dropped, and step 2 reads them from history again).
+   that the consumer hands to it are kept aside (at most its outbox's low-water mark,
+   ``docs/channels.md#flow-control``; past that they are dropped, and step 2 reads them from
+   history again).
 2. History is read in pages after ``since`` (:meth:`Channel.history_page`), each at most half
    of the connection's ``max_bytes``, and sent at the pace the connection reads
    (:meth:`Carrier.room`). Pages go on while history has more, or while live events were
@@ -28,22 +29,25 @@ How (``docs/channels.md``, "Ids, history and resume"):
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import warnings
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tbone.dispatch.events import Event, History, recovered_frame
 
 if TYPE_CHECKING:
     from tbone.dispatch.carriers import Carrier
-    from tbone.dispatch.channels.fanout import Fanout, Subscription
+    from tbone.dispatch.channels.fanout import Fanout, Membership
 
 __all__ = [
     "PAGE_EVENTS",
     "REPLAY_BYTES",
     "REPLAY_EVENTS",
     "Hold",
+    "ResumeLocks",
     "Source",
     "replay",
     "warn_replay_cap",
@@ -69,6 +73,29 @@ def warn_replay_cap(what: str, stacklevel: int = 1) -> None:
         DeprecationWarning,
         stacklevel=stacklevel + 1,
     )
+
+
+class ResumeLocks:
+    """One lock per connection: the resumes of one connection on a channel run one at a time."""
+
+    __slots__ = ("_locks",)
+
+    def __init__(self) -> None:
+        self._locks: dict[Carrier, asyncio.Lock] = {}
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    @contextlib.asynccontextmanager
+    async def held(self, carrier: Carrier) -> AsyncIterator[None]:
+        """Hold the lock of ``carrier``'s connection; it is forgotten once nobody wants it."""
+        lock = self._locks.setdefault(carrier, asyncio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and self._locks.get(carrier) is lock:
+                del self._locks[carrier]
 
 
 class Source(Protocol):
@@ -103,7 +130,7 @@ class Hold:
         "sub",
     )
 
-    def __init__(self, sub: Subscription, names: set[str], order_key: Callable[[str], Any]) -> None:
+    def __init__(self, sub: Membership, names: set[str], order_key: Callable[[str], Any]) -> None:
         self.sub = sub
         self.order_key = order_key
         self.names = names
@@ -190,7 +217,7 @@ async def replay(
     """
     for name in names:
         channel.subscribe(name, carrier)
-    sub = fanout.subscription(carrier)
+    sub = fanout.membership(carrier)
     if sub is None:  # nothing to resume, or the carrier closed
         return True
     # Set before any await: no live event of `names` can pass before the hold is on.
@@ -253,9 +280,9 @@ async def replay(
                     )
                 if page.more:
                     continue
-            # The `recovered` frame and the held events (at most a quarter of the outbox) are
-            # offered at once, with no wait between them: below half full, the outbox has
-            # room for them. (The last page may have left it nearly full: an event of up to
+            # The `recovered` frame and the held events (at most the low-water mark) are
+            # offered at once, with no wait between them: while it is not behind, the outbox
+            # has room for them. (The last page may have left it nearly full: an event of up to
             # max_message_bytes offered at just under half.) Live events held meanwhile may
             # overflow the hold: then history is read on.
             if carrier.behind and not await carrier.room():

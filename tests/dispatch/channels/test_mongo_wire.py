@@ -419,7 +419,7 @@ async def test_close_kills_the_cursor_and_a_restart_begins_at_now(
 
 
 async def test_options_are_checked(db: Any) -> None:
-    with pytest.raises(ValueError, match="capacity must be a positive int"):
+    with pytest.raises(ValueError, match="capacity must be at least 1"):
         MongoChannel(name="bad", db=db, capacity=0)
     with pytest.raises(ValueError, match="at least 4096"):
         MongoChannel(name="bad", db=db, size=100)

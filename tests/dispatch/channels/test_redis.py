@@ -120,7 +120,7 @@ def test_probe_interval_must_outlast_the_block_time() -> None:
 
 @pytest.mark.parametrize("option", ["maxlen", "block_ms", "max_message_bytes", "read_count"])
 def test_sizes_must_be_positive_ints(option: str) -> None:
-    with pytest.raises(ValueError, match=f"{option} must be a positive int"):
+    with pytest.raises(ValueError, match=f"{option} must be at least 1, got 0"):
         RedisChannel(name=f"bad-{option}", url="redis://127.0.0.1:1/0", **{option: 0})
 
 
