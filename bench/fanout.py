@@ -78,6 +78,8 @@ __all__ = ["LANDED", "ROWS", "Row", "available_kinds", "available_rows", "events
 
 BASELINES = ("raw", "broadcaster")
 LANDED = "tbone (landed)"
+LANDED_PREPARED = "tbone (prepared, landed)"
+PREPARED = "tbone (prepared)"
 
 
 class Row(NamedTuple):
@@ -99,7 +101,7 @@ ROWS: dict[str, Row] = {
     "broadcaster": Row("broadcaster"),
     "tbone": Row("tbone"),  # uvicorn's default websocket implementation: websockets-sansio
     # The same app on tbone_asgi.uvicorn's protocol: each event's frame built once.
-    "tbone (prepared)": Row("tbone", ("--ws", "prepared")),
+    PREPARED: Row("tbone", ("--ws", "prepared")),
     "tbone (websockets)": Row("tbone", ("--ws", "websockets")),
     "tbone (wsproto)": Row("tbone", ("--ws", "wsproto"), ("wsproto",)),
     "tbone (hypercorn)": Row("tbone", ("--server", "hypercorn"), ("hypercorn",)),
@@ -245,9 +247,12 @@ def run(
             try:
                 path = stack.enter_context(_landed.packages(landed))
                 rows[LANDED] = rows["tbone"]._replace(path=path)
+                if PREPARED in rows:
+                    rows[LANDED_PREPARED] = rows[PREPARED]._replace(path=path)
                 notes.append(
                     f"{LANDED}: the same tbone server on tbone and tbone_asgi of commit "
-                    f"{landed}; the vs-landed ratios are what the working tree costs against it."
+                    f"{landed} ({LANDED_PREPARED}: on the prepared protocol); the vs-landed "
+                    "ratios are what the working tree costs against it, each path against its own."
                 )
             except _landed.Unavailable as exc:
                 notes.append(f"{LANDED} left out: {exc}.")
@@ -349,7 +354,9 @@ def run(
                         ratio(m["paced_p99_ms"], raw["paced_p99_ms"]),
                     ]
                     if vs_landed:
-                        base = med[LANDED]
+                        # Each path against its own: prepared rows against the landed prepared.
+                        own = name in (PREPARED, LANDED_PREPARED) and LANDED_PREPARED in med
+                        base = med[LANDED_PREPARED if own else LANDED]
                         cells += [
                             ratio(m["cpu_us"], base["cpu_us"]),
                             ratio(m["paced_cpu_us"], base["paced_cpu_us"]),
