@@ -169,8 +169,12 @@ async def test_a_publish_loop_reaches_every_reader_and_only_the_stuck_one_is_clo
     slack = 2 * watch.late + 0.05
     assert stuck_timeout - slack <= silent <= stuck_timeout * 1.5 + slack + 0.2
     closed_after = watch.closed_at - watch.behind_at
-    # The publisher was held back, at most, for about that long.
-    assert longest <= closed_after + 0.5
+    # The publisher was held back, at most, for about that long: publishes also pace to the
+    # consumer (docs/channels.md, "Flow control"), which on a machine where other tests share
+    # the two cores can take a second or so more to work through its queue (alone: under
+    # 0.1 s with Redis, 0.8 s with memory). Never past publish_timeout, the documented bound.
+    assert longest <= closed_after + 1.5
+    assert longest <= channel.publish_timeout + 0.5
     peak = (watch.peak - watch.start) / 2**20
     assert peak < PEAK_MIB
     figure(f"{server} {kind} {shape}: publish loop seconds", published)
