@@ -202,15 +202,9 @@ class MongoChannel(Channel):
         return event
 
     def listen(self, after: str | None) -> AsyncIterator[list[Event]]:
-        """Tail the collection from the read position; see the module docstring.
-
-        The position is the last document a cursor of this channel passed; with none yet,
-        ``after`` (an event id), else "now" (the newest document); after a close, "now". The
-        cursor starts at the oldest document and this skips up to and including the
-        position, so resuming never relies on ObjectId order. The documents the driver holds
-        at once (one server answer) are yielded as one batch. Returning or raising ends one
-        cursor: the consumer loop re-opens it with backoff.
-        """
+        """Tail the collection from the read position: the rules (where a cursor starts, what
+        one batch is, how a cursor ends) are :meth:`Tail.read
+        <tbone.dispatch.channels.mongo_tail.Tail.read>`'s."""
         return self._tail.read(after)
 
     async def read_history(self, since: str | None) -> History:
