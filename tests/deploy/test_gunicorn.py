@@ -30,6 +30,7 @@ ORIGIN = "https://app.example.com"
 EVENTS = 60  # published in all
 RELOAD_AT = 20  # SIGHUP after this many
 CLIENTS = 4
+WORKERS = 2  # the page says 4: two are enough for a shared channel, and cheaper
 
 
 @pytest.fixture
@@ -38,13 +39,13 @@ async def gunicorn(tmp_path: Path) -> AsyncIterator[tuple[Child, str]]:
     port = free_port()
     (tmp_path / "app.py").write_text(block("app.py"))
     line = command("gunicorn app:app ")
-    line = replace(line, "--workers 4", "--workers 2")
+    line = replace(line, "--workers 4", f"--workers {WORKERS}")
     line = replace(line, "--bind 127.0.0.1:8000", f"--bind 127.0.0.1:{port}")
     program, *args = line.split()
     with RedisServer(tmp_path / "redis") as redis:
         env = {"REDIS_URL": redis.url, "ALLOWED_ORIGINS": ORIGIN}
         async with Child.start([str(BIN / program), *args], env=env, cwd=tmp_path) as child:
-            await child.wait_for("Application startup complete", count=2, timeout=30)
+            await child.wait_for("Application startup complete", count=WORKERS, timeout=30)
             yield child, f"127.0.0.1:{port}"
             child.send(signal.SIGTERM)
             await child.exit_within(30)
@@ -72,12 +73,15 @@ async def test_workers_share_the_channel_and_a_reload_loses_no_event(
         for n in range(1, EVENTS + 1):
             if n == RELOAD_AT + 1:
                 child.send(signal.SIGHUP)  # graceful reload: new workers, then old ones stop
-                await child.wait_for("Application startup complete", count=4, timeout=30)
+                await child.wait_for("Application startup complete", count=2 * WORKERS, timeout=30)
             reply = await http.post("/items", json={"n": n})
             assert reply.status_code == 201, reply.text
         results = await asyncio.gather(*received)
     for sub, events in zip(subs, results, strict=True):
         assert [e.data["n"] for e in events] == list(range(1, EVENTS + 1))  # no gap, no repeat
-        assert sub.connections == 2  # each reconnected once: its old worker stopped
-    assert child.text.count("Booting worker") == 4, child.text
+        # Each reconnected once its old worker stopped, and again if that reconnect reached the
+        # other old worker before it stopped too (both get SIGTERM together, and each stops
+        # accepting on its own time): at most once per old worker.
+        assert 2 <= sub.connections <= 1 + WORKERS
+    assert child.text.count("Booting worker") == 2 * WORKERS, child.text
     assert "Traceback" not in child.text, child.text
