@@ -1,8 +1,12 @@
-"""Shared fixtures: every test starts and ends with an empty channel registry."""
+"""Shared fixtures: every test starts and ends with an empty channel registry; a test marked
+``load`` runs untraced by coverage."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+import sys
+import threading
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -15,3 +19,30 @@ async def _close_channels() -> AsyncIterator[None]:
     # forget every channel a test left behind, so none leaks into the next test.
     yield
     await close_all_channels()
+
+
+@pytest.fixture(autouse=True)
+def _untraced_under_load(request: pytest.FixtureRequest) -> Iterator[None]:
+    # A load test (marked ``load``) pushes thousands of events through code that the other
+    # tests cover line by line; tracing it would double its time and add nothing to the
+    # report. pytest-cov's own ``no_cover`` marker fails under ``--no-cov`` (7.1), and under
+    # xdist a worker holds a second Coverage that resumes when the first stops: hence the
+    # settrace calls, which leave nothing tracing until ``cov.start()`` takes over again.
+    cov = request.getfixturevalue("cov") if request.node.get_closest_marker("load") else None
+    if cov is None:
+        yield
+        return
+    cov.stop()
+    sys.settrace(None)
+    threading.settrace(None)
+    try:
+        yield
+    finally:
+        cov.start()
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    # ``-n auto`` (addopts): one worker more than the cores. The real-server tests spend about
+    # a third of their time waiting (on timers, child processes, servers starting), so two
+    # workers on two cores leave them idle that long (docs/architecture.md, "The test suite").
+    return (os.cpu_count() or 1) + 1

@@ -29,6 +29,7 @@ RSS_BOUND = 4 * 1024 * 1024  # bytes the process may grow by over the 9,000 meas
 
 
 @pytest.mark.slow
+@pytest.mark.load
 async def test_ten_thousand_connect_subscribe_disconnect_cycles(
     figure: Callable[[str, Any], Any],
 ) -> None:

@@ -31,7 +31,7 @@ from tests.reliability.test_bursts import make_channel as make_burst_channel
 from tests.support.asgi_server import run_uvicorn, wait_until
 from tests.support.web_servers import read_until_closed, small_buffer_socket, ws_connect
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.load]
 
 
 def make_channel(kind: str, request: pytest.FixtureRequest) -> Channel:

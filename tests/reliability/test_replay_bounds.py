@@ -32,7 +32,7 @@ from tbone_asgi.uvicorn import WebSocketProtocol
 from tests.support.asgi_server import run_uvicorn, wait_until
 from tests.support.web_servers import ws_connect
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.load]
 
 ROOT = Path(__file__).resolve().parents[2]
 STORED = 10_000

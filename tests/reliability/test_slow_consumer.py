@@ -232,6 +232,7 @@ def _problems(run: dict[str, Any], readers: int, events: int) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.load
 @pytest.mark.usefixtures("small_server_buffers")
 @pytest.mark.parametrize("rate", sorted(RATES))
 @pytest.mark.parametrize("server", ["uvicorn", "uvicorn-prepared", "aiohttp", "sanic"])
