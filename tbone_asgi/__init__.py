@@ -4,6 +4,7 @@
 * :class:`ChannelMiddleware` adds the endpoint to any ASGI app (Django, Quart, bare ASGI).
 * :func:`channels_lifespan` starts channels with the app and closes them with it.
 * :func:`health_route` answers a load balancer: 200 while each channel's backend answers.
+* :func:`not_found_route`, last in the routes, says why a websocket to a wrong path is refused.
 
 ``docs/asgi.md`` shows each; ``docs/protocol.md`` is the wire protocol. The endpoint needs the
 ``asgi`` extra (``pip install 'tbone-asgi[asgi]'``); the names built on Starlette are imported
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from tbone_asgi.health import HealthApp, health_route
     from tbone_asgi.metrics import MetricsApp, metrics_route
     from tbone_asgi.middleware import ChannelMiddleware
+    from tbone_asgi.not_found import NotFoundApp, not_found_route
     from tbone_asgi.routing import channel_route
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "HealthApp",
     "Limits",
     "MetricsApp",
+    "NotFoundApp",
     "OriginPolicy",
     "Refused",
     "__version__",
@@ -41,6 +44,7 @@ __all__ = [
     "channels_lifespan",
     "health_route",
     "metrics_route",
+    "not_found_route",
 ]
 
 
@@ -61,6 +65,7 @@ if not TYPE_CHECKING:  # the type checker reads the imports above
             "tbone_asgi.health": ["HealthApp", "health_route"],
             "tbone_asgi.metrics": ["MetricsApp", "metrics_route"],
             "tbone_asgi.middleware": ["ChannelMiddleware"],
+            "tbone_asgi.not_found": ["NotFoundApp", "not_found_route"],
             "tbone_asgi.routing": ["channel_route"],
         },
         before=_needs_starlette,

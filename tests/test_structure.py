@@ -62,6 +62,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "tbone_asgi.lifespan",
             "tbone_asgi.metrics",
             "tbone_asgi.middleware",
+            "tbone_asgi.not_found",
             "tbone_asgi.routing",
         ],
     ),

@@ -41,6 +41,10 @@ HINTS: dict[str, str] = {
     "bad_since": "since= must be an event id this channel gave, with events= to resume",
     "too_many_subscriptions": "ask for fewer events, or raise the route's Limits",
     "unavailable": "the channel's backend did not answer; clients retry later",
+    "not_found": (
+        "check the client's URL against the app's websocket routes "
+        '(tbone-asgi docs, ASGI, "A websocket to a wrong path")'
+    ),
 }
 
 # (logger name, refusal code) -> when it was last logged at WARNING (time.monotonic()).

@@ -8,18 +8,24 @@ list the same answers.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
+import httpx
 import pytest
 import websockets
 from aiohttp import web
+from fastapi import FastAPI
 from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from tbone.dispatch import refusals
 from tbone.dispatch.carriers.aiohttp_websocket import add_route as aiohttp_add_route
 from tbone.dispatch.carriers.sanic_websocket import add_route as sanic_add_route
-from tbone_asgi import ChannelMiddleware, channel_route
+from tbone_asgi import ChannelMiddleware, NotFoundApp, channel_route, not_found_route
 from tests.support.asgi_server import run_uvicorn
 from tests.support.web_servers import (
     aiohttp_server,
@@ -65,6 +71,67 @@ async def test_starlette_answers_403(caplog: pytest.LogCaptureFixture) -> None:
         assert await status_of(server.ws_url("/nope")) == 403
         await serves_events(server.ws_url("/ws"))
     assert_no_tracebacks(caplog)
+    # The router refused it: a bare 403, no refusal logged (not_found_route says why).
+    assert not [r for r in caplog.records if "refused websocket" in r.getMessage()]
+
+
+@pytest.mark.parametrize("framework", ["starlette", "fastapi"])
+async def test_not_found_route_says_why_in_the_body_and_the_log(
+    framework: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    refusals.forget()
+    if framework == "starlette":
+        app: Any = Starlette(
+            routes=[
+                Route("/page", lambda request: PlainTextResponse("page")),
+                channel_route("/ws", "wrong-path"),
+                not_found_route("/ws"),
+            ]
+        )
+    else:
+        app = FastAPI()
+        app.get("/page", response_class=PlainTextResponse)(lambda: "page")
+        app.router.routes.append(channel_route("/ws", "wrong-path"))
+        app.router.routes.append(not_found_route("/ws"))
+    async with run_uvicorn(app, log_config=None) as server:
+        for path in ("/nope", "/nope", "/"):
+            assert await body_of(server.ws_url(path)) == (
+                f"websocket refused: no websocket route matches {path!r}; "
+                "this app serves websockets at '/ws'\n"
+            )
+        await serves_events(server.ws_url("/ws"))  # routes before it still serve
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            assert (await http.get("/page")).text == "page"  # HTTP is routed as before
+            assert (await http.get("/nope")).status_code == 404
+    assert_no_tracebacks(caplog)
+    notes = [r for r in caplog.records if "refused websocket" in r.getMessage()]
+    assert {r.name for r in notes} == {"tbone_asgi"}
+    # One WARNING, which a server's default logging shows, then INFO: a scanner probing
+    # paths cannot flood the log.
+    assert [r.levelno for r in notes] == [logging.WARNING, logging.INFO, logging.INFO], notes
+    assert (
+        notes[0]
+        .getMessage()
+        .startswith(
+            "refused websocket /nope: not_found: no websocket route matches '/nope'; this app "
+            "serves websockets at '/ws'. Fix: check the client's URL"
+        )
+    ), notes[0].getMessage()
+
+
+def test_not_found_route_checks_its_paths_and_answers_websockets_only() -> None:
+    with pytest.raises(TypeError, match="as strings"):
+        not_found_route(b"/ws")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="must start with '/'"):
+        not_found_route("ws")
+    route = not_found_route()
+    assert route.path == "/{path:path}"
+
+    async def never(*_: Any) -> Any:
+        raise AssertionError("not called")
+
+    with pytest.raises(TypeError, match="websockets only, not 'http'"):
+        asyncio.run(NotFoundApp()({"type": "http", "path": "/"}, never, never))
 
 
 def django_application() -> Any:
