@@ -23,15 +23,23 @@ changes:
   paused; otherwise they write nothing and return False, and the sender waits (``await
   wait_writable()``) or uses ``send``. The tbone_asgi endpoint uses it for events.
 
+* **A lingering close after a frame that breaks the rules** (too big for ``--ws-max-size``,
+  malformed). uvicorn writes the close frame (1009, 1002...) and closes the socket at once,
+  with the rest of the peer's frame still unread; the kernel then answers with a reset, which
+  can reach a proxy before the close frame, so that its client sees 1006 instead of 1009.
+  Here the write side is shut after the close frame, and what the peer still sends is read and
+  dropped until it closes too, or for uvicorn's close timeout at most (HTTP servers call this
+  a lingering close).
+
 Everything else (the handshake, pings and pongs, error frames, the close handshake, and any
 other ASGI app or route on the same server) goes through uvicorn's own code, so an app that
-never asks for the extension behaves exactly as on stock uvicorn.
+never asks for the extension behaves as on stock uvicorn.
 
 uvicorn's protocol class is not a public API: this module reaches into it (its ``conn``,
-``transport``, ``writable``, ``close_sent`` and ``scope``). The list, and the releases it was
-tested on (:data:`TESTED_UVICORN`), are in :mod:`tbone.dispatch._private.uvicorn`; on a
-uvicorn without that surface it logs one line and serves as the stock protocol, never failing
-a connection.
+``transport``, ``writable``, ``close_sent``, ``queue``, ``close_timer``, ``scope``...). The
+list, and the releases it was tested on (:data:`TESTED_UVICORN`), are in
+:mod:`tbone.dispatch._private.uvicorn`; on a uvicorn without that surface it logs one line and
+serves as the stock protocol, never failing a connection.
 """
 
 from __future__ import annotations
@@ -113,6 +121,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         problem = surface_problem(self)
         self._prepared_ok = problem is None
         self._bits: int | None = None
+        self._lingering = False
         if problem is not None:
             _warn_once(problem)
             return
@@ -130,6 +139,25 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
                 max_size=self.config.ws_max_size,
                 logger=logging.getLogger("uvicorn.error"),
             )
+
+    def handle_parser_exception(self) -> None:
+        """The peer's frame broke the rules: send the close frame, then linger (module doc)."""
+        transport = self.transport
+        if self._lingering:
+            return  # more of what the peer sent after the fault: read and dropped
+        if not self._prepared_ok or not transport.can_write_eof():
+            super().handle_parser_exception()
+            return
+        self._lingering = True
+        close = self.conn.close_sent
+        code, reason = (close.code, close.reason) if close is not None else (1006, "")
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        transport.write_eof()  # the peer reads the close frame, then EOF; it closes, we close
+        # The transport closes itself on the peer's EOF (eof_received returns None); uvicorn's
+        # own close timer bounds the wait, and connection_lost and shutdown cancel it.
+        self.close_timer = self.loop.call_later(self.close_timeout, transport.close)
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)

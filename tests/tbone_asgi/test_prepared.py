@@ -207,6 +207,7 @@ def test_a_uvicorn_without_the_surface_falls_back(caplog: pytest.LogCaptureFixtu
         handshake_complete = False
         initial_response = None
         config = None
+        queue = loop = close_timer = close_timeout = None
 
     assert surface_problem(Elsewhere()) == "its protocol has no writable"
 

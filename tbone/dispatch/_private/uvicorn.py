@@ -42,6 +42,10 @@ PROTOCOL_SURFACE = (
     "handshake_complete",
     "initial_response",
     "config",
+    "queue",
+    "loop",
+    "close_timer",
+    "close_timeout",
 )
 #: What the rest reads of the protocol object behind ``send``.
 SURFACE = ("send.__self__ (the protocol)", "protocol.transport", "protocol.config.ws_max_size")

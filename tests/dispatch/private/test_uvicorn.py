@@ -53,6 +53,7 @@ async def test_the_protocol_behind_send_holds_the_transport_and_the_config() -> 
 def test_a_protocol_without_the_surface_is_named() -> None:
     class Elsewhere:
         conn = transport = close_sent = handshake_complete = initial_response = config = None
+        queue = loop = close_timer = close_timeout = None
 
     assert private.protocol_problem(Elsewhere()) == "its protocol has no writable"
     assert private.server_protocol(print) is None
