@@ -6,7 +6,7 @@ right type out of range raises ValueError; both name the option and the value gi
 
 from __future__ import annotations
 
-__all__ = ["seconds", "whole_number"]
+__all__ = ["number", "seconds", "whole_number"]
 
 
 def whole_number(
@@ -34,3 +34,10 @@ def seconds(name: str, value: object, *, optional: bool = False, zero: bool = Fa
     if not (value >= 0 if zero else value > 0):
         bound = "0 seconds or more" if zero else "more than 0 seconds"
         raise ValueError(f"{name} must be {bound}, got {value}")
+
+
+def number(name: str, value: object, *, what: str = "a number") -> None:
+    """Raise TypeError unless ``value`` is an int or a float (not a bool); the range is the
+    caller's to check, with its own message. ``what`` names the kind in the message."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be {what}, got {value!r}")

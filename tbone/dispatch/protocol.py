@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from tbone.dispatch import jsonenc
 from tbone.dispatch.channels.resume import REPLAY_BYTES, REPLAY_EVENTS, warn_replay_cap
+from tbone.dispatch.checks import number, whole_number
 from tbone.dispatch.errors import (
     CLOSE_MESSAGE_TOO_BIG,
     CLOSE_POLICY_VIOLATION,
@@ -137,11 +138,20 @@ class Limits:
         if self.max_replay_events != REPLAY_EVENTS or self.max_replay_bytes != REPLAY_BYTES:
             # Called by the dataclass's __init__: the warning points at who made the Limits.
             warn_replay_cap("Limits.max_replay_events/max_replay_bytes", stacklevel=3)
-        for field in ("max_frame_bytes", "max_events_per_subscribe", "max_subscriptions"):
-            if getattr(self, field) < 1:
-                raise ValueError(f"Limits.{field} must be at least 1, got {getattr(self, field)}")
-        if self.max_errors < 1:
-            raise ValueError(f"Limits.max_errors must be at least 1, got {self.max_errors}")
+        # The rule of tbone.dispatch.checks: TypeError for a wrong type, ValueError for a value.
+        for field in (
+            "max_frame_bytes",
+            "max_events_per_subscribe",
+            "max_subscriptions",
+            "max_errors",
+        ):
+            whole_number(f"Limits.{field}", getattr(self, field))
+        for field in ("max_replay_events", "max_replay_bytes"):  # deprecated: any count
+            whole_number(f"Limits.{field}", getattr(self, field), minimum=0)
+        for field in ("max_messages_per_second", "max_resumes_per_minute"):
+            number(f"Limits.{field}", getattr(self, field), what="a number (float('inf'): none)")
+        if self.burst is not None:
+            number("Limits.burst", self.burst, what="a number of frames or None (the default)")
         if not self.max_messages_per_second > 0:
             raise ValueError(
                 "Limits.max_messages_per_second must be > 0, got "

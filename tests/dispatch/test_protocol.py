@@ -89,6 +89,22 @@ def test_limits_refuse_nonsense(options: dict[str, Any], match: str) -> None:
         Limits(**options)
 
 
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"max_frame_bytes": "65536"}, "Limits.max_frame_bytes must be a whole number"),
+        ({"max_errors": 2.5}, "Limits.max_errors must be a whole number"),
+        ({"max_subscriptions": True}, "Limits.max_subscriptions must be a whole number"),
+        ({"max_messages_per_second": "50"}, "Limits.max_messages_per_second must be a number"),
+        ({"max_resumes_per_minute": None}, "Limits.max_resumes_per_minute must be a number"),
+        ({"burst": "10"}, "Limits.burst must be a number of frames or None"),
+    ],
+)
+def test_limits_refuse_a_wrong_type_with_type_error(options: dict[str, Any], match: str) -> None:
+    with pytest.raises(TypeError, match=match):
+        Limits(**options)
+
+
 @pytest.mark.parametrize("option", ["max_replay_events", "max_replay_bytes"])
 def test_the_replay_caps_are_deprecated_and_say_what_bounds_a_replay(option: str) -> None:
     Limits(max_replay_events=10_000, max_replay_bytes=16 * 1024 * 1024)  # the defaults: silent
