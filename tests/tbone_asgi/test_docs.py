@@ -22,7 +22,7 @@ def app_blocks() -> list[str]:
 
 
 def test_the_doc_has_its_examples() -> None:
-    assert len(app_blocks()) == 6
+    assert len(app_blocks()) == 7
 
 
 @pytest.mark.parametrize("block", app_blocks(), ids=lambda b: b.splitlines()[0][:40])
