@@ -46,3 +46,11 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     # a third of their time waiting (on timers, child processes, servers starting), so two
     # workers on two cores leave them idle that long (docs/architecture.md, "The test suite").
     return (os.cpu_count() or 1) + 1
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Files with a long test (marked ``slow``) run first, so that the short ones fill the gaps
+    # at the end instead of leaving the workers waiting on one long file (xdist hands out
+    # files in this order, --dist loadfile). Within each group the order is unchanged.
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)

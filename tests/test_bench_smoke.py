@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from bench.fanout import ROWS
 from tests.support.bench import python_m_bench
 from tests.support.redis_server import require_redis_server
+
+pytestmark = pytest.mark.slow  # long: scheduled first (tests/conftest.py)
 
 
 def run_bench(name: str) -> str:

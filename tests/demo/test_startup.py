@@ -26,6 +26,8 @@ from tests.support.child import Child
 from tests.support.mongo_server import MongoServer
 from tests.support.redis_server import RedisServer, free_port, require_redis_server
 
+pytestmark = pytest.mark.slow  # long: scheduled first (tests/conftest.py)
+
 UVICORN = [str(Path(sys.executable).parent / "uvicorn"), "demo:app", "--port", "0"]
 DEMO = [sys.executable, "-m", "demo", "--port", "0"]
 WORKERS = ["--workers", "2"]
