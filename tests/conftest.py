@@ -42,10 +42,10 @@ def _untraced_under_load(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    # ``-n auto`` (addopts): one worker more than the cores. The real-server tests spend about
-    # a third of their time waiting (on timers, child processes, servers starting), so two
-    # workers on two cores leave them idle that long (docs/architecture.md, "The test suite").
-    return (os.cpu_count() or 1) + 1
+    # ``-n auto`` (addopts): two workers more than the cores. The real-server tests spend about
+    # a quarter of their time waiting (on timers, child processes, servers starting), so one
+    # worker per core leaves the cores idle that long (docs/architecture.md, "The test suite").
+    return (os.cpu_count() or 1) + 2
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
