@@ -28,16 +28,16 @@ def seconds(name: str, value: object, *, optional: bool = False, zero: bool = Fa
     or None if ``optional``. NaN is out of range."""
     if value is None and optional:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        none = " or None (the default)" if optional else ""
-        raise TypeError(f"{name} must be a number of seconds{none}, got {value!r}")
+    none = " or None (the default)" if optional else ""
+    value = number(name, value, what=f"a number of seconds{none}")
     if not (value >= 0 if zero else value > 0):
         bound = "0 seconds or more" if zero else "more than 0 seconds"
         raise ValueError(f"{name} must be {bound}, got {value}")
 
 
-def number(name: str, value: object, *, what: str = "a number") -> None:
-    """Raise TypeError unless ``value`` is an int or a float (not a bool); the range is the
-    caller's to check, with its own message. ``what`` names the kind in the message."""
+def number(name: str, value: object, *, what: str = "a number") -> float:
+    """``value``, unless it is not an int or a float (or is a bool): TypeError. The range is
+    the caller's to check, with its own message. ``what`` names the kind in the message."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be {what}, got {value!r}")
+    return value
